@@ -1,0 +1,35 @@
+# Hookline developer commands. `make help` lists them.
+.PHONY: help run up down clean test check lint fmt build kafka-fetch
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+run: ## Start everything and run the guided demo; Ctrl-C stops it all
+	@scripts/stack.sh run
+
+up: ## Start the stack in the background; writes .hookline/stack.env
+	@scripts/stack.sh up
+
+down: ## Stop the stack, keep its data
+	@scripts/stack.sh down
+
+clean: ## Stop the stack and remove its data
+	@scripts/stack.sh clean
+
+test: ## Unit tests plus the end-to-end suite against a real Kafka broker
+	@scripts/test.sh
+
+lint: ## Formatting and clippy, warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+check: lint test ## What CI runs
+
+fmt: ## Format the code
+	cargo fmt --all
+
+build: ## Build every binary
+	cargo build --workspace --locked
+
+kafka-fetch: ## Download Kafka's jars into the cache
+	@scripts/kafka.sh fetch

@@ -1,0 +1,297 @@
+//! Hookline configuration, shared by every service so that all of them can run in one process.
+//!
+//! Sources, later wins: built-in defaults, the TOML file named by `HOOKLINE_CONFIG`, then
+//! `HOOKLINE_`-prefixed environment variables (`HOOKLINE_KAFKA_BOOTSTRAP` sets `kafka_bootstrap`).
+//! [`Config::load`] validates everything a service needs and fails with one clear line.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration: `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Every setting of every service. Field `foo_bar` is set by `HOOKLINE_FOO_BAR`.
+#[derive(Clone, Serialize, Deserialize)]
+// Unknown keys are ignored: the same environment also carries client-side keys of
+// `.hookline/stack.env` (`HOOKLINE_API_URL`, ...).
+#[serde(default)]
+pub struct Config {
+    pub kafka_bootstrap: String,
+    /// Extra librdkafka properties, `key=value` separated by `;` (e.g. security settings).
+    pub kafka_properties: String,
+    pub topic_subscriptions: String,
+    pub topic_secrets: String,
+    pub topic_events: String,
+    pub topic_balances: String,
+    pub topic_extracts: String,
+    pub topic_deliveries: String,
+    pub topic_attempts: String,
+    pub topic_dead_letters: String,
+    /// Prefix of every consumer group id and transactional id.
+    pub group_prefix: String,
+    /// Create missing topics at start (development); production provisions them.
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+
+    pub api_listen: SocketAddr,
+    pub extracts_listen: SocketAddr,
+    pub dead_letters_listen: SocketAddr,
+    pub router_listen: SocketAddr,
+    pub worker_listen: SocketAddr,
+
+    /// Bearer tokens: `token=tenant:role` entries separated by `;` or newlines.
+    pub tokens: String,
+    /// A file holding more token entries in the same form (e.g. a mounted Kubernetes secret).
+    pub tokens_file: String,
+    /// Base64 of the 32-byte master key that seals secret values at rest.
+    pub master_key: String,
+    pub master_key_id: String,
+
+    /// When each attempt is made, as delays after the previous one, comma-separated: the
+    /// first entry is the first attempt (normally `0s`, immediate), so the default makes 8
+    /// attempts; after the last, the job goes to dead-letters.
+    pub retry_schedule: String,
+    /// Random extra delay, as a fraction of each retry delay (0.0-1.0).
+    pub retry_jitter: f64,
+    pub http_timeout: String,
+    pub http_connect_timeout: String,
+    pub response_body_limit: usize,
+    /// Deliveries in flight per worker process.
+    pub worker_concurrency: usize,
+    pub user_agent: String,
+
+    /// `json` (default) or `pretty`.
+    pub log_format: String,
+    pub log_level: String,
+    /// How long in-flight work may take to finish after SIGTERM.
+    pub shutdown_grace: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("kafka_bootstrap", &self.kafka_bootstrap)
+            .field("topic_events", &self.topic_events)
+            .field("group_prefix", &self.group_prefix)
+            .field("tokens", &"****")
+            .field("master_key", &"****")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            kafka_bootstrap: "127.0.0.1:9092".into(),
+            kafka_properties: String::new(),
+            topic_subscriptions: "hookline.subscriptions".into(),
+            topic_secrets: "hookline.secrets".into(),
+            topic_events: "hookline.events".into(),
+            topic_balances: "hookline.balances".into(),
+            topic_extracts: "hookline.extracts".into(),
+            topic_deliveries: "hookline.deliveries".into(),
+            topic_attempts: "hookline.attempts".into(),
+            topic_dead_letters: "hookline.dead-letters".into(),
+            group_prefix: "hookline".into(),
+            create_topics: false,
+            topic_partitions: 4,
+            topic_replication: 1,
+            api_listen: addr(8080),
+            extracts_listen: addr(8081),
+            dead_letters_listen: addr(8082),
+            router_listen: addr(8083),
+            worker_listen: addr(8084),
+            tokens: String::new(),
+            tokens_file: String::new(),
+            master_key: String::new(),
+            master_key_id: "k1".into(),
+            retry_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),
+            retry_jitter: 0.1,
+            http_timeout: "15s".into(),
+            http_connect_timeout: "5s".into(),
+            response_body_limit: 64 * 1024,
+            worker_concurrency: 256,
+            user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
+            log_format: "json".into(),
+            log_level: "info".into(),
+            shutdown_grace: "20s".into(),
+        }
+    }
+}
+
+fn duration(field: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| invalid(field, format!("{text:?}: {e}")))
+}
+
+impl Config {
+    /// Defaults, then the file named by `HOOKLINE_CONFIG` (if any), then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Ok(path) = std::env::var("HOOKLINE_CONFIG") {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(invalid("config", format!("file {path:?} does not exist")));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("HOOKLINE_").ignore(&["config"]))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka_bootstrap.trim().is_empty() {
+            return Err(invalid("kafka_bootstrap", "must not be empty"));
+        }
+        self.kafka_extra_properties()?;
+        if self.retry_delays()?.is_empty() {
+            return Err(invalid(
+                "retry_schedule",
+                "needs at least one entry (the first attempt)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.retry_jitter) {
+            return Err(invalid("retry_jitter", "must be between 0 and 1"));
+        }
+        self.http_timeout()?;
+        self.http_connect_timeout()?;
+        self.shutdown_grace()?;
+        if self.worker_concurrency == 0 {
+            return Err(invalid("worker_concurrency", "must be at least 1"));
+        }
+        if !matches!(self.log_format.as_str(), "json" | "pretty") {
+            return Err(invalid("log_format", "must be `json` or `pretty`"));
+        }
+        if self.topic_partitions < 1 || self.topic_replication < 1 {
+            return Err(invalid(
+                "topic_partitions",
+                "partitions and replication must be >= 1",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn kafka_extra_properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.kafka_properties
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| invalid("kafka_properties", format!("{kv:?} is not key=value")))
+            })
+            .collect()
+    }
+
+    pub fn retry_delays(&self) -> Result<Vec<Duration>, ConfigError> {
+        self.retry_schedule
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| duration("retry_schedule", s))
+            .collect()
+    }
+
+    pub fn http_timeout(&self) -> Result<Duration, ConfigError> {
+        duration("http_timeout", &self.http_timeout)
+    }
+
+    pub fn http_connect_timeout(&self) -> Result<Duration, ConfigError> {
+        duration("http_connect_timeout", &self.http_connect_timeout)
+    }
+
+    pub fn shutdown_grace(&self) -> Result<Duration, ConfigError> {
+        duration("shutdown_grace", &self.shutdown_grace)
+    }
+
+    /// Every topic with whether it is compacted.
+    pub fn topics(&self) -> [(&str, bool); 8] {
+        [
+            (&self.topic_subscriptions, true),
+            (&self.topic_secrets, true),
+            (&self.topic_balances, true),
+            (&self.topic_extracts, true),
+            (&self.topic_events, false),
+            (&self.topic_deliveries, false),
+            (&self.topic_attempts, false),
+            (&self.topic_dead_letters, false),
+        ]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE_KAFKA_BOOTSTRAP", "127.0.0.1:1234");
+            jail.set_env("HOOKLINE_RETRY_SCHEDULE", "0s, 1s,2m");
+            let c = Config::load().unwrap();
+            assert_eq!(c.kafka_bootstrap, "127.0.0.1:1234");
+            assert_eq!(
+                c.retry_delays().unwrap(),
+                vec![
+                    Duration::ZERO,
+                    Duration::from_secs(1),
+                    Duration::from_secs(120)
+                ]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE_RETRY_SCHEDULE", "0s,soon");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("retry_schedule"), "{e}");
+            jail.set_env("HOOKLINE_RETRY_SCHEDULE", "1s");
+            jail.set_env("HOOKLINE_WORKER_CONCURRENCY", "lots");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.to_lowercase().contains("worker_concurrency"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "topic_events = \"from-file\"\nlog_level = \"debug\"",
+            )?;
+            jail.set_env("HOOKLINE_CONFIG", "h.toml");
+            jail.set_env("HOOKLINE_LOG_LEVEL", "warn");
+            let c = Config::load().unwrap();
+            assert_eq!(c.topic_events, "from-file");
+            assert_eq!(c.log_level, "warn");
+            Ok(())
+        });
+    }
+}

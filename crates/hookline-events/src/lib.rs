@@ -1,0 +1,46 @@
+//! The data contracts between producers, Hookline and receivers.
+//!
+//! - [`decode_event`]: an `events` record (protobuf or JSON, by `content-type`) into [`Event`].
+//! - [`decode_balance`]: a `balances` record into [`BalanceRow`], the balance kept exact.
+//! - [`delivery_id`]: the stable id of an (event, subscription) pair.
+//! - [`payload`]: the Fynapse envelope and the Synctera `WebhookRequest` bodies.
+#![forbid(unsafe_code)]
+
+pub mod payload;
+mod record;
+pub mod time_fmt;
+
+pub use hookline_proto::v1::{BalanceRow, Event};
+pub use record::{
+    CONTENT_TYPE_HEADER, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, DecodeError, RecordPosition,
+    balance_key, decode_balance, decode_event, is_decimal, validate_event_type,
+};
+
+/// Namespace of every id Hookline derives (UUID v5).
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b0e_9a4c_3f21_5d8e_a1b7_24c9_0f3e_8d51);
+
+/// The delivery id of an (event, subscription) pair: the same on every retry, redelivery and
+/// replay, sent as `Idempotency-Key` and `webhook-id`.
+pub fn delivery_id(event_id: &str, subscription_id: &str) -> String {
+    let name = format!("delivery/{event_id}/{subscription_id}");
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// The id of an event whose producer gave none: a function of where the record sits.
+pub fn derived_event_id(topic: &str, partition: i32, offset: i64) -> String {
+    let name = format!("event/{topic}/{partition}/{offset}");
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_stable_and_distinct() {
+        assert_eq!(delivery_id("e1", "s1"), delivery_id("e1", "s1"));
+        assert_ne!(delivery_id("e1", "s1"), delivery_id("e1", "s2"));
+        assert_ne!(delivery_id("e1", "s1"), delivery_id("e2", "s1"));
+        assert_ne!(derived_event_id("t", 0, 1), derived_event_id("t", 1, 0));
+    }
+}

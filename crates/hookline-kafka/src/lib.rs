@@ -1,0 +1,121 @@
+//! Kafka plumbing shared by every service.
+//!
+//! - [`client_config`], [`producer`], [`group_consumer`]: librdkafka settings in one place
+//!   (idempotent producer, manual offsets, auto-commit off).
+//! - [`ensure_topics`]: creates missing topics with their cleanup policies.
+//! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
+//! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
+#![forbid(unsafe_code)]
+
+pub mod offsets;
+pub mod view;
+
+use std::time::Duration;
+
+use hookline_config::Config;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+
+pub use rdkafka;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("configuration: {0}")]
+    Config(#[from] hookline_config::ConfigError),
+    #[error("creating topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("topics not visible in metadata after creation: {0}")]
+    TopicsNotVisible(String),
+    #[error("starting a thread: {0}")]
+    Thread(String),
+}
+
+/// Base settings every client gets: bootstrap servers plus the operator's extra properties.
+pub fn client_config(config: &Config) -> Result<ClientConfig, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka_bootstrap);
+    c.set(
+        "client.id",
+        format!("{}-{}", config.group_prefix, std::process::id()),
+    );
+    for (k, v) in config.kafka_extra_properties()? {
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
+/// An idempotent producer that waits for every in-sync replica.
+pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
+    let mut c = client_config(config)?;
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000");
+    Ok(c.create()?)
+}
+
+/// A consumer in group `{group_prefix}.{name}` with offsets managed by the caller:
+/// auto-commit and auto-store are off, so an offset moves only once its work is durable.
+pub fn group_consumer(config: &Config, name: &str) -> Result<StreamConsumer, KafkaError> {
+    let mut c = client_config(config)?;
+    c.set("group.id", format!("{}.{name}", config.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    Ok(c.create()?)
+}
+
+/// Creates every topic of `config` that does not exist, with its cleanup policy.
+pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config)?.create()?;
+    let topics: Vec<NewTopic<'_>> = config
+        .topics()
+        .iter()
+        .map(|(name, compacted)| {
+            let t = NewTopic::new(
+                name,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.topic_replication),
+            );
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t.set("cleanup.policy", "delete")
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of header `name` on a message, if present.
+pub fn header<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a [u8]> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+}

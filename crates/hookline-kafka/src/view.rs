@@ -1,0 +1,313 @@
+//! An in-memory table rebuilt from a topic, read from the beginning on every start.
+//!
+//! A dedicated thread assigns every partition of the topic (no consumer group, nothing is
+//! committed), applies each record through the caller's `apply` function, and after each
+//! burst publishes its position. Every `refresh` it compares its position with the high
+//! watermarks; when it has reached them it records the time at which those watermarks were
+//! asked for as `caught_up_at_ms`.
+//!
+//! Architecture Invariant: when `caught_up_at_ms >= T`, every record acknowledged by the
+//! broker before time `T` has been applied to the table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use hookline_config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::KafkaError;
+
+/// What one record does to the table.
+pub enum Update<V> {
+    Upsert(String, V),
+    Delete(String),
+    Skip,
+}
+
+/// Progress of a view, published after every burst of records.
+#[derive(Debug, Clone, Default)]
+pub struct ViewState {
+    /// Next offset to read, per partition.
+    pub positions: HashMap<i32, i64>,
+    /// Wall-clock ms at which the view was last known to be caught up; 0 before the first time.
+    pub caught_up_at_ms: i64,
+}
+
+pub struct TopicView<V> {
+    topic: String,
+    table: Arc<RwLock<HashMap<String, V>>>,
+    state: watch::Receiver<ViewState>,
+    refresh_now: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<V> Clone for TopicView<V> {
+    fn clone(&self) -> Self {
+        Self {
+            topic: self.topic.clone(),
+            table: self.table.clone(),
+            state: self.state.clone(),
+            refresh_now: self.refresh_now.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const REFRESH: Duration = Duration::from_millis(100);
+
+impl<V: Send + Sync + 'static> TopicView<V> {
+    /// Starts reading `topic` from the beginning (once the topic exists). `apply` maps a
+    /// record to a table update; it must not panic on bad input (return `Update::Skip` and
+    /// log instead).
+    pub fn start<F>(config: &Config, topic: &str, apply: F) -> Result<Self, KafkaError>
+    where
+        F: Fn(&BorrowedMessage<'_>) -> Update<V> + Send + 'static,
+    {
+        let mut c = crate::client_config(config)?;
+        c.set("group.id", format!("{}.view.{topic}", config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create()?;
+        let table = Arc::new(RwLock::new(HashMap::new()));
+        let (tx, rx) = watch::channel(ViewState::default());
+        let view = Self {
+            topic: topic.to_owned(),
+            table: table.clone(),
+            state: rx,
+            refresh_now: Arc::new(AtomicBool::new(true)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let reader = Reader {
+            consumer,
+            topic: topic.to_owned(),
+            partitions: Vec::new(),
+            table,
+            state: tx,
+            refresh_now: view.refresh_now.clone(),
+            stop: view.stop.clone(),
+            apply,
+        };
+        std::thread::Builder::new()
+            .name(format!("view-{topic}"))
+            .spawn(move || reader.run())
+            .map_err(|e| KafkaError::CreateTopic {
+                topic: topic.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(view)
+    }
+
+    /// Runs `f` over the table under a read lock.
+    pub fn read<R>(&self, f: impl FnOnce(&HashMap<String, V>) -> R) -> R {
+        let guard = self.table.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    pub fn get(&self, key: &str) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.read(|t| t.get(key).cloned())
+    }
+
+    pub fn state(&self) -> ViewState {
+        self.state.borrow().clone()
+    }
+
+    /// True once the view has read everything that existed when it started.
+    pub fn is_ready(&self) -> bool {
+        self.state.borrow().caught_up_at_ms > 0
+    }
+
+    /// Waits until every record acknowledged before `since_ms` is in the table.
+    pub async fn wait_caught_up(&self, since_ms: i64) {
+        self.refresh_now.store(true, Ordering::Relaxed);
+        let mut rx = self.state.clone();
+        let _ = rx.wait_for(|s| s.caught_up_at_ms >= since_ms).await;
+    }
+
+    /// Waits until the record at (`partition`, `offset`) is in the table.
+    pub async fn wait_for_offset(&self, partition: i32, offset: i64) {
+        let mut rx = self.state.clone();
+        let _ = rx
+            .wait_for(|s| s.positions.get(&partition).is_some_and(|p| *p > offset))
+            .await;
+    }
+
+    /// Waits until everything acknowledged up to now is in the table.
+    pub async fn sync(&self) {
+        self.wait_caught_up(now_ms()).await;
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Stops the reader thread (it ends within one poll interval).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Reader<V, F> {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+    table: Arc<RwLock<HashMap<String, V>>>,
+    state: watch::Sender<ViewState>,
+    refresh_now: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    apply: F,
+}
+
+impl<V, F> Reader<V, F>
+where
+    V: Send + Sync,
+    F: Fn(&BorrowedMessage<'_>) -> Update<V>,
+{
+    /// Assigns every partition from the beginning, waiting for the topic to exist: a service
+    /// may start before its topics are created, or just after (metadata still propagating).
+    fn assign(&mut self) -> bool {
+        let mut waited = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) && !self.state.is_closed() {
+            let partitions: Vec<i32> = match self
+                .consumer
+                .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+            {
+                Ok(m) => m
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == self.topic && t.error().is_none())
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "metadata");
+                    Vec::new()
+                }
+            };
+            if !partitions.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for p in &partitions {
+                    let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Beginning);
+                }
+                match self.consumer.assign(&tpl) {
+                    Ok(()) => {
+                        self.partitions = partitions;
+                        return true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "cannot assign partitions")
+                    }
+                }
+            }
+            if waited.elapsed() > Duration::from_secs(10) {
+                tracing::warn!(topic = %self.topic, "waiting for the topic to exist");
+                waited = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    fn run(mut self) {
+        if !self.assign() {
+            return;
+        }
+        let mut positions: HashMap<i32, i64> = self.partitions.iter().map(|p| (*p, 0)).collect();
+        let mut last_refresh = Instant::now() - REFRESH;
+        while !self.stop.load(Ordering::Relaxed) && !self.state.is_closed() {
+            let mut applied = 0usize;
+            let mut timeout = Duration::from_millis(20);
+            while applied < 10_000 {
+                match self.consumer.poll(timeout) {
+                    Some(Ok(msg)) => {
+                        let update = (self.apply)(&msg);
+                        self.write(update);
+                        positions.insert(msg.partition(), msg.offset() + 1);
+                        applied += 1;
+                        timeout = Duration::ZERO;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "view read error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let caught_up_at = if self.refresh_now.swap(false, Ordering::Relaxed)
+                || last_refresh.elapsed() >= REFRESH
+            {
+                last_refresh = Instant::now();
+                self.check_caught_up(&positions)
+            } else {
+                None
+            };
+            if applied > 0 || caught_up_at.is_some() {
+                self.state.send_modify(|s| {
+                    s.positions.clone_from(&positions);
+                    if let Some(t) = caught_up_at {
+                        s.caught_up_at_ms = s.caught_up_at_ms.max(t);
+                    }
+                });
+            }
+        }
+    }
+
+    fn write(&self, update: Update<V>) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        match update {
+            Update::Upsert(k, v) => {
+                table.insert(k, v);
+            }
+            Update::Delete(k) => {
+                table.remove(&k);
+            }
+            Update::Skip => {}
+        }
+    }
+
+    /// Returns the time the watermarks were asked for, if every partition has reached them.
+    fn check_caught_up(&self, positions: &HashMap<i32, i64>) -> Option<i64> {
+        let asked_at = now_ms();
+        // The broker may place transaction markers past the last record; the consumer's own
+        // position accounts for those.
+        let own = self.consumer.position().ok();
+        for p in &self.partitions {
+            let (low, high) =
+                match self
+                    .consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(5))
+                {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::debug!(topic = %self.topic, error = %e, "watermarks");
+                        return None;
+                    }
+                };
+            let mine = positions.get(p).copied().unwrap_or(0);
+            let consumer_pos = own
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(&self.topic, *p))
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(0);
+            if low < high && mine.max(consumer_pos) < high {
+                return None;
+            }
+        }
+        Some(asked_at)
+    }
+}

@@ -1,0 +1,117 @@
+//! The shared state every service reads: subscriptions and secrets, as rebuilt from their
+//! compacted topics.
+//!
+//! - [`subscriptions`] / [`secrets`]: start a [`TopicView`] over each topic.
+//! - [`secret_key`]: the record key of a secret, `tenant/name`.
+//! - [`SecretBox`]: seals new secret values and opens the versions that sign a delivery.
+#![forbid(unsafe_code)]
+
+use hookline_config::Config;
+use hookline_kafka::KafkaError;
+use hookline_kafka::rdkafka::Message as _;
+use hookline_kafka::view::{TopicView, Update};
+use hookline_proto::v1::{Secret, SecretVersion, Subscription};
+use hookline_signing::WebhookSecret;
+use hookline_signing::seal::{MasterKey, Sealed};
+
+pub type SubscriptionView = TopicView<Subscription>;
+pub type SecretView = TopicView<Secret>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("master key: {0}")]
+    MasterKey(#[from] hookline_signing::SigningError),
+}
+
+fn decode<M: hookline_proto::Message + Default>(
+    msg: &hookline_kafka::rdkafka::message::BorrowedMessage<'_>,
+) -> Update<M> {
+    let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+        return Update::Skip;
+    };
+    match msg.payload() {
+        None => Update::Delete(key),
+        Some(bytes) => match M::decode(bytes) {
+            Ok(v) => Update::Upsert(key, v),
+            Err(e) => {
+                tracing::warn!(topic = msg.topic(), offset = msg.offset(), error = %e, "undecodable state record skipped");
+                Update::Skip
+            }
+        },
+    }
+}
+
+/// Subscriptions by id, kept current from the compacted topic.
+pub fn subscriptions(config: &Config) -> Result<SubscriptionView, KafkaError> {
+    TopicView::start(config, &config.topic_subscriptions, decode::<Subscription>)
+}
+
+/// Secrets by `tenant/name`, kept current from the compacted topic.
+pub fn secrets(config: &Config) -> Result<SecretView, KafkaError> {
+    TopicView::start(config, &config.topic_secrets, decode::<Secret>)
+}
+
+pub fn secret_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+/// Seals and opens secret values with the configured master key.
+#[derive(Clone, Debug)]
+pub struct SecretBox {
+    master: MasterKey,
+}
+
+impl SecretBox {
+    pub fn from_config(config: &Config) -> Result<Self, StateError> {
+        Ok(Self {
+            master: MasterKey::from_base64(&config.master_key_id, &config.master_key)?,
+        })
+    }
+
+    /// A new sealed version holding `secret`.
+    pub fn seal(
+        &self,
+        tenant: &str,
+        name: &str,
+        secret: &WebhookSecret,
+        now_ms: i64,
+    ) -> Result<SecretVersion, StateError> {
+        let sealed = self
+            .master
+            .seal(secret.expose().as_bytes(), &secret_key(tenant, name))?;
+        Ok(SecretVersion {
+            key_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+            created_at_ms: now_ms,
+            expires_at_ms: None,
+        })
+    }
+
+    /// Every version of `secret` that still signs at `now_ms`, newest first. Versions that
+    /// cannot be opened are logged and left out.
+    pub fn signing_secrets(&self, secret: &Secret, now_ms: i64) -> Vec<WebhookSecret> {
+        let context = secret_key(&secret.tenant, &secret.name);
+        secret
+            .versions
+            .iter()
+            .filter(|v| v.expires_at_ms.is_none_or(|t| t > now_ms))
+            .filter_map(|v| {
+                let sealed = Sealed {
+                    key_id: v.key_id.clone(),
+                    nonce: v.nonce.clone(),
+                    ciphertext: v.ciphertext.clone(),
+                };
+                let opened = self.master.open(&sealed, &context).ok()?;
+                WebhookSecret::parse(std::str::from_utf8(&opened).ok()?).ok()
+            })
+            .collect()
+    }
+}
+
+/// Encodes a state record for producing.
+pub fn encode<M: hookline_proto::Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
+}

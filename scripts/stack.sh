@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The local stack: `up` (broker + every service in the background, then .hookline/stack.env),
+# `down` (stop all, keep data), `clean` (down, then remove the data), `run` (up, the guided
+# demo, and down on exit or Ctrl-C).
+#
+# Setting HOOKLINE_KAFKA_BOOTSTRAP points the stack at an existing Kafka instead of starting one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+STATE=$ROOT/.hookline
+KAFKA_DIR=$STATE/kafka
+BIN=$ROOT/target/debug/hookline
+PIDFILE=$STATE/hookline.pid
+LOG=$STATE/hookline.log
+
+say() { printf '\033[1m[hookline]\033[0m %s\n' "$*"; }
+die() { say "error: $*" >&2; exit 1; }
+
+free_ports() {
+  python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+random_token() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+
+# Tokens and the master key are made once and kept with the data, so they survive down/up.
+dev_secrets() {
+  [[ -f $STATE/dev.env ]] && return
+  umask 077
+  cat >"$STATE/dev.env" <<ENV
+HOOKLINE_ADMIN_TOKEN=$(random_token)
+HOOKLINE_TENANT_A=tenant_a
+HOOKLINE_TENANT_A_TOKEN=$(random_token)
+HOOKLINE_TENANT_B=tenant_b
+HOOKLINE_TENANT_B_TOKEN=$(random_token)
+HOOKLINE_MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+ENV
+}
+
+hookline_running() {
+  local pid
+  pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
+  kill -0 "$pid" 2>/dev/null
+}
+
+wait_ready() {
+  local url=$1 deadline=$((SECONDS + 90))
+  until curl -fsS --noproxy '*' -o /dev/null "$url/readyz" 2>/dev/null; do
+    hookline_running || { tail -n 30 "$LOG" >&2; die "hookline exited during start (log: $LOG)"; }
+    ((SECONDS < deadline)) || { tail -n 30 "$LOG" >&2; die "$url not ready after 90 s (log: $LOG)"; }
+    sleep 0.3
+  done
+}
+
+up() {
+  mkdir -p "$STATE"
+  if hookline_running && [[ -f $STATE/stack.env ]]; then
+    say "the stack is already up: $STATE/stack.env"
+    return
+  fi
+  say "building Hookline (cargo build; the first build compiles librdkafka and takes several minutes)"
+  cargo build --locked -p hookline
+  local bootstrap
+  if [[ -n ${HOOKLINE_KAFKA_BOOTSTRAP:-} ]]; then
+    bootstrap=$HOOKLINE_KAFKA_BOOTSTRAP
+    say "using the Kafka at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP)"
+  else
+    say "starting Apache Kafka (KRaft, one node; the first run downloads its jars from Maven Central)"
+    bootstrap=$(scripts/kafka.sh start --dir "$KAFKA_DIR")
+    say "Kafka is up at $bootstrap"
+  fi
+  dev_secrets
+  # shellcheck disable=SC1091
+  set -a; source "$STATE/dev.env"; set +a
+  local ports
+  read -r -a ports <<<"$(free_ports 5)"
+  export HOOKLINE_KAFKA_BOOTSTRAP=$bootstrap
+  export HOOKLINE_API_LISTEN=127.0.0.1:${ports[0]}
+  export HOOKLINE_EXTRACTS_LISTEN=127.0.0.1:${ports[1]}
+  export HOOKLINE_DEAD_LETTERS_LISTEN=127.0.0.1:${ports[2]}
+  export HOOKLINE_ROUTER_LISTEN=127.0.0.1:${ports[3]}
+  export HOOKLINE_WORKER_LISTEN=127.0.0.1:${ports[4]}
+  export HOOKLINE_TOKENS="$HOOKLINE_ADMIN_TOKEN=ops:admin;$HOOKLINE_TENANT_A_TOKEN=$HOOKLINE_TENANT_A:editor;$HOOKLINE_TENANT_B_TOKEN=$HOOKLINE_TENANT_B:editor"
+  export HOOKLINE_LOG_FORMAT=${HOOKLINE_LOG_FORMAT:-pretty}
+  # Development profile: retries come quickly so the demo shows them.
+  export HOOKLINE_RETRY_SCHEDULE=${HOOKLINE_RETRY_SCHEDULE:-0s,1s,5s,30s}
+  say "creating topics"
+  "$BIN" topics >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "could not create topics (log: $LOG)"; }
+  say "starting the five services (log: $LOG)"
+  setsid nohup "$BIN" all </dev/null >>"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  for p in "${ports[@]}"; do wait_ready "http://127.0.0.1:$p"; done
+  cat >"$STATE/stack.env" <<ENV
+HOOKLINE_KAFKA_BOOTSTRAP=$bootstrap
+HOOKLINE_TOPIC_EVENTS=${HOOKLINE_TOPIC_EVENTS:-hookline.events}
+HOOKLINE_TOPIC_BALANCES=${HOOKLINE_TOPIC_BALANCES:-hookline.balances}
+HOOKLINE_TOPIC_DELIVERIES=${HOOKLINE_TOPIC_DELIVERIES:-hookline.deliveries}
+HOOKLINE_TOPIC_DEAD_LETTERS=${HOOKLINE_TOPIC_DEAD_LETTERS:-hookline.dead-letters}
+HOOKLINE_TOPIC_ATTEMPTS=${HOOKLINE_TOPIC_ATTEMPTS:-hookline.attempts}
+HOOKLINE_API_URL=http://$HOOKLINE_API_LISTEN
+HOOKLINE_EXTRACTS_URL=http://$HOOKLINE_EXTRACTS_LISTEN
+HOOKLINE_DEAD_LETTERS_URL=http://$HOOKLINE_DEAD_LETTERS_LISTEN
+HOOKLINE_ROUTER_URL=http://$HOOKLINE_ROUTER_LISTEN
+HOOKLINE_WORKER_URL=http://$HOOKLINE_WORKER_LISTEN
+HOOKLINE_ADMIN_TOKEN=$HOOKLINE_ADMIN_TOKEN
+HOOKLINE_TENANT_A=$HOOKLINE_TENANT_A
+HOOKLINE_TENANT_A_TOKEN=$HOOKLINE_TENANT_A_TOKEN
+HOOKLINE_TENANT_B=$HOOKLINE_TENANT_B
+HOOKLINE_TENANT_B_TOKEN=$HOOKLINE_TENANT_B_TOKEN
+ENV
+  say "the stack is up; addresses and tokens: $STATE/stack.env"
+}
+
+down() {
+  if hookline_running; then
+    local pid i
+    pid=$(cat "$PIDFILE")
+    say "stopping the services (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { say "no exit after 30 s; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+  fi
+  rm -f "$PIDFILE" "$STATE/stack.env"
+  if [[ -d $KAFKA_DIR ]]; then
+    say "stopping Kafka"
+    scripts/kafka.sh stop --dir "$KAFKA_DIR"
+  fi
+}
+
+clean() {
+  down
+  say "removing the stack's data (Kafka's jar cache is kept)"
+  rm -rf "$KAFKA_DIR" "$STATE/dev.env" "$LOG"
+}
+
+run() {
+  trap 'echo; down' EXIT
+  trap 'exit 130' INT TERM
+  up
+  say "the demo: a secret, a subscription, balance rows, an extract, a verifying receiver"
+  "$BIN" demo --env "$STATE/stack.env" "$@"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  clean) clean ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: scripts/stack.sh up|down|clean|run" >&2; exit 2 ;;
+esac

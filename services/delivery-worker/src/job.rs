@@ -1,0 +1,252 @@
+//! One delivery job, from its first attempt to delivered, dead-lettered, or handed back.
+
+use std::time::Duration;
+
+use hookline_config::Config;
+use hookline_events::time_fmt::now_ms;
+use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use hookline_proto::Message as _;
+use hookline_proto::v1::{Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Subscription};
+use hookline_runtime::CancellationToken;
+use hookline_state::{SecretBox, SecretView, SubscriptionView};
+
+use crate::http::{AttemptResult, Outgoing, Sender};
+use crate::retry::{Schedule, Verdict, classify};
+
+/// How a job left the worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered, or its dead letter is durable: the offset may be committed.
+    Completed,
+    /// Shutdown came first: the job stays uncommitted and will be redelivered.
+    HandedBack,
+}
+
+impl Outcome {
+    pub fn is_completed(&self) -> bool {
+        *self == Outcome::Completed
+    }
+}
+
+pub struct Context {
+    pub subscriptions: SubscriptionView,
+    pub secrets: SecretView,
+    secret_box: SecretBox,
+    sender: Sender,
+    producer: FutureProducer,
+    schedule: Schedule,
+    topic_attempts: String,
+    topic_dead_letters: String,
+    topic_subscriptions: String,
+    shutdown: CancellationToken,
+}
+
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Context {
+    pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, crate::Error> {
+        Ok(Self {
+            subscriptions: hookline_state::subscriptions(config)?,
+            secrets: hookline_state::secrets(config)?,
+            secret_box: SecretBox::from_config(config)?,
+            sender: Sender::new(config)?,
+            producer: hookline_kafka::producer(config)?,
+            schedule: Schedule {
+                delays: config.retry_delays()?,
+                jitter: config.retry_jitter,
+            },
+            topic_attempts: config.topic_attempts.clone(),
+            topic_dead_letters: config.topic_dead_letters.clone(),
+            topic_subscriptions: config.topic_subscriptions.clone(),
+            shutdown,
+        })
+    }
+
+    pub fn stop(&self) {
+        self.subscriptions.stop();
+        self.secrets.stop();
+    }
+
+    async fn sleep(&self, d: Duration) -> bool {
+        self.shutdown
+            .run_until_cancelled(tokio::time::sleep(d))
+            .await
+            .is_some()
+    }
+
+    /// The job's subscription; re-reads the topic once before deciding it is gone, since the
+    /// router may have seen it before this worker's view did.
+    async fn subscription(&self, id: &str) -> Option<Subscription> {
+        if let Some(s) = self.subscriptions.get(id) {
+            return Some(s);
+        }
+        self.subscriptions.sync().await;
+        self.subscriptions.get(id)
+    }
+
+    pub async fn deliver(&self, mut job: DeliveryJob) -> Outcome {
+        let wait = job.due_at_ms - now_ms();
+        if wait > 0 && !self.sleep(Duration::from_millis(wait as u64)).await {
+            return Outcome::HandedBack;
+        }
+        let event = job.event.clone().unwrap_or_default();
+        loop {
+            let Some(sub) = self.subscription(&job.subscription_id).await else {
+                return self
+                    .dead_letter(&job, None, "subscription no longer exists")
+                    .await;
+            };
+            if !sub.enabled {
+                return self
+                    .dead_letter(&job, None, "subscription is disabled")
+                    .await;
+            }
+            let key = hookline_state::secret_key(&sub.tenant, &sub.secret_ref);
+            let secrets = self
+                .secrets
+                .get(&key)
+                .map(|s| self.secret_box.signing_secrets(&s, now_ms()))
+                .unwrap_or_default();
+            if secrets.is_empty() {
+                return self
+                    .dead_letter(&job, None, "subscription has no usable signing secret")
+                    .await;
+            }
+            let started_at_ms = now_ms();
+            let result = self
+                .sender
+                .send(Outgoing {
+                    url: &sub.endpoint_url,
+                    delivery_id: &job.delivery_id,
+                    body: hookline_events::payload::body(&event, &sub),
+                    secrets: &secrets,
+                    traceparent: &job.traceparent,
+                })
+                .await;
+            job.attempt += 1;
+            let verdict = classify(result.status, result.retry_after);
+            let next = match verdict {
+                Verdict::Retry { asked } => self.schedule.next_delay(job.attempt, asked),
+                _ => None,
+            };
+            let outcome = match (verdict, next) {
+                (Verdict::Delivered, _) => AttemptOutcome::Succeeded,
+                (Verdict::Retry { .. }, Some(_)) => AttemptOutcome::Retryable,
+                _ => AttemptOutcome::Failed,
+            };
+            let attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
+            self.record_attempt(&job, &attempt).await;
+            tracing::info!(
+                delivery_id = %job.delivery_id, subscription_id = %job.subscription_id,
+                attempt = job.attempt, status = ?result.status, error = %result.error,
+                ms = result.duration.as_millis() as u64, "attempt"
+            );
+            match (verdict, next) {
+                (Verdict::Delivered, _) => return Outcome::Completed,
+                (Verdict::Retry { .. }, Some(delay)) => {
+                    if !self.sleep(delay).await {
+                        return Outcome::HandedBack;
+                    }
+                }
+                (Verdict::Retry { .. }, None) => {
+                    return self
+                        .dead_letter(&job, Some(attempt), "retries exhausted")
+                        .await;
+                }
+                (Verdict::Gone, _) => {
+                    self.disable(sub).await;
+                    return self
+                        .dead_letter(
+                            &job,
+                            Some(attempt),
+                            "endpoint answered 410 Gone; subscription disabled",
+                        )
+                        .await;
+                }
+                (Verdict::Final, _) => {
+                    return self
+                        .dead_letter(&job, Some(attempt), "final failure: not retryable")
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
+        let payload = attempt.encode_to_vec();
+        let record = FutureRecord::to(&self.topic_attempts)
+            .key(&job.subscription_id)
+            .payload(&payload);
+        if let Err((e, _)) = self.producer.send(record, PRODUCE_TIMEOUT).await {
+            tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
+        }
+    }
+
+    /// Writes the dead letter; retries until it is durable or shutdown hands the job back.
+    async fn dead_letter(&self, job: &DeliveryJob, last: Option<Attempt>, reason: &str) -> Outcome {
+        let letter = DeadLetter {
+            job: Some(job.clone()),
+            last_attempt: last,
+            reason: reason.to_owned(),
+            dead_lettered_at_ms: now_ms(),
+        };
+        let payload = letter.encode_to_vec();
+        loop {
+            let record = FutureRecord::to(&self.topic_dead_letters)
+                .key(&job.subscription_id)
+                .payload(&payload);
+            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+                Ok(_) => {
+                    tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
+                    return Outcome::Completed;
+                }
+                Err((e, _)) => {
+                    tracing::error!(delivery_id = %job.delivery_id, error = %e, "dead letter not written; retrying");
+                    if !self.sleep(Duration::from_secs(1)).await {
+                        return Outcome::HandedBack;
+                    }
+                }
+            }
+        }
+    }
+
+    /// 410 Gone: the subscription is disabled by writing its next state.
+    async fn disable(&self, mut sub: Subscription) {
+        sub.enabled = false;
+        sub.version += 1;
+        sub.updated_at_ms = now_ms();
+        let payload = sub.encode_to_vec();
+        let record = FutureRecord::to(&self.topic_subscriptions)
+            .key(&sub.id)
+            .payload(&payload);
+        if let Err((e, _)) = self.producer.send(record, PRODUCE_TIMEOUT).await {
+            tracing::error!(subscription_id = %sub.id, error = %e, "could not disable subscription");
+        }
+    }
+}
+
+fn attempt_record(
+    job: &DeliveryJob,
+    sub: &Subscription,
+    started_at_ms: i64,
+    result: &AttemptResult,
+    outcome: AttemptOutcome,
+) -> Attempt {
+    let event = job.event.as_ref();
+    Attempt {
+        delivery_id: job.delivery_id.clone(),
+        subscription_id: job.subscription_id.clone(),
+        tenant: job.tenant.clone(),
+        event_id: event.map(|e| e.id.clone()).unwrap_or_default(),
+        event_type: event.map(|e| e.r#type.clone()).unwrap_or_default(),
+        attempt: job.attempt,
+        started_at_ms,
+        duration_ms: result.duration.as_millis().min(u32::MAX as u128) as u32,
+        status_code: result.status.map(u32::from).unwrap_or(0),
+        outcome: outcome as i32,
+        error_class: result.error_class.to_owned(),
+        error: result.error.clone(),
+        response_body: result.body.clone(),
+        endpoint_url: sub.endpoint_url.clone(),
+    }
+}

@@ -1,0 +1,111 @@
+//! What to do after an attempt, and when.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+/// The outcome of one HTTP attempt as the retry policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again; the receiver may have asked for a delay (`Retry-After`).
+    Retry {
+        asked: Option<Duration>,
+    },
+    /// Never retried (4xx other than 408/429, 501, a redirect).
+    Final,
+    /// 410 Gone: final, and the subscription is to be disabled.
+    Gone,
+}
+
+/// Connect errors, timeouts, 408, 429 and 5xx except 501 are retried; other non-2xx are final.
+pub fn classify(status: Option<u16>, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        None => Verdict::Retry { asked: None },
+        Some(s) if (200..300).contains(&s) => Verdict::Delivered,
+        Some(410) => Verdict::Gone,
+        Some(408) => Verdict::Retry { asked: None },
+        Some(429) => Verdict::Retry { asked: retry_after },
+        Some(501) => Verdict::Final,
+        Some(s) if s >= 500 => Verdict::Retry { asked: retry_after },
+        Some(_) => Verdict::Final,
+    }
+}
+
+/// Longest `Retry-After` honoured; a receiver cannot park a job for longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After` in its delay-seconds form, capped.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// The attempt schedule: `delays[i]` is waited before attempt `i + 1`; `delays[0]` belongs to
+/// the first attempt (immediate by convention), so there are `delays.len()` attempts in all.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub delays: Vec<Duration>,
+    pub jitter: f64,
+}
+
+impl Schedule {
+    /// Delay before the next attempt after `attempts_made` attempts, or `None` when the
+    /// schedule is exhausted. Jitter adds up to `jitter * delay`; a receiver's `Retry-After`
+    /// wins when it asks for longer.
+    pub fn next_delay(&self, attempts_made: u32, asked: Option<Duration>) -> Option<Duration> {
+        let base = *self.delays.get(attempts_made as usize)?;
+        let jitter = if self.jitter > 0.0 && !base.is_zero() {
+            base.mul_f64(rand::thread_rng().gen_range(0.0..self.jitter))
+        } else {
+            Duration::ZERO
+        };
+        Some((base + jitter).max(asked.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_design() {
+        assert_eq!(classify(Some(204), None), Verdict::Delivered);
+        assert_eq!(classify(None, None), Verdict::Retry { asked: None });
+        for s in [408, 500, 502, 503, 599] {
+            assert!(
+                matches!(classify(Some(s), None), Verdict::Retry { .. }),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 403, 404, 422, 501, 301, 302] {
+            assert_eq!(classify(Some(s), None), Verdict::Final, "{s}");
+        }
+        assert_eq!(classify(Some(410), None), Verdict::Gone);
+        let asked = Some(Duration::from_secs(7));
+        assert_eq!(classify(Some(429), asked), Verdict::Retry { asked });
+    }
+
+    #[test]
+    fn schedule_runs_out_and_jitters_within_bounds() {
+        let s = Schedule {
+            delays: vec![Duration::ZERO, Duration::ZERO, Duration::from_secs(10)],
+            jitter: 0.5,
+        };
+        assert_eq!(s.next_delay(1, None), Some(Duration::ZERO));
+        for _ in 0..100 {
+            let d = s.next_delay(2, None).unwrap();
+            assert!(
+                d >= Duration::from_secs(10) && d < Duration::from_secs(15),
+                "{d:?}"
+            );
+        }
+        assert_eq!(s.next_delay(3, None), None, "three attempts in all");
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! `hookline`: every service in one process (`hookline all`), topic provisioning
+//! (`hookline topics`), and the guided demo (`hookline demo`).
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hookline_config::Config;
+use hookline_runtime::CancellationToken;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(version, about = "Hookline: webhook delivery on Apache Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all five services in this process (development).
+    All,
+    /// Create every missing topic with its cleanup policy, then exit.
+    Topics,
+    /// The guided demo against a running stack described by `.hookline/stack.env`.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hookline: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Topics => {
+                let config = load()?;
+                hookline_kafka::ensure_topics(&config)
+                    .await
+                    .context("creating topics")?;
+                println!("topics ready on {}", config.kafka_bootstrap);
+                Ok(())
+            }
+            Command::All => run_all(load()?).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load() -> anyhow::Result<Config> {
+    let config = Config::load()?;
+    hookline_telemetry::init(&config.log_format, &config.log_level);
+    Ok(config)
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Every service on its own listener, one shutdown for all; the first to fail stops the rest.
+async fn run_all(config: Config) -> anyhow::Result<()> {
+    if config.create_topics {
+        hookline_kafka::ensure_topics(&config)
+            .await
+            .context("creating topics")?;
+    }
+    let shutdown = hookline_runtime::shutdown_on_signals();
+    let mut set = tokio::task::JoinSet::new();
+    let c = || config.clone();
+    let s = || shutdown.clone();
+    let api = bind(config.api_listen).await?;
+    let extracts = bind(config.extracts_listen).await?;
+    let dead = bind(config.dead_letters_listen).await?;
+    let router = bind(config.router_listen).await?;
+    let worker = bind(config.worker_listen).await?;
+    set.spawn(named(
+        "subscription-api",
+        hookline_subscription_api::run(c(), api, s()),
+    ));
+    set.spawn(named(
+        "extract-producer",
+        hookline_extract_producer::run(c(), extracts, s()),
+    ));
+    set.spawn(named(
+        "dead-letter",
+        hookline_dead_letter::run(c(), dead, s()),
+    ));
+    set.spawn(named("router", hookline_router::run(c(), router, s())));
+    set.spawn(named(
+        "delivery-worker",
+        hookline_delivery_worker::run(c(), worker, s()),
+    ));
+    tracing::info!("all services started");
+    let mut first_error = None;
+    while let Some(done) = set.join_next().await {
+        let outcome = done.context("service task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %format!("{e:#}"), "service failed; stopping all");
+            first_error.get_or_insert(e);
+        }
+        stop_all(&shutdown);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn stop_all(shutdown: &CancellationToken) {
+    shutdown.cancel();
+}
+
+async fn named<E: std::fmt::Display>(
+    name: &'static str,
+    f: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
+    f.await.map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}

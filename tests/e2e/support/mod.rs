@@ -1,0 +1,306 @@
+//! What every end-to-end test needs: the test broker, a stack of real services on loopback
+//! ports with topics of its own, a real HTTP receiver, and API helpers.
+
+pub mod receiver;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hookline_config::Config;
+use hookline_kafka::rdkafka::ClientConfig;
+use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use hookline_kafka::rdkafka::message::Message;
+use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
+use hookline_runtime::CancellationToken;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const TENANT_A: &str = "tenant_a";
+pub const TENANT_B: &str = "tenant_b";
+pub const TOKEN_A: &str = "test-token-tenant-a-0123456789";
+pub const TOKEN_B: &str = "test-token-tenant-b-0123456789";
+pub const TOKEN_ADMIN: &str = "test-token-admin-0123456789";
+
+/// The broker that `make test` started for this run.
+pub fn bootstrap() -> String {
+    std::env::var("HOOKLINE_TEST_KAFKA_BOOTSTRAP").expect(
+        "HOOKLINE_TEST_KAFKA_BOOTSTRAP is not set: run the end-to-end suite with `make test` \
+         (it starts a Kafka broker for the run)",
+    )
+}
+
+/// A full Hookline stack on loopback ports, with topics and consumer groups of its own.
+pub struct Stack {
+    pub config: Config,
+    pub api: String,
+    pub extracts: String,
+    pub dead_letters: String,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = l.local_addr().expect("local address");
+    (l, addr)
+}
+
+impl Stack {
+    /// Starts every service with `tune` applied to a test configuration, and waits until all
+    /// of them are ready.
+    pub async fn start(tune: impl FnOnce(&mut Config)) -> Stack {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let t = |name: &str| format!("t{id}.{name}");
+        let mut config = Config {
+            kafka_bootstrap: bootstrap(),
+            topic_subscriptions: t("subscriptions"),
+            topic_secrets: t("secrets"),
+            topic_events: t("events"),
+            topic_balances: t("balances"),
+            topic_extracts: t("extracts"),
+            topic_deliveries: t("deliveries"),
+            topic_attempts: t("attempts"),
+            topic_dead_letters: t("dead-letters"),
+            group_prefix: format!("t{id}"),
+            create_topics: false,
+            topic_partitions: 3,
+            tokens: format!(
+                "{TOKEN_A}={TENANT_A}:editor;{TOKEN_B}={TENANT_B}:editor;{TOKEN_ADMIN}=ops:admin"
+            ),
+            master_key: base64::engine::general_purpose::STANDARD.encode(rand_bytes()),
+            retry_schedule: "0s,200ms,200ms".into(),
+            retry_jitter: 0.0,
+            http_timeout: "5s".into(),
+            log_format: "pretty".into(),
+            log_level: "warn".into(),
+            shutdown_grace: "2s".into(),
+            ..Config::default()
+        };
+        tune(&mut config);
+        config.validate().expect("test configuration is valid");
+        hookline_kafka::ensure_topics(&config)
+            .await
+            .expect("create test topics");
+        hookline_telemetry_init(&config);
+
+        let shutdown = CancellationToken::new();
+        let (api_l, api) = listener().await;
+        let (ext_l, ext) = listener().await;
+        let (dl_l, dl) = listener().await;
+        let (router_l, router) = listener().await;
+        let (worker_l, worker) = listener().await;
+        let c = || config.clone();
+        let s = || shutdown.clone();
+        let tasks = vec![
+            spawn(
+                "subscription-api",
+                hookline_subscription_api::run(c(), api_l, s()),
+            ),
+            spawn(
+                "extract-producer",
+                hookline_extract_producer::run(c(), ext_l, s()),
+            ),
+            spawn("dead-letter", hookline_dead_letter::run(c(), dl_l, s())),
+            spawn("router", hookline_router::run(c(), router_l, s())),
+            spawn(
+                "delivery-worker",
+                hookline_delivery_worker::run(c(), worker_l, s()),
+            ),
+        ];
+        let stack = Stack {
+            config,
+            api: format!("http://{api}"),
+            extracts: format!("http://{ext}"),
+            dead_letters: format!("http://{dl}"),
+            shutdown,
+            tasks,
+        };
+        for addr in [api, ext, dl, router, worker] {
+            wait_ready(&format!("http://{addr}/readyz"), &stack.tasks).await;
+        }
+        stack
+    }
+
+    /// Stops every service and waits for them to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.config.kafka_bootstrap)
+            .set("acks", "all")
+            .create()
+            .expect("test producer")
+    }
+
+    /// Publishes a JSON record as an outside producer would.
+    pub async fn publish_json(&self, topic: &str, key: &str, value: &Value) {
+        let payload = value.to_string();
+        self.producer()
+            .send(
+                FutureRecord::to(topic).key(key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("publish");
+    }
+
+    /// An authenticated API call; returns the status and the JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = client().request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("HTTP call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Creates a Fynapse subscription for tenant A with an auto-created secret; returns
+    /// (subscription id, secret value).
+    pub async fn fynapse_subscription(
+        &self,
+        name: &str,
+        url: &str,
+        event_types: Value,
+    ) -> (String, String) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/api/v1/event-deliveries/subscriptions", self.api),
+                TOKEN_A,
+                Some(serde_json::json!({"name": name, "endpointUrl": url, "eventTypes": event_types})),
+            )
+            .await;
+        assert_eq!(status, 201, "create subscription: {body}");
+        let id = body["id"].as_str().expect("id").to_owned();
+        let secret = body["secret"]["value"]
+            .as_str()
+            .expect("auto-created secret value")
+            .to_owned();
+        (id, secret)
+    }
+
+    /// Every record on `topic`, read with `read_committed`, until `until` accepts them or the
+    /// time runs out.
+    pub async fn read_topic(
+        &self,
+        topic: &str,
+        until: impl Fn(&[Vec<u8>]) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.kafka_bootstrap)
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in meta.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut values = Vec::new();
+        while std::time::Instant::now() < deadline && !until(&values) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                values.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        values
+    }
+}
+
+fn spawn<E: std::fmt::Display>(
+    name: &'static str,
+    f: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = f.await {
+            panic!("{name} failed: {e}");
+        }
+    })
+}
+
+fn hookline_telemetry_init(config: &Config) {
+    hookline_telemetry::init(&config.log_format, &config.log_level);
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let a = uuid::Uuid::new_v4().into_bytes();
+    let b = uuid::Uuid::new_v4().into_bytes();
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&a);
+    out[16..].copy_from_slice(&b);
+    out
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+async fn wait_ready(url: &str, services: &[tokio::task::JoinHandle<()>]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            !services.iter().any(|t| t.is_finished()),
+            "a service stopped while starting"
+        );
+        if let Ok(r) = client().get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

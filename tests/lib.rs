@@ -1,0 +1,2 @@
+//! End-to-end test suites live under `e2e/`; this library is empty.
+#![forbid(unsafe_code)]
