@@ -273,10 +273,8 @@ async fn wait_ready(url: &str, services: &[tokio::task::JoinHandle<()>]) {
             !services.iter().any(|t| t.is_finished()),
             "a service stopped while starting"
         );
-        if let Ok(r) = client().get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if client().get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
