@@ -273,7 +273,12 @@ async fn wait_ready(url: &str, services: &[tokio::task::JoinHandle<()>]) {
             !services.iter().any(|t| t.is_finished()),
             "a service stopped while starting"
         );
-        if client().get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client()
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         assert!(
