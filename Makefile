@@ -5,7 +5,7 @@ help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 run: ## Start everything and run the guided demo; Ctrl-C stops it all
-	@scripts/stack.sh run
+	@scripts/stack.sh run $(DEMO_ARGS)
 
 up: ## Start the stack in the background; writes .hookline/stack.env
 	@scripts/stack.sh up

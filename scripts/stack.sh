@@ -139,6 +139,8 @@ run() {
   trap 'echo; down' EXIT
   trap 'exit 130' INT TERM
   up
+  # From here Ctrl-C is the way to finish the demo, not a failure.
+  trap 'exit 0' INT
   say "the demo: a secret, a subscription, balance rows, an extract, a verifying receiver"
   "$BIN" demo --env "$STATE/stack.env" "$@"
 }

@@ -14,6 +14,7 @@ use axum::routing::post;
 use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_signing::WebhookSecret;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -83,20 +84,25 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
         println!("  ✗ delivery {id}: signature did NOT verify — answering 401");
         return StatusCode::UNAUTHORIZED;
     }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let d = &v["data"];
+    // Raw values: the balance is printed exactly as it was sent, never as a float.
+    let v: HashMap<String, Box<RawValue>> = serde_json::from_slice(&body).unwrap_or_default();
+    let data: HashMap<String, Box<RawValue>> = v
+        .get("data")
+        .and_then(|d| serde_json::from_str(d.get()).ok())
+        .unwrap_or_default();
+    let field = |m: &HashMap<String, Box<RawValue>>, k: &str| {
+        m.get(k)
+            .map_or("?".to_owned(), |r| r.get().trim_matches('"').to_owned())
+    };
     println!(
-        "  ✓ verified {} (Idempotency-Key {}): node {} account {} {} {} {}",
-        v["event_type"].as_str().unwrap_or("?"),
+        "  ✓ verified {} (Idempotency-Key {}): node {} account {} product {:?} balance {} {}",
+        field(&v, "event_type"),
         h("idempotency-key"),
-        d["node"].as_str().unwrap_or("?"),
-        d["account"].as_str().unwrap_or("?"),
-        d["productName"]
-            .as_str()
-            .filter(|p| !p.is_empty())
-            .unwrap_or("-"),
-        d["balance"],
-        d["transactionCurrency"].as_str().unwrap_or("?"),
+        field(&data, "node"),
+        field(&data, "account"),
+        field(&data, "productName"),
+        field(&data, "balance"),
+        field(&data, "transactionCurrency"),
     );
     let _ = rx.seen.send(id);
     StatusCode::NO_CONTENT
