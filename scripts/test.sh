@@ -19,4 +19,11 @@ echo "== test: starting a Kafka broker for this run"
 HOOKLINE_TEST_KAFKA_BOOTSTRAP=$(scripts/kafka.sh start --dir "$dir" --heap 768m)
 export HOOKLINE_TEST_KAFKA_BOOTSTRAP
 echo "== test: cargo test (broker at $HOOKLINE_TEST_KAFKA_BOOTSTRAP)"
-cargo test --workspace --locked "$@"
+log="$dir/cargo-test.log"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: cargo prints a result line per test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -260,3 +260,18 @@ async fn exhausted_jobs_land_in_dead_letters() {
     let _ = TENANT_B;
     stack.stop().await;
 }
+
+/// The Standard Webhooks specification's published test vector, signed by Hookline and by the
+/// stock library.
+#[test]
+fn standard_webhooks_test_vector() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const TS: i64 = 1614265330;
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const EXPECTED: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    let ours = hookline_signing::WebhookSecret::parse(SECRET).unwrap();
+    assert_eq!(hookline_signing::sign(&[ours], ID, TS, BODY), EXPECTED);
+    let stock = standardwebhooks::Webhook::new(SECRET).unwrap();
+    assert_eq!(stock.sign(ID, TS, BODY).unwrap(), EXPECTED);
+}
