@@ -86,6 +86,8 @@ up() {
   export HOOKLINE_LOG_FORMAT=${HOOKLINE_LOG_FORMAT:-pretty}
   # Development profile: retries come quickly so the demo shows them.
   export HOOKLINE_RETRY_SCHEDULE=${HOOKLINE_RETRY_SCHEDULE:-0s,1s,5s,30s}
+  # The demo receiver listens on 127.0.0.1, which the egress guard refuses unless allowed.
+  export HOOKLINE_EGRESS_ALLOW=${HOOKLINE_EGRESS_ALLOW:-127.0.0.1/32}
   say "creating topics"
   "$BIN" topics >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "could not create topics (log: $LOG)"; }
   say "starting the five services (log: $LOG)"

@@ -13,11 +13,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The router's end-to-end tests publish with a producer that is not Hookline's code: Python
+# confluent-kafka (its wheel ships librdkafka).
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  echo "== test: installing Python confluent-kafka (external-producer test)"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages confluent-kafka
+fi
 echo "== test: building (the first build compiles librdkafka and takes several minutes)"
 cargo build --workspace --all-targets --locked
 echo "== test: starting a Kafka broker for this run"
 HOOKLINE_TEST_KAFKA_BOOTSTRAP=$(scripts/kafka.sh start --dir "$dir" --heap 768m)
 export HOOKLINE_TEST_KAFKA_BOOTSTRAP
+# The broker's folder (log segments under data/): tests scan it for plaintext secrets.
+export HOOKLINE_TEST_KAFKA_DIR="$dir"
 echo "== test: cargo test (broker at $HOOKLINE_TEST_KAFKA_BOOTSTRAP)"
 log="$dir/cargo-test.log"
 set +e

@@ -36,8 +36,8 @@ async fn secrets_and_subscriptions_round_trip_per_tenant() {
     assert_eq!(status, 200);
     assert!(body.get("value").is_none(), "{body}");
     let (_, list) = stack.call(M::GET, &secrets, TOKEN_A, None).await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
-    assert!(list[0].get("value").is_none());
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    assert!(list["items"][0].get("value").is_none());
     let (status, _) = stack
         .call(
             M::POST,
@@ -75,7 +75,7 @@ async fn secrets_and_subscriptions_round_trip_per_tenant() {
         .await;
     assert_eq!(status, 404);
     let (_, list) = stack.call(M::GET, &subs, TOKEN_B, None).await;
-    assert_eq!(list, json!([]));
+    assert_eq!(list, json!({"items": []}));
     let (status, _) = stack
         .call(
             M::GET,
@@ -186,6 +186,42 @@ async fn bad_requests_are_refused_with_the_field_named() {
     assert_eq!(resp.status().as_u16(), 401);
     // Nothing was stored by the refused requests.
     let (_, list) = stack.call(M::GET, &subs, TOKEN_A, None).await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_rotation_deliveries_carry_both_signatures() {
+    let stack = Stack::start(|_| {}).await;
+    let receiver = crate::support::receiver::Receiver::start(&[], 200).await;
+    let (_, old) = stack
+        .fynapse_subscription("rotating", &receiver.url, json!([]))
+        .await;
+    let (status, rotated) = stack
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "{}/api/v1/event-deliveries/secrets/rotating/rotate",
+                stack.api
+            ),
+            TOKEN_A,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["value"].as_str().unwrap();
+    let event = json!({"type": "ACCOUNT.CREATED", "time": "2026-04-14T09:54:45.040Z",
+        "tenant": crate::support::TENANT_A, "data": {"id": "acc-9"}});
+    let events = stack.config.topic_events.clone();
+    stack.publish_json(&events, "acc-9", &event).await;
+    let got = receiver.wait_for(1, 60).await;
+    let signatures = got[0].header("webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    for secret in [old.as_str(), new] {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&got[0].body, &got[0].headers)
+            .expect("both the old and the new secret verify during the overlap");
+    }
     stack.stop().await;
 }

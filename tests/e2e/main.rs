@@ -2,5 +2,14 @@
 //! this process on loopback ports, and a real HTTP receiver.
 
 mod api;
+mod api_fynapse;
+mod api_openapi;
+mod api_plaintext;
+mod api_replicas;
+mod api_support;
+mod api_synctera;
 mod delivery;
+mod egress;
+mod router;
 mod support;
+mod worker;

@@ -108,6 +108,10 @@ impl TokenTable {
             if tenant.is_empty() {
                 return Err(bad("tenant must not be empty"));
             }
+            // Tenants are part of record keys (`tenant/name`): a `/` would make them ambiguous.
+            if tenant.contains('/') || tenant.chars().any(char::is_control) {
+                return Err(bad("tenant must not contain `/` or control characters"));
+            }
             let role = role.trim().parse::<Role>().map_err(|e| bad(&e))?;
             by_digest.insert(
                 digest(token),
@@ -186,5 +190,6 @@ mod tests {
         assert!(e.to_string().contains("entry 2"), "{e}");
         assert!(TokenTable::parse("long-enough-token-123=a:root").is_err());
         assert!(TokenTable::parse("long-enough-token-123=a").is_err());
+        assert!(TokenTable::parse("long-enough-token-123=a/b:viewer").is_err());
     }
 }

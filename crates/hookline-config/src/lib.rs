@@ -44,8 +44,15 @@ pub struct Config {
     pub topic_deliveries: String,
     pub topic_attempts: String,
     pub topic_dead_letters: String,
+    /// Router: events it could not decode, with the reason and the original bytes (delete policy).
+    pub topic_quarantine: String,
     /// Prefix of every consumer group id and transactional id.
     pub group_prefix: String,
+    /// Router: this instance's stable name, part of its transactional id and static group
+    /// membership (`{group_prefix}.router.{router_instance}`). Empty: the host name, else
+    /// the process id. Replicas must have distinct names; a restarted replica should keep its
+    /// name so it takes over its predecessor's partitions and aborts its open transaction.
+    pub router_instance: String,
     /// Create missing topics at start (development); production provisions them.
     pub create_topics: bool,
     pub topic_partitions: i32,
@@ -64,6 +71,14 @@ pub struct Config {
     /// Base64 of the 32-byte master key that seals secret values at rest.
     pub master_key: String,
     pub master_key_id: String,
+    /// Subscription API: name claims that decide name uniqueness by log order (compacted).
+    pub topic_claims: String,
+    /// Subscription API: event types registered by admins for the Synctera catalog (compacted).
+    pub topic_event_types: String,
+    /// Subscription API: largest accepted request body in bytes; larger ones get 413.
+    pub api_body_limit: usize,
+    /// Subscription API: how long the previous secret version keeps signing after a rotation.
+    pub secret_rotation_overlap: String,
 
     /// When each attempt is made, as delays after the previous one, comma-separated: the
     /// first entry is the first attempt (normally `0s`, immediate), so the default makes 8
@@ -76,7 +91,25 @@ pub struct Config {
     pub response_body_limit: usize,
     /// Deliveries in flight per worker process.
     pub worker_concurrency: usize,
+    /// Deliveries in flight per subscription (across its ordering keys).
+    pub subscription_in_flight: usize,
+    /// Jobs of one subscription held in a worker's memory; past this the subscription is
+    /// parked (its jobs wait in the retry lane) so it cannot hold up anyone else.
+    pub subscription_buffer: usize,
+    /// Jobs held in a worker's memory in all; reading pauses while past it.
+    pub worker_buffer: usize,
+    /// Retries due within this wait in memory (the key stays blocked); longer ones park the
+    /// subscription in the retry lane.
+    pub retry_in_memory_max: String,
+    /// Retry lane: jobs of parked subscriptions, keyed by subscription id (delete policy).
+    pub topic_retry_lane: String,
+    /// Parked-state records of parked subscriptions (compacted).
+    pub topic_parked: String,
     pub user_agent: String,
+    /// Delivery worker: CIDRs (or single addresses), comma-separated, that deliveries may
+    /// reach although the egress guard refuses their class (private, loopback, ...).
+    /// Empty by default; tests and `make run` set `127.0.0.1/32`.
+    pub egress_allow: String,
 
     /// `json` (default) or `pretty`.
     pub log_format: String,
@@ -111,7 +144,9 @@ impl Default for Config {
             topic_deliveries: "hookline.deliveries".into(),
             topic_attempts: "hookline.attempts".into(),
             topic_dead_letters: "hookline.dead-letters".into(),
+            topic_quarantine: "hookline.quarantine".into(),
             group_prefix: "hookline".into(),
+            router_instance: String::new(),
             create_topics: false,
             topic_partitions: 4,
             topic_replication: 1,
@@ -124,12 +159,23 @@ impl Default for Config {
             tokens_file: String::new(),
             master_key: String::new(),
             master_key_id: "k1".into(),
+            topic_claims: "hookline.claims".into(),
+            topic_event_types: "hookline.event-types".into(),
+            api_body_limit: 64 * 1024,
+            secret_rotation_overlap: "24h".into(),
             retry_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),
             retry_jitter: 0.1,
             http_timeout: "15s".into(),
             http_connect_timeout: "5s".into(),
             response_body_limit: 64 * 1024,
             worker_concurrency: 256,
+            subscription_in_flight: 32,
+            subscription_buffer: 1000,
+            worker_buffer: 20_000,
+            retry_in_memory_max: "10s".into(),
+            topic_retry_lane: "hookline.retry-lane".into(),
+            topic_parked: "hookline.parked".into(),
+            egress_allow: String::new(),
             user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
             log_format: "json".into(),
             log_level: "info".into(),
@@ -176,9 +222,32 @@ impl Config {
         }
         self.http_timeout()?;
         self.http_connect_timeout()?;
+        self.egress_allow()?;
         self.shutdown_grace()?;
-        if self.worker_concurrency == 0 {
-            return Err(invalid("worker_concurrency", "must be at least 1"));
+        for (field, value) in [
+            ("worker_concurrency", self.worker_concurrency),
+            ("subscription_in_flight", self.subscription_in_flight),
+            ("subscription_buffer", self.subscription_buffer),
+            ("worker_buffer", self.worker_buffer),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        self.retry_in_memory_max()?;
+        self.secret_rotation_overlap()?;
+        if self.api_body_limit < 1024 {
+            return Err(invalid("api_body_limit", "must be at least 1024 bytes"));
+        }
+        if !self
+            .router_instance
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "router_instance",
+                "letters, digits, `.`, `_` and `-` only",
+            ));
         }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(invalid("log_format", "must be `json` or `pretty`"));
@@ -222,13 +291,35 @@ impl Config {
         duration("http_connect_timeout", &self.http_connect_timeout)
     }
 
+    pub fn retry_in_memory_max(&self) -> Result<Duration, ConfigError> {
+        duration("retry_in_memory_max", &self.retry_in_memory_max)
+    }
+
+    pub fn secret_rotation_overlap(&self) -> Result<Duration, ConfigError> {
+        duration("secret_rotation_overlap", &self.secret_rotation_overlap)
+    }
+
+    /// The egress allow-list; a bare address is a single-host network.
+    pub fn egress_allow(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.egress_allow
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("egress_allow", format!("{s:?} is not a CIDR or address")))
+            })
+            .collect()
+    }
+
     pub fn shutdown_grace(&self) -> Result<Duration, ConfigError> {
         duration("shutdown_grace", &self.shutdown_grace)
     }
 
     /// Every topic with whether it is compacted.
-    pub fn topics(&self) -> [(&str, bool); 8] {
-        [
+    pub fn topics(&self) -> Vec<(&str, bool)> {
+        vec![
             (&self.topic_subscriptions, true),
             (&self.topic_secrets, true),
             (&self.topic_balances, true),
@@ -237,6 +328,11 @@ impl Config {
             (&self.topic_deliveries, false),
             (&self.topic_attempts, false),
             (&self.topic_dead_letters, false),
+            (&self.topic_quarantine, false),
+            (&self.topic_retry_lane, false),
+            (&self.topic_parked, true),
+            (&self.topic_claims, true),
+            (&self.topic_event_types, true),
         ]
     }
 }
@@ -277,6 +373,28 @@ mod tests {
             assert!(e.to_lowercase().contains("worker_concurrency"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn egress_allow_takes_cidrs_and_addresses() {
+        let c = Config {
+            egress_allow: " 127.0.0.1/32, ::1 ,".into(),
+            ..Config::default()
+        };
+        let nets: Vec<String> = c
+            .egress_allow()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "::1/128"]);
+        assert!(Config::default().egress_allow().unwrap().is_empty());
+        let bad = Config {
+            egress_allow: "127.0.0.1/33".into(),
+            ..Config::default()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("egress_allow"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Kafka plumbing shared by every service.
 //!
 //! - [`client_config`], [`producer`], [`group_consumer`]: librdkafka settings in one place
-//!   (idempotent producer, manual offsets, auto-commit off).
+//!   (idempotent producer, manual offsets, auto-commit off); [`group_consumer_config`] and
+//!   [`transactional_producer`] for consume-transform-produce in Kafka transactions.
 //! - [`ensure_topics`]: creates missing topics with their cleanup policies.
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
@@ -65,6 +66,12 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
 /// A consumer in group `{group_prefix}.{name}` with offsets managed by the caller:
 /// auto-commit and auto-store are off, so an offset moves only once its work is durable.
 pub fn group_consumer(config: &Config, name: &str) -> Result<StreamConsumer, KafkaError> {
+    Ok(group_consumer_config(config, name)?.create()?)
+}
+
+/// The settings of [`group_consumer`], for a caller that needs its own consumer context
+/// (rebalance callbacks) or extra settings (static membership).
+pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig, KafkaError> {
     let mut c = client_config(config)?;
     c.set("group.id", format!("{}.{name}", config.group_prefix))
         .set("enable.auto.commit", "false")
@@ -74,6 +81,25 @@ pub fn group_consumer(config: &Config, name: &str) -> Result<StreamConsumer, Kaf
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
+    Ok(c)
+}
+
+/// A transactional producer with id `transactional_id`, not yet initialised: the caller runs
+/// `init_transactions`, which also fences any earlier producer with the same id and aborts
+/// its open transaction. Messages time out well inside the transaction timeout, so a stuck
+/// produce turns into an abortable error rather than an expired transaction.
+pub fn transactional_producer(
+    config: &Config,
+    transactional_id: &str,
+) -> Result<FutureProducer, KafkaError> {
+    let mut c = client_config(config)?;
+    c.set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .set("transaction.timeout.ms", "30000")
+        .set("message.timeout.ms", "20000");
     Ok(c.create()?)
 }
 

@@ -1,10 +1,24 @@
-//! Which event types a subscription's patterns select.
+//! Which event types a subscription's patterns select, and which subscriptions select an event.
 //!
 //! A pattern is an exact type (`ACCOUNT.CREATED`), `PREFIX.*` (every type under `PREFIX`, at
 //! any depth), or `*` (everything). An empty pattern list selects everything.
+//!
+//! - [`Pattern`]: one parsed pattern; [`Pattern::parse`] refuses patterns that could never
+//!   select a well-formed event type ([`is_event_type`]).
+//! - [`SubscriptionIndex`]: per-tenant trie of enabled subscriptions, kept current one change
+//!   at a time; matching costs O(segments + matches), whatever the number of subscriptions.
+//! - [`pattern_matches`] / [`selects`]: the naive reference the index is tested against.
+//! - [`fuzzing`]: the body of the pattern-parser fuzz target (`fuzz/`), also run as a proptest.
 #![forbid(unsafe_code)]
 
-/// Whether `pattern` selects `event_type`.
+pub mod fuzzing;
+mod index;
+mod pattern;
+
+pub use index::{SubscriptionId, SubscriptionIndex};
+pub use pattern::{MAX_LEN, Pattern, PatternError, is_event_type};
+
+/// Whether `pattern` selects `event_type`: the reference definition, by string comparison.
 pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
     if pattern == "*" {
         return true;

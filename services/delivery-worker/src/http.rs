@@ -1,8 +1,16 @@
 //! One HTTP attempt: sign, POST, read a capped response.
+//!
+//! Egress safety lives here: redirects are never followed (a 3xx is a failed attempt), no
+//! proxy is used, connect and total timeouts apply, the response body is cut at the cap while
+//! it is read, and every destination address passes the egress guard (`hookline-egress`):
+//! address-literal hosts before the request, resolved names in the client's resolver, so the
+//! addresses checked are the addresses dialled.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookline_config::Config;
+use hookline_egress::{EgressPolicy, GuardedResolver, Lookup, SystemLookup};
 use hookline_signing::WebhookSecret;
 use rand::Rng as _;
 
@@ -14,11 +22,16 @@ pub struct AttemptResult {
     pub status: Option<u16>,
     pub retry_after: Option<Duration>,
     pub duration: Duration,
-    /// Empty on success; otherwise `connect`, `timeout`, `status`, `redirect`, `request`.
+    /// Empty on success; otherwise `connect`, `timeout`, `status`, `redirect`, `request`, or
+    /// [`EGRESS_DENIED`].
     pub error_class: &'static str,
     pub error: String,
     pub body: Vec<u8>,
 }
+
+/// The error class of an attempt refused by the egress guard: no packet was sent to the
+/// destination. Final: retrying cannot help until an operator changes the allow-list.
+pub const EGRESS_DENIED: &str = "egress_denied";
 
 /// The outgoing request of one attempt.
 pub struct Outgoing<'a> {
@@ -32,13 +45,21 @@ pub struct Outgoing<'a> {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    policy: Arc<EgressPolicy>,
     body_limit: usize,
     user_agent: String,
 }
 
 impl Sender {
     pub fn new(config: &Config) -> Result<Self, crate::Error> {
+        Self::with_lookup(config, Arc::new(SystemLookup))
+    }
+
+    /// A sender resolving host names through `lookup` (tests inject their DNS answers).
+    pub fn with_lookup(config: &Config, lookup: Arc<dyn Lookup>) -> Result<Self, crate::Error> {
+        let policy = Arc::new(EgressPolicy::new(config.egress_allow()?));
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), lookup)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(config.http_connect_timeout()?)
@@ -48,6 +69,7 @@ impl Sender {
             .map_err(|e| crate::Error::Http(e.to_string()))?;
         Ok(Self {
             client,
+            policy,
             body_limit: config.response_body_limit,
             user_agent: config.user_agent.clone(),
         })
@@ -65,17 +87,6 @@ impl Sender {
             out.traceparent.to_owned()
         };
         let started = Instant::now();
-        let request = self
-            .client
-            .post(out.url)
-            .header("content-type", "application/json")
-            .header("user-agent", &self.user_agent)
-            .header("idempotency-key", out.delivery_id)
-            .header("webhook-id", out.delivery_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .header("traceparent", traceparent)
-            .body(out.body);
         let mut result = AttemptResult {
             status: None,
             retry_after: None,
@@ -84,6 +95,31 @@ impl Sender {
             error: String::new(),
             body: Vec::new(),
         };
+        let url = match reqwest::Url::parse(out.url) {
+            Ok(url) => url,
+            Err(e) => {
+                result.error_class = "request";
+                result.error = format!("invalid URL: {e}");
+                return result;
+            }
+        };
+        // The client dials an address-literal host without asking the resolver.
+        if let Err(denied) = self.policy.check_url(&url) {
+            result.error_class = EGRESS_DENIED;
+            result.error = denied.to_string();
+            return result;
+        }
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", &self.user_agent)
+            .header("idempotency-key", out.delivery_id)
+            .header("webhook-id", out.delivery_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("traceparent", traceparent)
+            .body(out.body);
         match request.send().await {
             Ok(mut response) => {
                 let status = response.status();
@@ -123,14 +159,19 @@ impl Sender {
                 }
             }
             Err(e) => {
-                result.error_class = if e.is_timeout() {
+                result.error_class = if hookline_egress::denial_in(&e).is_some() {
+                    EGRESS_DENIED
+                } else if e.is_timeout() {
                     "timeout"
                 } else if e.is_connect() {
                     "connect"
                 } else {
                     "request"
                 };
-                result.error = error_chain(&e);
+                result.error = match hookline_egress::denial_in(&e) {
+                    Some(denied) => denied.to_string(),
+                    None => error_chain(&e),
+                };
             }
         }
         result.duration = started.elapsed();
@@ -158,3 +199,6 @@ fn new_traceparent() -> String {
         rng.gen_range(1..=u64::MAX)
     )
 }
+
+#[cfg(test)]
+mod tests;

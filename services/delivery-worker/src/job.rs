@@ -13,19 +13,16 @@ use hookline_state::{SecretBox, SecretView, SubscriptionView};
 use crate::http::{AttemptResult, Outgoing, Sender};
 use crate::retry::{Schedule, Verdict, classify};
 
-/// How a job left the worker.
-#[derive(Debug, PartialEq, Eq)]
+/// How a job left the delivery task.
+#[derive(Debug)]
 pub enum Outcome {
     /// Delivered, or its dead letter is durable: the offset may be committed.
     Completed,
+    /// Its next attempt is further away than a retry waits in memory: the job (attempt count
+    /// and `due_at_ms` updated) is to be parked in the retry lane.
+    Park(Box<DeliveryJob>),
     /// Shutdown came first: the job stays uncommitted and will be redelivered.
     HandedBack,
-}
-
-impl Outcome {
-    pub fn is_completed(&self) -> bool {
-        *self == Outcome::Completed
-    }
 }
 
 pub struct Context {
@@ -35,6 +32,7 @@ pub struct Context {
     sender: Sender,
     producer: FutureProducer,
     schedule: Schedule,
+    in_memory_max: Duration,
     topic_attempts: String,
     topic_dead_letters: String,
     topic_subscriptions: String,
@@ -55,6 +53,7 @@ impl Context {
                 delays: config.retry_delays()?,
                 jitter: config.retry_jitter,
             },
+            in_memory_max: config.retry_in_memory_max()?,
             topic_attempts: config.topic_attempts.clone(),
             topic_dead_letters: config.topic_dead_letters.clone(),
             topic_subscriptions: config.topic_subscriptions.clone(),
@@ -84,6 +83,13 @@ impl Context {
         self.subscriptions.get(id)
     }
 
+    /// Whether a job due at `due_at_ms` is to wait in memory (else it is parked).
+    pub fn waits_in_memory(&self, due_at_ms: i64) -> bool {
+        due_at_ms - now_ms() <= self.in_memory_max.as_millis() as i64
+    }
+
+    /// Attempts `job` until it is delivered or dead-lettered, waiting in memory for retries
+    /// due soon; a later retry hands the job back to be parked.
     pub async fn deliver(&self, mut job: DeliveryJob) -> Outcome {
         let wait = job.due_at_ms - now_ms();
         if wait > 0 && !self.sleep(Duration::from_millis(wait as u64)).await {
@@ -124,7 +130,12 @@ impl Context {
                 })
                 .await;
             job.attempt += 1;
-            let verdict = classify(result.status, result.retry_after);
+            // An address the egress guard refuses will be refused again: final.
+            let verdict = if result.error_class == crate::http::EGRESS_DENIED {
+                Verdict::Final
+            } else {
+                classify(result.status, result.retry_after)
+            };
             let next = match verdict {
                 Verdict::Retry { asked } => self.schedule.next_delay(job.attempt, asked),
                 _ => None,
@@ -144,6 +155,10 @@ impl Context {
             match (verdict, next) {
                 (Verdict::Delivered, _) => return Outcome::Completed,
                 (Verdict::Retry { .. }, Some(delay)) => {
+                    job.due_at_ms = now_ms() + delay.as_millis() as i64;
+                    if delay > self.in_memory_max {
+                        return Outcome::Park(Box::new(job));
+                    }
                     if !self.sleep(delay).await {
                         return Outcome::HandedBack;
                     }

@@ -1,8 +1,11 @@
 //! The delivery worker: consumes `deliveries`, POSTs each job to its subscription's endpoint,
 //! signed with every current secret version, and records every attempt.
 //!
-//! - [`run`]: consume loop, bounded concurrency, offset commits, health server.
-//! - `job`: one job from first attempt to delivered, final failure or dead letter.
+//! - [`run`]: views, the consumer, offset commits, health server.
+//! - `dispatch`: the one task that owns the queues, starts jobs and parks subscriptions.
+//! - `queue`: per-subscription, per-key queues (strict order per key, limits per subscription).
+//! - `lane`: the retry lane and parked-state records of parked subscriptions.
+//! - `job`: one job from first attempt to delivered, dead-lettered, or handed back to park.
 //! - `http`: one signed HTTP attempt with a capped response read.
 //! - `retry`: the retry policy (which failures retry, the schedule with jitter).
 //!
@@ -10,8 +13,11 @@
 //! acknowledged by the broker; after a crash it is redelivered with the same delivery id.
 #![forbid(unsafe_code)]
 
+mod dispatch;
 mod http;
 mod job;
+mod lane;
+mod queue;
 mod retry;
 
 use std::sync::{Arc, Mutex};
@@ -20,14 +26,10 @@ use std::time::Duration;
 use hookline_config::Config;
 use hookline_kafka::offsets::OffsetTracker;
 use hookline_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use hookline_kafka::rdkafka::message::Message;
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
-use hookline_proto::v1::DeliveryJob;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 pub use job::Outcome;
 pub use retry::{Schedule, Verdict, classify};
@@ -44,6 +46,8 @@ pub enum Error {
     State(#[from] hookline_state::StateError),
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("dispatch: {0}")]
+    Dispatch(String),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -105,52 +109,34 @@ async fn consume(
             }
         })
     };
-    let slots = Arc::new(Semaphore::new(config.worker_concurrency));
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let Some(permit) = shutdown
-            .run_until_cancelled(slots.clone().acquire_owned())
-            .await
-        else {
-            break;
+    let parked = hookline_kafka::view::TopicView::start(config, &config.topic_parked, |msg| {
+        use hookline_kafka::rdkafka::Message as _;
+        use hookline_kafka::view::Update;
+        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Update::Skip;
         };
-        let permit = permit.expect("semaphore is never closed");
-        let Some(msg) = shutdown.run_until_cancelled(consumer.recv()).await else {
-            break;
-        };
-        let msg = msg?;
-        let (partition, offset) = (msg.partition(), msg.offset());
-        lock(&tracker).begin(partition, offset);
-        let job = match msg.payload().map(DeliveryJob::decode) {
-            Some(Ok(job)) => job,
-            other => {
-                let reason = match other {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "empty record".into(),
-                };
-                tracing::error!(partition, offset, %reason, "undecodable delivery job skipped");
-                lock(&tracker).finish(partition, offset);
-                continue;
+        match msg.payload().map(hookline_proto::v1::ParkedState::decode) {
+            None => Update::Delete(key),
+            Some(Ok(state)) => Update::Upsert(key, state),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "undecodable parked state skipped");
+                Update::Skip
             }
-        };
-        drop(msg);
-        let (ctx, tracker) = (ctx.clone(), tracker.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            if ctx.deliver(job).await.is_completed() {
-                lock(&tracker).finish(partition, offset);
-            }
-        });
-    }
-    // Give in-flight attempts the grace period; jobs waiting for a retry are handed back
-    // (their offsets stay uncommitted and another worker redelivers them).
-    let grace = config.shutdown_grace()?;
-    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    tasks.abort_all();
+        }
+    })?;
+    parked.sync().await;
+    let dispatcher = dispatch::Dispatcher::new(
+        ctx,
+        config.clone(),
+        parked.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    )?;
+    let result = dispatcher.run(consumer.clone()).await;
+    parked.stop();
     let _ = committer.await;
     commit(&consumer, &topic, &tracker, CommitMode::Sync);
-    Ok(())
+    result
 }
 
 fn lock(t: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {

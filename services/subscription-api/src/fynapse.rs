@@ -1,179 +1,87 @@
-//! The Fynapse dialect under `/api/v1/event-deliveries`: secrets and subscriptions.
+//! Fynapse subscriptions under `/api/v1/event-deliveries/subscriptions`: create, list, get,
+//! replace (PUT), update (PATCH), delete. camelCase JSON as in the seed.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, response::IntoResponse};
+use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
-use hookline_proto::v1::{Dialect, Ordering, Secret, Subscription};
+use hookline_proto::v1::{Dialect, Ordering, Subscription};
 use hookline_runtime::{ApiError, JsonBody};
-use hookline_signing::WebhookSecret;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::claims::{self, Kind};
+use crate::input::{
+    DESCRIPTION_MAX, ErrorBody, PathParam, check_event_type_syntax, check_len, check_name,
+    check_url, created_key, page_request, paginate, present,
+};
+use crate::secrets::{self, SecretOut};
+use crate::store::Store;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/event-deliveries/secrets",
-            get(list_secrets).post(create_secret),
-        )
-        .route("/api/v1/event-deliveries/secrets/{name}", get(get_secret))
-        .route(
-            "/api/v1/event-deliveries/subscriptions",
-            get(list_subscriptions).post(create_subscription),
-        )
-        .route(
-            "/api/v1/event-deliveries/subscriptions/{id}",
-            get(get_subscription),
-        )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateSecret {
-    name: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SecretOut {
-    name: String,
-    /// The `whsec_` value: present only in the response that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-impl SecretOut {
-    fn of(s: &Secret, value: Option<String>) -> Self {
-        Self {
-            name: s.name.clone(),
-            value,
-            created_at: rfc3339_millis(s.created_at_ms),
-            updated_at: rfc3339_millis(s.updated_at_ms),
-        }
-    }
-}
-
-pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
-    let n = name.chars().count();
-    if !(1..=255).contains(&n) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be 1-255 characters, got {n}"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must not contain control characters"),
-        ));
-    }
-    Ok(())
-}
-
-/// Creates a secret record for `name`; returns it and its plaintext value.
-async fn new_secret(
-    state: &AppState,
-    tenant: &str,
-    name: &str,
-) -> Result<(Secret, String), ApiError> {
-    let store = &state.store;
-    store.secrets.sync().await;
-    if store
-        .secrets
-        .get(&hookline_state::secret_key(tenant, name))
-        .is_some()
-    {
-        return Err(ApiError::conflict(
-            "name",
-            format!("a secret named {name:?} already exists"),
-        ));
-    }
-    let value = WebhookSecret::generate();
-    let now = now_ms();
-    let version = store
-        .secret_box
-        .seal(tenant, name, &value, now)
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let secret = Secret {
-        tenant: tenant.to_owned(),
-        name: name.to_owned(),
-        versions: vec![version],
-        created_at_ms: now,
-        updated_at_ms: now,
-    };
-    store.put_secret(&secret).await?;
-    Ok((secret, value.expose()))
-}
-
-async fn create_secret(
-    State(state): State<AppState>,
-    who: Principal,
-    JsonBody(body): JsonBody<CreateSecret>,
-) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::Editor)?;
-    check_name("name", &body.name)?;
-    let (secret, value) = new_secret(&state, &who.tenant, &body.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(SecretOut::of(&secret, Some(value))),
-    ))
-}
-
-async fn list_secrets(State(state): State<AppState>, who: Principal) -> Json<Vec<SecretOut>> {
-    let mut out: Vec<SecretOut> = state.store.secrets.read(|t| {
-        t.values()
-            .filter(|s| s.tenant == who.tenant)
-            .map(|s| SecretOut::of(s, None))
-            .collect()
-    });
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(out)
-}
-
-async fn get_secret(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(name): Path<String>,
-) -> Result<Json<SecretOut>, ApiError> {
-    state
-        .store
-        .secrets
-        .get(&hookline_state::secret_key(&who.tenant, &name))
-        .map(|s| Json(SecretOut::of(&s, None)))
-        .ok_or_else(|| ApiError::not_found("secret"))
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateSubscription {
-    name: String,
-    endpoint_url: String,
-    secret_ref: Option<String>,
-    event_types: Option<Vec<String>>,
-    description: Option<String>,
+pub struct CreateSubscription {
+    /// Unique per tenant.
+    #[schema(min_length = 1, max_length = 255)]
+    pub name: String,
+    /// Absolute http(s) URL.
+    #[schema(min_length = 1, max_length = 1000, format = Uri)]
+    pub endpoint_url: String,
+    /// Name of the secret that signs deliveries. Omitted on create: a secret named after the
+    /// subscription is created and returned (with its value) in `secret`. Omitted on PUT:
+    /// the current secret stays.
+    #[schema(min_length = 1, max_length = 255)]
+    pub secret_ref: Option<String>,
+    /// Exact types, `PREFIX.*` or `*`; null or empty = every type. At most 100.
+    #[schema(max_items = 100)]
+    pub event_types: Option<Vec<String>>,
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Only the fields present change; `null` clears `description` and resets `eventTypes` to
+/// every type.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchSubscription {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, format = Uri)]
+    pub endpoint_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255)]
+    pub secret_ref: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, max_items = 100)]
+    pub event_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 1024)]
+    pub description: Option<Option<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SubscriptionOut {
-    id: String,
-    name: String,
-    endpoint_url: String,
-    secret_ref: String,
-    event_types: Vec<String>,
+pub struct SubscriptionOut {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+    pub endpoint_url: String,
+    pub secret_ref: String,
+    /// Empty: every type.
+    pub event_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
-    created_at: String,
-    updated_at: String,
-    /// The auto-created secret, with its value, when the request named none.
+    pub description: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The auto-created secret, with its value, in the create response when `secretRef`
+    /// was omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<SecretOut>,
+    pub secret: Option<SecretOut>,
 }
 
 impl SubscriptionOut {
@@ -192,113 +100,107 @@ impl SubscriptionOut {
     }
 }
 
-/// An absolute http(s) URL of at most 1000 characters.
-pub(crate) fn check_url(field: &str, text: &str) -> Result<(), ApiError> {
-    if text.is_empty() || text.len() > 1000 {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be 1-1000 characters"),
-        ));
-    }
-    let url = url::Url::parse(text)
-        .map_err(|e| ApiError::invalid(field, format!("`{field}` is not an absolute URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be an http or https URL with a host"),
-        ));
-    }
-    Ok(())
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionList {
+    pub items: Vec<SubscriptionOut>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
-/// Event-type patterns: exact types, `PREFIX.*`, or `*`.
-pub(crate) fn check_event_types(field: &str, types: &[String]) -> Result<(), ApiError> {
-    for t in types {
-        let base = if t == "*" {
-            None
-        } else {
-            Some(t.strip_suffix(".*").unwrap_or(t))
-        };
-        if let Some(base) = base {
-            hookline_events::validate_event_type(base).map_err(|_| {
-                ApiError::invalid(field, format!("{t:?} is not an event type or pattern"))
-            })?;
-        }
+fn check_fields(
+    name: &str,
+    url: &str,
+    secret_ref: Option<&str>,
+    types: &[String],
+    description: Option<&str>,
+) -> Result<(), ApiError> {
+    check_name("name", name)?;
+    check_url("endpointUrl", url)?;
+    if let Some(r) = secret_ref {
+        check_name("secretRef", r)?;
     }
-    Ok(())
+    check_event_type_syntax("eventTypes", types)?;
+    check_len("description", description, DESCRIPTION_MAX)
 }
 
-async fn create_subscription(
+fn name_taken(store: &Store, tenant: &str, name: &str, except_id: &str) -> bool {
+    store.subscriptions.read(|t| {
+        t.values().any(|s| {
+            s.tenant == tenant
+                && s.dialect() == Dialect::Fynapse
+                && s.name == name
+                && s.id != except_id
+        })
+    })
+}
+
+fn secret_exists(store: &Store, tenant: &str, name: &str) -> Result<(), ApiError> {
+    match store.secrets.get(&hookline_state::secret_key(tenant, name)) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(
+            "secretRef",
+            format!("no secret named {name:?}"),
+        )),
+    }
+}
+
+fn taken(name: &str) -> ApiError {
+    ApiError::conflict(
+        "name",
+        format!("a subscription named {name:?} already exists"),
+    )
+}
+
+#[utoipa::path(post, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
+    request_body = CreateSubscription,
+    responses((status = 201, body = SubscriptionOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
     State(state): State<AppState>,
     who: Principal,
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
-    check_name("name", &body.name)?;
-    check_url("endpointUrl", &body.endpoint_url)?;
     let event_types = body.event_types.unwrap_or_default();
-    check_event_types("eventTypes", &event_types)?;
-    if body
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 1024)
-    {
-        return Err(ApiError::invalid(
-            "description",
-            "`description` must be at most 1024 characters",
-        ));
-    }
+    let (name, url) = (body.name, body.endpoint_url);
+    check_fields(
+        &name,
+        &url,
+        body.secret_ref.as_deref(),
+        &event_types,
+        body.description.as_deref(),
+    )?;
     let store = &state.store;
+    let tenant = who.tenant.as_str();
     store.sync().await;
-    let taken = store.subscriptions.read(|t| {
-        t.values()
-            .any(|s| s.tenant == who.tenant && s.name == body.name)
-    });
-    if taken {
-        return Err(ApiError::conflict(
-            "name",
-            format!("a subscription named {:?} already exists", body.name),
-        ));
+    if name_taken(store, tenant, &name, "") {
+        return Err(taken(&name));
     }
-    let (secret_ref, created_secret) = match body.secret_ref {
-        Some(name) => {
-            check_name("secretRef", &name)?;
-            if store
-                .secrets
-                .get(&hookline_state::secret_key(&who.tenant, &name))
-                .is_none()
-            {
-                return Err(ApiError::invalid(
-                    "secretRef",
-                    format!("no secret named {name:?}"),
-                ));
+    if let Some(r) = &body.secret_ref {
+        secret_exists(store, tenant, r)?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let held = claims::claim(store, Kind::Subscription, tenant, &name, &id, "name").await?;
+    let (secret_ref, created) = match body.secret_ref {
+        Some(r) => (r, None),
+        None => match secrets::create_named(store, tenant, &name, "secretRef").await {
+            Ok((secret, value)) => (name.clone(), Some(SecretOut::of(&secret, Some(value)))),
+            Err(e) => {
+                claims::abandon(store, held).await;
+                return Err(e);
             }
-            (name, None)
-        }
-        None => {
-            let (secret, value) =
-                new_secret(&state, &who.tenant, &body.name)
-                    .await
-                    .map_err(|e| {
-                        if e.status == StatusCode::CONFLICT {
-                            ApiError::conflict("secretRef", e.message)
-                        } else {
-                            e
-                        }
-                    })?;
-            (
-                secret.name.clone(),
-                Some(SecretOut::of(&secret, Some(value))),
-            )
-        }
+        },
     };
     let now = now_ms();
     let sub = Subscription {
-        id: uuid::Uuid::new_v4().to_string(),
-        tenant: who.tenant.clone(),
+        id,
+        tenant: tenant.to_owned(),
         dialect: Dialect::Fynapse as i32,
-        name: body.name,
-        endpoint_url: body.endpoint_url,
+        name,
+        endpoint_url: url,
         secret_ref,
         event_types,
         description: body.description,
@@ -309,37 +211,199 @@ async fn create_subscription(
         updated_at_ms: now,
         version: 1,
     };
-    store.put_subscription(&sub).await?;
+    if let Err(e) = store.put_subscription(&sub).await {
+        if created.is_some() {
+            let _ = claims::release(store, Kind::Secret, tenant, &sub.secret_ref).await;
+            let _ = store.delete_secret(tenant, &sub.secret_ref).await;
+        }
+        claims::abandon(store, held).await;
+        return Err(e);
+    }
+    tracing::info!(tenant, id = %sub.id, "subscription created");
     Ok((
         StatusCode::CREATED,
-        Json(SubscriptionOut::of(&sub, created_secret)),
+        Json(SubscriptionOut::of(&sub, created)),
     ))
 }
 
-async fn list_subscriptions(
+#[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
+    params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page")),
+    responses((status = 200, description = "Oldest first (creation time, then id)", body = SubscriptionList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
     State(state): State<AppState>,
     who: Principal,
-) -> Json<Vec<SubscriptionOut>> {
-    let mut subs: Vec<Subscription> = state.store.subscriptions.read(|t| {
+    RawQuery(query): RawQuery,
+) -> Result<Json<SubscriptionList>, ApiError> {
+    let page = page_request(query.as_deref(), "cursor")?;
+    let mut subs: Vec<(String, Subscription)> = state.store.subscriptions.read(|t| {
         t.values()
             .filter(|s| s.tenant == who.tenant && s.dialect() == Dialect::Fynapse)
-            .cloned()
+            .map(|s| (created_key(s.created_at_ms, &s.id), s.clone()))
             .collect()
     });
-    subs.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-    Json(subs.iter().map(|s| SubscriptionOut::of(s, None)).collect())
+    subs.sort_by(|a, b| a.0.cmp(&b.0));
+    let (items, next_cursor) = paginate(subs, &page);
+    Ok(Json(SubscriptionList {
+        items: items.iter().map(|s| SubscriptionOut::of(s, None)).collect(),
+        next_cursor,
+    }))
 }
 
-async fn get_subscription(
+fn find(store: &Store, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
+    store
+        .subscriptions
+        .get(id)
+        .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Fynapse)
+        .ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+#[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
+    params(("id" = String, Path)),
+    responses((status = 200, body = SubscriptionOut), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn get(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    state
-        .store
-        .subscriptions
-        .get(&id)
-        .filter(|s| s.tenant == who.tenant && s.dialect() == Dialect::Fynapse)
-        .map(|s| Json(SubscriptionOut::of(&s, None)))
-        .ok_or_else(|| ApiError::not_found("subscription"))
+    find(&state.store, &who, &id).map(|s| Json(SubscriptionOut::of(&s, None)))
+}
+
+/// Applies `change` to subscription `id` and stores it, re-claiming the name if it changed.
+async fn update(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    change: impl FnOnce(&mut Subscription),
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    who.require(Role::Editor)?;
+    let store = &state.store;
+    let _one_at_a_time = store.write_lock.lock().await;
+    store.sync().await;
+    let old = find(store, who, id)?;
+    let mut sub = old.clone();
+    change(&mut sub);
+    check_fields(
+        &sub.name,
+        &sub.endpoint_url,
+        Some(&sub.secret_ref),
+        &sub.event_types,
+        sub.description.as_deref(),
+    )?;
+    if sub.secret_ref != old.secret_ref {
+        secret_exists(store, &sub.tenant, &sub.secret_ref)?;
+    }
+    if sub.name != old.name {
+        if name_taken(store, &sub.tenant, &sub.name, id) {
+            return Err(taken(&sub.name));
+        }
+        claims::claim(
+            store,
+            Kind::Subscription,
+            &sub.tenant,
+            &sub.name,
+            id,
+            "name",
+        )
+        .await?;
+        // Released before the rename is written: the old name stays held by the record.
+        claims::release(store, Kind::Subscription, &old.tenant, &old.name).await?;
+    }
+    sub.updated_at_ms = now_ms();
+    sub.version += 1;
+    store.put_subscription(&sub).await?;
+    Ok(Json(SubscriptionOut::of(&sub, None)))
+}
+
+#[utoipa::path(put, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
+    params(("id" = String, Path)), request_body = CreateSubscription,
+    responses((status = 200, body = SubscriptionOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn replace(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<CreateSubscription>,
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    update(&state, &who, &id, |s| {
+        s.name = body.name;
+        s.endpoint_url = body.endpoint_url;
+        if let Some(r) = body.secret_ref {
+            s.secret_ref = r;
+        }
+        s.event_types = body.event_types.unwrap_or_default();
+        s.description = body.description;
+    })
+    .await
+}
+
+fn required(field: &str, v: Option<Option<String>>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(None) => Err(ApiError::invalid(
+            field,
+            format!("`{field}` cannot be null"),
+        )),
+        Some(Some(v)) => Ok(Some(v)),
+        None => Ok(None),
+    }
+}
+
+#[utoipa::path(patch, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
+    params(("id" = String, Path)), request_body = PatchSubscription,
+    responses((status = 200, body = SubscriptionOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn patch(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<PatchSubscription>,
+) -> Result<Json<SubscriptionOut>, ApiError> {
+    let name = required("name", body.name)?;
+    let url = required("endpointUrl", body.endpoint_url)?;
+    let secret_ref = required("secretRef", body.secret_ref)?;
+    update(&state, &who, &id, |s| {
+        if let Some(v) = name {
+            s.name = v;
+        }
+        if let Some(v) = url {
+            s.endpoint_url = v;
+        }
+        if let Some(v) = secret_ref {
+            s.secret_ref = v;
+        }
+        if let Some(v) = body.event_types {
+            s.event_types = v.unwrap_or_default();
+        }
+        if let Some(v) = body.description {
+            s.description = v;
+        }
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted; its secret stays"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+) -> Result<StatusCode, ApiError> {
+    who.require(Role::Editor)?;
+    let store = &state.store;
+    let _one_at_a_time = store.write_lock.lock().await;
+    store.sync().await;
+    let sub = find(store, &who, &id)?;
+    claims::release(store, Kind::Subscription, &sub.tenant, &sub.name).await?;
+    store.delete_subscription(&id).await?;
+    tracing::info!(tenant = %sub.tenant, id, "subscription deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

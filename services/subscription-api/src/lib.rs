@@ -1,23 +1,33 @@
-//! The subscription API: secrets and subscriptions over HTTP, stored only as events on the
-//! compacted `secrets` and `subscriptions` topics.
+//! The subscription API: secrets, subscriptions (two dialects) and the event-type catalog
+//! over HTTP, stored only as events on compacted topics.
 //!
 //! - [`run`]: starts the views, waits until they have caught up, then serves.
 //! - `store`: writes a record and waits until this process's view has applied it, so a GET
 //!   right after a successful write sees that write.
-//! - `fynapse`: the `/api/v1/event-deliveries` dialect.
+//! - `claims`: name uniqueness across replicas, decided by log order on the claims topic.
+//! - `secrets` and `fynapse`: the `/api/v1/event-deliveries` dialect.
+//! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
+//! - `input`: field limits, path parameters, pagination.
+//! - `routes`: the one route table the router and the OpenAPI document are checked against.
 #![forbid(unsafe_code)]
 
+mod catalog;
+mod claims;
 mod fynapse;
+mod input;
+mod routes;
+mod secrets;
 mod store;
+mod synctera;
 
 use std::sync::Arc;
 
-use axum::Router;
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
 
+pub use routes::{ApiDoc, documented, table};
 pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +38,8 @@ pub enum Error {
     State(#[from] hookline_state::StateError),
     #[error(transparent)]
     Auth(#[from] hookline_auth::AuthError),
+    #[error(transparent)]
+    Config(#[from] hookline_config::ConfigError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -36,6 +48,7 @@ pub enum Error {
 pub(crate) struct AppState {
     pub store: Store,
     pub tokens: Arc<TokenTable>,
+    pub health: Health,
 }
 
 impl HasTokens for AppState {
@@ -56,16 +69,14 @@ pub async fn run(
     let tokens = TokenTable::from_config(&config)?;
     let store = Store::start(&config)?;
     let health = Health::default();
-    let app = Router::new()
-        .merge(fynapse::routes())
-        .with_state(AppState {
-            store: store.clone(),
-            tokens,
-        })
-        .merge(hookline_runtime::health_routes(health.clone()));
+    let state = AppState {
+        store: store.clone(),
+        tokens,
+        health: health.clone(),
+    };
+    let app = routes::router(state, config.api_body_limit);
     let ready = {
         let store = store.clone();
-        let health = health.clone();
         async move {
             store.sync().await;
             health.set_ready(true);

@@ -1,10 +1,16 @@
 //! Writes state records to Kafka and reads them back from this process's views.
+//!
+//! Every write waits until this process's own view has applied it, so a GET right after a
+//! successful write sees that write. Read-modify-write changes of one process run one at a
+//! time (`write_lock`); name uniqueness across processes is decided by the claims topic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use hookline_proto::v1::{Secret, Subscription};
+use hookline_kafka::view::TopicView;
+use hookline_proto::v1::{NameClaim, RegisteredEventType, Secret, Subscription};
 use hookline_runtime::ApiError;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
@@ -13,54 +19,122 @@ pub struct Store {
     producer: FutureProducer,
     pub subscriptions: SubscriptionView,
     pub secrets: SecretView,
+    /// Current holder of each claimed name, keyed `kind/tenant/name`.
+    pub claims: TopicView<NameClaim>,
+    /// Event types registered by admins, keyed by type.
+    pub event_types: TopicView<RegisteredEventType>,
     pub secret_box: SecretBox,
+    /// How long the previous secret versions keep signing after a rotation.
+    pub rotation_overlap: Duration,
+    /// Serialises this process's read-modify-write changes (updates, deletes, rotations).
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The views' settings: a short fetch long-poll. A view asks the broker for watermarks on
+/// the connection its fetches use, and the broker answers requests of one connection in
+/// order, so each watermark query first waits out the pending fetch (500 ms by default):
+/// every write would wait seconds for this process's own view. The operator's
+/// `kafka_properties` still win.
+fn view_config(config: &Config) -> Config {
+    let mut views = config.clone();
+    views.kafka_properties = format!("fetch.wait.max.ms=10;{}", config.kafka_properties);
+    views
+}
+
 impl Store {
     pub fn start(config: &Config) -> Result<Self, crate::Error> {
+        let views = view_config(config);
         Ok(Self {
             producer: hookline_kafka::producer(config)?,
-            subscriptions: hookline_state::subscriptions(config)?,
-            secrets: hookline_state::secrets(config)?,
+            subscriptions: hookline_state::subscriptions(&views)?,
+            secrets: hookline_state::secrets(&views)?,
+            claims: crate::claims::view(&views)?,
+            event_types: crate::catalog::view(&views)?,
             secret_box: SecretBox::from_config(config)?,
+            rotation_overlap: config.secret_rotation_overlap()?,
+            write_lock: Arc::default(),
         })
     }
 
-    /// Waits until both views hold everything acknowledged before now.
+    /// Waits until every view holds everything acknowledged before now.
     pub async fn sync(&self) {
-        tokio::join!(self.subscriptions.sync(), self.secrets.sync());
+        tokio::join!(
+            self.subscriptions.sync(),
+            self.secrets.sync(),
+            self.claims.sync(),
+            self.event_types.sync()
+        );
     }
 
     pub fn stop(&self) {
         self.subscriptions.stop();
         self.secrets.stop();
+        self.claims.stop();
+        self.event_types.stop();
     }
 
     pub async fn put_secret(&self, secret: &Secret) -> Result<(), ApiError> {
         let key = hookline_state::secret_key(&secret.tenant, &secret.name);
-        let (partition, offset) = self
-            .write(self.secrets.topic(), &key, &hookline_state::encode(secret))
-            .await?;
-        self.secrets.wait_for_offset(partition, offset).await;
+        let bytes = hookline_state::encode(secret);
+        let (p, o) = self.write(self.secrets.topic(), &key, Some(&bytes)).await?;
+        self.secrets.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    pub async fn delete_secret(&self, tenant: &str, name: &str) -> Result<(), ApiError> {
+        let key = hookline_state::secret_key(tenant, name);
+        let (p, o) = self.write(self.secrets.topic(), &key, None).await?;
+        self.secrets.wait_for_offset(p, o).await;
         Ok(())
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<(), ApiError> {
-        let (partition, offset) = self
-            .write(
-                self.subscriptions.topic(),
-                &sub.id,
-                &hookline_state::encode(sub),
-            )
+        let bytes = hookline_state::encode(sub);
+        let (p, o) = self
+            .write(self.subscriptions.topic(), &sub.id, Some(&bytes))
             .await?;
-        self.subscriptions.wait_for_offset(partition, offset).await;
+        self.subscriptions.wait_for_offset(p, o).await;
         Ok(())
     }
 
-    async fn write(&self, topic: &str, key: &str, value: &[u8]) -> Result<(i32, i64), ApiError> {
-        let record = FutureRecord::to(topic).key(key).payload(value);
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), ApiError> {
+        let (p, o) = self.write(self.subscriptions.topic(), id, None).await?;
+        self.subscriptions.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    pub async fn put_event_type(&self, t: &RegisteredEventType) -> Result<(), ApiError> {
+        let bytes = hookline_state::encode(t);
+        let (p, o) = self
+            .write(self.event_types.topic(), &t.name, Some(&bytes))
+            .await?;
+        self.event_types.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    /// Writes a claim (or, with `None`, a release) and waits until the claims view applied it.
+    pub async fn write_claim(&self, key: &str, claim: Option<&NameClaim>) -> Result<(), ApiError> {
+        let bytes = claim.map(hookline_state::encode);
+        let (p, o) = self
+            .write(self.claims.topic(), key, bytes.as_deref())
+            .await?;
+        self.claims.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    /// Produces one record (a tombstone when `value` is `None`); returns its position.
+    async fn write(
+        &self,
+        topic: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(i32, i64), ApiError> {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         match self.producer.send(record, WRITE_TIMEOUT).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err((e, _)) => {

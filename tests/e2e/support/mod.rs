@@ -1,6 +1,7 @@
 //! What every end-to-end test needs: the test broker, a stack of real services on loopback
 //! ports with topics of its own, a real HTTP receiver, and API helpers.
 
+pub mod process;
 pub mod receiver;
 
 use std::net::SocketAddr;
@@ -53,6 +54,15 @@ impl Stack {
     /// Starts every service with `tune` applied to a test configuration, and waits until all
     /// of them are ready.
     pub async fn start(tune: impl FnOnce(&mut Config)) -> Stack {
+        Self::start_with(tune, true).await
+    }
+
+    /// Like [`Stack::start`], without the delivery worker: the test runs it as a process.
+    pub async fn start_without_worker(tune: impl FnOnce(&mut Config)) -> Stack {
+        Self::start_with(tune, false).await
+    }
+
+    async fn start_with(tune: impl FnOnce(&mut Config), with_worker: bool) -> Stack {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let t = |name: &str| format!("t{id}.{name}");
         let mut config = Config {
@@ -65,6 +75,11 @@ impl Stack {
             topic_deliveries: t("deliveries"),
             topic_attempts: t("attempts"),
             topic_dead_letters: t("dead-letters"),
+            topic_retry_lane: t("retry-lane"),
+            topic_parked: t("parked"),
+            topic_claims: t("claims"),
+            topic_event_types: t("event-types"),
+            topic_quarantine: t("quarantine"),
             group_prefix: format!("t{id}"),
             create_topics: false,
             topic_partitions: 3,
@@ -75,6 +90,8 @@ impl Stack {
             retry_schedule: "0s,200ms,200ms".into(),
             retry_jitter: 0.0,
             http_timeout: "5s".into(),
+            // Receivers listen on 127.0.0.1; nothing else is allowed past the egress guard.
+            egress_allow: "127.0.0.1/32".into(),
             log_format: "pretty".into(),
             log_level: "warn".into(),
             shutdown_grace: "2s".into(),
@@ -95,7 +112,7 @@ impl Stack {
         let (worker_l, worker) = listener().await;
         let c = || config.clone();
         let s = || shutdown.clone();
-        let tasks = vec![
+        let mut tasks = vec![
             spawn(
                 "subscription-api",
                 hookline_subscription_api::run(c(), api_l, s()),
@@ -106,11 +123,15 @@ impl Stack {
             ),
             spawn("dead-letter", hookline_dead_letter::run(c(), dl_l, s())),
             spawn("router", hookline_router::run(c(), router_l, s())),
-            spawn(
+        ];
+        if with_worker {
+            tasks.push(spawn(
                 "delivery-worker",
                 hookline_delivery_worker::run(c(), worker_l, s()),
-            ),
-        ];
+            ));
+        } else {
+            drop(worker_l);
+        }
         let stack = Stack {
             config,
             api: format!("http://{api}"),
@@ -119,7 +140,11 @@ impl Stack {
             shutdown,
             tasks,
         };
-        for addr in [api, ext, dl, router, worker] {
+        let mut ready = vec![api, ext, dl, router];
+        if with_worker {
+            ready.push(worker);
+        }
+        for addr in ready {
             wait_ready(&format!("http://{addr}/readyz"), &stack.tasks).await;
         }
         stack

@@ -1,19 +1,22 @@
 //! A real HTTP receiver on a loopback port: records every request it gets and answers with
-//! the statuses it was told to.
+//! the statuses it was told to, optionally after a delay; tracks how many requests it was
+//! serving at once.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
-/// One request as received.
+/// One request as received, with the status it was answered.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub status: u16,
 }
 
 impl Received {
@@ -35,6 +38,9 @@ struct Inner {
     /// Statuses to answer in turn; when empty, `then` is answered.
     script: VecDeque<u16>,
     then: u16,
+    delay: Duration,
+    serving: usize,
+    max_serving: usize,
 }
 
 #[derive(Clone)]
@@ -48,9 +54,20 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let mut g = inner.lock().unwrap();
-    g.received.push(Received { headers, body });
-    let code = g.script.pop_front().unwrap_or(g.then);
+    let (code, delay) = {
+        let mut g = inner.lock().unwrap();
+        let code = g.script.pop_front().unwrap_or(g.then);
+        g.received.push(Received {
+            headers,
+            body,
+            status: code,
+        });
+        g.serving += 1;
+        g.max_serving = g.max_serving.max(g.serving);
+        (code, g.delay)
+    };
+    tokio::time::sleep(delay).await;
+    inner.lock().unwrap().serving -= 1;
     StatusCode::from_u16(code).unwrap()
 }
 
@@ -58,9 +75,9 @@ impl Receiver {
     /// Answers `script` in order, then `then` forever.
     pub async fn start(script: &[u16], then: u16) -> Receiver {
         let inner = Arc::new(Mutex::new(Inner {
-            received: Vec::new(),
             script: script.iter().copied().collect(),
             then,
+            ..Inner::default()
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -75,11 +92,40 @@ impl Receiver {
         self.inner.lock().unwrap().received.clone()
     }
 
+    /// From now on, answer `status` (after the script, if any is left).
+    pub fn answer(&self, status: u16) {
+        self.inner.lock().unwrap().then = status;
+    }
+
+    /// Hold every answer for `delay`.
+    pub fn delay(&self, delay: Duration) {
+        self.inner.lock().unwrap().delay = delay;
+    }
+
+    /// The most requests this receiver was serving at one time.
+    pub fn max_concurrent(&self) -> usize {
+        self.inner.lock().unwrap().max_serving
+    }
+
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
         super::eventually(secs, &format!("{n} requests at the receiver"), || {
             let got = self.received();
             async move { (got.len() >= n).then_some(got) }
+        })
+        .await
+    }
+
+    /// Waits until requests answered 2xx carry at least `n` distinct `webhook-id`s.
+    pub async fn wait_for_delivered(&self, n: usize, secs: u64) -> Vec<Received> {
+        super::eventually(secs, &format!("{n} delivered ids at the receiver"), || {
+            let got = self.received();
+            let ids: std::collections::HashSet<String> = got
+                .iter()
+                .filter(|r| (200..300).contains(&r.status))
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect();
+            async move { (ids.len() >= n).then_some(got) }
         })
         .await
     }

@@ -1,0 +1,275 @@
+//! The subscription index: which subscriptions of a tenant select an event type, at a cost per
+//! event that does not grow with the number of subscriptions.
+//!
+//! Per tenant, a trie keyed by dot-separated segments. The node reached by `A.B` holds the
+//! subscriptions with the exact pattern `A.B` and those with `A.B.*`; match-all subscriptions
+//! (`*`, or no patterns) sit in a list beside the trie. Matching `A.B.C` walks at most three
+//! nodes, collecting the `prefix` sets of the nodes it passes and the `exact` set of the node
+//! it ends on: O(segments + matches). Upserting or removing a subscription touches only the
+//! nodes of its own patterns.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::pattern::{Pattern, PatternError};
+
+/// A subscription id, shared between the index and the jobs built from it.
+pub type SubscriptionId = Arc<str>;
+
+#[derive(Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    exact: HashSet<SubscriptionId>,
+    prefix: HashSet<SubscriptionId>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.exact.is_empty() && self.prefix.is_empty()
+    }
+
+    fn insert<'a>(
+        &mut self,
+        mut segments: impl Iterator<Item = &'a str>,
+        leaf: Leaf,
+        id: &SubscriptionId,
+    ) {
+        match segments.next() {
+            None => {
+                self.leaf_set(leaf).insert(id.clone());
+            }
+            Some(seg) => self
+                .children
+                .entry(seg.into())
+                .or_default()
+                .insert(segments, leaf, id),
+        }
+    }
+
+    /// Removes `id` below this node, dropping nodes left empty so churn does not leak memory.
+    fn remove<'a>(&mut self, mut segments: impl Iterator<Item = &'a str>, leaf: Leaf, id: &str) {
+        match segments.next() {
+            None => {
+                self.leaf_set(leaf).remove(id);
+            }
+            Some(seg) => {
+                if let Some(child) = self.children.get_mut(seg) {
+                    child.remove(segments, leaf, id);
+                    if child.is_empty() {
+                        self.children.remove(seg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn leaf_set(&mut self, leaf: Leaf) -> &mut HashSet<SubscriptionId> {
+        match leaf {
+            Leaf::Exact => &mut self.exact,
+            Leaf::Prefix => &mut self.prefix,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Leaf {
+    Exact,
+    Prefix,
+}
+
+#[derive(Default)]
+struct TenantIndex {
+    all: HashSet<SubscriptionId>,
+    root: Node,
+}
+
+impl TenantIndex {
+    fn insert(&mut self, pattern: &Pattern, id: &SubscriptionId) {
+        match pattern {
+            Pattern::All => {
+                self.all.insert(id.clone());
+            }
+            Pattern::Exact(_) => self.root.insert(pattern.segments(), Leaf::Exact, id),
+            Pattern::Prefix(_) => self.root.insert(pattern.segments(), Leaf::Prefix, id),
+        }
+    }
+
+    fn remove(&mut self, pattern: &Pattern, id: &str) {
+        match pattern {
+            Pattern::All => {
+                self.all.remove(id);
+            }
+            Pattern::Exact(_) => self.root.remove(pattern.segments(), Leaf::Exact, id),
+            Pattern::Prefix(_) => self.root.remove(pattern.segments(), Leaf::Prefix, id),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.root.is_empty()
+    }
+}
+
+/// What the index remembers of a subscription, so a change can undo exactly its entries.
+struct Registration {
+    tenant: Box<str>,
+    patterns: Vec<Pattern>,
+}
+
+/// Enabled subscriptions by tenant, indexed by their patterns.
+#[derive(Default)]
+pub struct SubscriptionIndex {
+    tenants: HashMap<Box<str>, TenantIndex>,
+    registered: HashMap<SubscriptionId, Registration>,
+}
+
+impl SubscriptionIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts subscription `id` in force with its current state, replacing what the index held
+    /// for it. A disabled subscription is removed. Patterns that cannot select any
+    /// well-formed event type are left out and returned, so the caller can log them; a
+    /// subscription whose patterns were all refused selects nothing. No patterns at all
+    /// selects everything.
+    pub fn upsert<S: AsRef<str>>(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        enabled: bool,
+        event_types: &[S],
+    ) -> Vec<PatternError> {
+        self.remove(id);
+        if !enabled {
+            return Vec::new();
+        }
+        let mut refused = Vec::new();
+        let mut patterns: Vec<Pattern> = if event_types.is_empty() {
+            vec![Pattern::All]
+        } else {
+            event_types
+                .iter()
+                .filter_map(|t| Pattern::parse(t.as_ref()).map_err(|e| refused.push(e)).ok())
+                .collect()
+        };
+        if patterns.contains(&Pattern::All) {
+            patterns = vec![Pattern::All];
+        }
+        patterns.sort();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return refused;
+        }
+        let id: SubscriptionId = id.into();
+        let index = self.tenants.entry(tenant.into()).or_default();
+        for p in &patterns {
+            index.insert(p, &id);
+        }
+        self.registered.insert(
+            id,
+            Registration {
+                tenant: tenant.into(),
+                patterns,
+            },
+        );
+        refused
+    }
+
+    /// Takes subscription `id` out of force (deleted or disabled). Unknown ids are ignored.
+    pub fn remove(&mut self, id: &str) {
+        let Some(reg) = self.registered.remove(id) else {
+            return;
+        };
+        if let Some(index) = self.tenants.get_mut(&reg.tenant) {
+            for p in &reg.patterns {
+                index.remove(p, id);
+            }
+            if index.is_empty() {
+                self.tenants.remove(&reg.tenant);
+            }
+        }
+    }
+
+    /// The subscriptions of `tenant` that select the well-formed `event_type`, sorted by id,
+    /// each once.
+    pub fn matching(&self, tenant: &str, event_type: &str) -> Vec<SubscriptionId> {
+        let mut out = Vec::new();
+        let Some(index) = self.tenants.get(tenant) else {
+            return out;
+        };
+        out.extend(index.all.iter().cloned());
+        let mut node = &index.root;
+        let mut segments = event_type.split('.').peekable();
+        while let Some(seg) = segments.next() {
+            let Some(child) = node.children.get(seg) else {
+                break;
+            };
+            if segments.peek().is_some() {
+                out.extend(child.prefix.iter().cloned());
+            } else {
+                out.extend(child.exact.iter().cloned());
+            }
+            node = child;
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Subscriptions in force.
+    pub fn len(&self) -> usize {
+        self.registered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registered.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: Vec<SubscriptionId>) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exact_prefix_all_and_tenants() {
+        let mut ix = SubscriptionIndex::new();
+        ix.upsert("exact", "t1", true, &["CARD.CREATED"]);
+        ix.upsert("card", "t1", true, &["CARD.*"]);
+        ix.upsert("all", "t1", true, &["*"]);
+        ix.upsert("empty", "t1", true, &[] as &[&str]);
+        ix.upsert("off", "t1", false, &["*"]);
+        ix.upsert("other", "t2", true, &["*"]);
+        ix.upsert("both", "t1", true, &["CARD.*", "CARD.CREATED"]);
+        assert_eq!(
+            ids(ix.matching("t1", "CARD.CREATED")),
+            ["all", "both", "card", "empty", "exact"]
+        );
+        assert_eq!(
+            ids(ix.matching("t1", "CARD.DIGITALWALLETTOKEN.CREATED")),
+            ["all", "both", "card", "empty"]
+        );
+        assert_eq!(ids(ix.matching("t1", "CARD")), ["all", "empty"]);
+        assert_eq!(ids(ix.matching("t2", "CARD")), ["other"]);
+        assert!(ix.matching("t3", "CARD").is_empty());
+    }
+
+    #[test]
+    fn changes_replace_and_removals_prune() {
+        let mut ix = SubscriptionIndex::new();
+        ix.upsert("s", "t1", true, &["A.B.C"]);
+        ix.upsert("s", "t1", true, &["X.*"]);
+        assert!(ix.matching("t1", "A.B.C").is_empty());
+        assert_eq!(ids(ix.matching("t1", "X.Y")), ["s"]);
+        ix.upsert("s", "t1", false, &["X.*"]);
+        assert!(ix.matching("t1", "X.Y").is_empty());
+        assert!(ix.is_empty() && ix.tenants.is_empty());
+        let refused = ix.upsert("bad", "t1", true, &["A..B", "*.X"]);
+        assert_eq!(refused.len(), 2);
+        assert!(ix.matching("t1", "A.B").is_empty());
+        assert!(ix.is_empty());
+    }
+}

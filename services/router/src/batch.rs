@@ -1,0 +1,212 @@
+//! The batch loop: gather events, route them, and produce their jobs, their quarantine
+//! records and their offsets in one transaction.
+//!
+//! One batch at a time: gather up to [`MAX_BATCH`] records (or what arrives within
+//! [`LINGER`] of the first), wait until the subscription view is fresh enough for them,
+//! route, produce in a transaction, add the offsets, commit. If a revocation happened while
+//! gathering, the batch is dropped unproduced; if a transaction step fails, it is aborted (or
+//! its producer replaced). Either way the batch's partitions are rewound to their committed
+//! offsets and read again, so each event's jobs are committed exactly once. A router fenced
+//! by a newer process with its name (producer or static group member) stops with an error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_config::Config;
+use hookline_events::time_fmt::now_ms;
+use hookline_kafka::rdkafka::consumer::Consumer;
+use hookline_kafka::rdkafka::message::{Message, OwnedMessage};
+use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
+use hookline_runtime::CancellationToken;
+
+use crate::Error;
+use crate::consumer::{self, EventConsumer};
+use crate::route;
+use crate::txn::{Failure, TxnProducer};
+use crate::view::SubscriptionMatcher;
+
+/// Most records routed in one transaction.
+pub const MAX_BATCH: usize = 1000;
+/// How long a batch keeps gathering after its first record: a transaction commit costs a
+/// few broker round trips, so they are shared by the records of a few milliseconds.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+pub struct BatchLoop {
+    pub config: Config,
+    pub transactional_id: String,
+    pub matcher: SubscriptionMatcher,
+    pub consumer: Arc<EventConsumer>,
+    pub producer: TxnProducer,
+    pub shutdown: CancellationToken,
+}
+
+enum Gathered {
+    Batch(Vec<OwnedMessage>),
+    /// A revocation happened while gathering: route none of these, rewind their partitions.
+    Revoked(Vec<OwnedMessage>),
+    Shutdown,
+}
+
+impl BatchLoop {
+    /// Routes until shutdown; the batch in progress is finished first.
+    pub async fn run(mut self) -> Result<(), Error> {
+        loop {
+            let batch = match self.gather().await? {
+                Gathered::Shutdown => return Ok(()),
+                Gathered::Revoked(batch) => {
+                    tracing::info!(
+                        records = batch.len(),
+                        "rebalance while gathering; batch dropped"
+                    );
+                    self.rewind(&batch).await?;
+                    continue;
+                }
+                Gathered::Batch(batch) => batch,
+            };
+            match self.transact(&batch).await {
+                Ok(()) => {}
+                Err(Failure::Abort(reason)) => {
+                    tracing::warn!(%reason, records = batch.len(), "transaction aborted; re-reading its records");
+                    match self.producer.abort().await {
+                        Ok(()) => {}
+                        Err(Failure::Fenced(reason)) => return Err(Error::Fenced(reason)),
+                        Err(Failure::Fatal(reason) | Failure::Abort(reason)) => {
+                            self.replace_producer(&reason).await?
+                        }
+                    }
+                    self.rewind(&batch).await?;
+                }
+                Err(Failure::Fatal(reason)) => {
+                    self.replace_producer(&reason).await?;
+                    self.rewind(&batch).await?;
+                }
+                Err(Failure::Fenced(reason)) => return Err(Error::Fenced(reason)),
+            }
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn gather(&self) -> Result<Gathered, Error> {
+        let revocations = consumer::revocations(&self.consumer);
+        let first = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Ok(Gathered::Shutdown),
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => break m.detach(),
+                    Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consuming events");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            tokio::select! {
+                biased;
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
+                    Err(e) => tracing::warn!(error = %e, "consuming events"),
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if consumer::revocations(&self.consumer) != revocations {
+            return Ok(Gathered::Revoked(batch));
+        }
+        Ok(Gathered::Batch(batch))
+    }
+
+    /// One transaction for `batch`.
+    async fn transact(&self, batch: &[OwnedMessage]) -> Result<(), Failure> {
+        // Freshness: every subscription change acknowledged before the newest record's
+        // timestamp is in force (capped at now, so a producer clock running ahead cannot
+        // stall the partition).
+        let now = now_ms();
+        if let Some(newest) = batch.iter().filter_map(|m| m.timestamp().to_millis()).max() {
+            tokio::select! {
+                _ = self.matcher.wait_caught_up(newest.min(now)) => {}
+                // Nothing produced, nothing committed: whoever reads these next routes them.
+                _ = self.shutdown.cancelled() => return Ok(()),
+            }
+        }
+        let (deliveries, quarantine) =
+            (&self.config.topic_deliveries, &self.config.topic_quarantine);
+        let records: Vec<route::Outgoing> = self.matcher.read(|index| {
+            batch
+                .iter()
+                .flat_map(|m| route::outgoing(index, m, deliveries, quarantine))
+                .collect()
+        });
+        self.producer.produce(records).await?;
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| Failure::Abort("no consumer group metadata".into()))?;
+        self.producer.commit(next_offsets(batch)?, group).await
+    }
+
+    async fn replace_producer(&mut self, reason: &str) -> Result<(), Error> {
+        // Whatever the failing call said, a fenced producer must not be replaced: the new
+        // one would fence the newer instance in turn.
+        if let Some(fenced) = self.producer.fenced() {
+            return Err(Error::Fenced(fenced));
+        }
+        tracing::warn!(%reason, "transactional producer unusable; replacing it");
+        // None when shutting down: the old producer's open transaction then times out on the
+        // broker, or is aborted by the next instance with this id.
+        if let Some(p) =
+            TxnProducer::start(&self.config, &self.transactional_id, &self.shutdown).await?
+        {
+            self.producer = p;
+        }
+        Ok(())
+    }
+
+    /// Rewinds the batch's partitions to their committed offsets, retrying until it works:
+    /// reading on without it would skip the records of the dropped batch.
+    async fn rewind(&self, batch: &[OwnedMessage]) -> Result<(), Error> {
+        let partitions: Vec<i32> = partitions_of(batch).keys().copied().collect();
+        let topic = &self.config.topic_events;
+        while let Err(e) = consumer::rewind(&self.consumer, topic, partitions.clone()).await {
+            if matches!(&e, hookline_kafka::KafkaError::Client(c) if consumer::is_fatal(c)) {
+                return Err(Error::Fenced(e.to_string()));
+            }
+            tracing::warn!(error = %e, "rewinding the events consumer; retrying");
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The highest offset per partition in `batch`.
+fn partitions_of(batch: &[OwnedMessage]) -> BTreeMap<i32, (String, i64)> {
+    let mut last: BTreeMap<i32, (String, i64)> = BTreeMap::new();
+    for m in batch {
+        let e = last
+            .entry(m.partition())
+            .or_insert_with(|| (m.topic().to_owned(), m.offset()));
+        e.1 = e.1.max(m.offset());
+    }
+    last
+}
+
+/// The offsets to commit for `batch`: one past its last record, per partition.
+fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, Failure> {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, (topic, offset)) in partitions_of(batch) {
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))
+            .map_err(|e| Failure::Abort(e.to_string()))?;
+    }
+    Ok(tpl)
+}

@@ -1,0 +1,121 @@
+//! The router's consumer of `events`: group `{group_prefix}.router`, read_committed, manual
+//! offsets (the transaction commits them), static membership under the instance's name so a
+//! restarted router takes its partitions back at once, and a rebalance watch.
+//!
+//! Rebalance callbacks run only inside `recv`. The router calls `recv` only while it gathers
+//! a batch, never while a transaction is open, so a revocation can only land between two
+//! transactions: the batch loop then drops what it gathered and rewinds (see `batch.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hookline_config::Config;
+use hookline_kafka::rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Counts revocations (and rebalance errors, which may have lost partitions).
+#[derive(Default)]
+pub struct RouterContext {
+    revocations: AtomicU64,
+}
+
+impl ClientContext for RouterContext {}
+
+impl ConsumerContext for RouterContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "router assigned partitions")
+            }
+            Rebalance::Revoke(tpl) => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(partitions = ?partitions(tpl), "router partitions revoked");
+            }
+            Rebalance::Error(e) => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(error = %e, "router rebalance error");
+            }
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+pub type EventConsumer = StreamConsumer<RouterContext>;
+
+/// Whether the consumer can no longer be used: librdkafka raises a fatal error when a newer
+/// static member with the same `group.instance.id` fenced this one.
+pub fn is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::FencedInstanceId)
+        )
+}
+
+/// Revocations seen so far; compare two readings to learn whether one happened in between.
+pub fn revocations(consumer: &EventConsumer) -> u64 {
+    consumer.context().revocations.load(Ordering::SeqCst)
+}
+
+/// Creates the consumer and subscribes it to `events`.
+pub fn start(
+    config: &Config,
+    instance_id: &str,
+) -> Result<Arc<EventConsumer>, hookline_kafka::KafkaError> {
+    let mut c = hookline_kafka::group_consumer_config(config, "router")?;
+    c.set("group.instance.id", instance_id);
+    let consumer: EventConsumer = c.create_with_context(RouterContext::default())?;
+    consumer.subscribe(&[&config.topic_events])?;
+    Ok(Arc::new(consumer))
+}
+
+/// Moves `partitions` of `topic` back to their committed offsets (the beginning when nothing
+/// was committed yet), so records of an aborted transaction are read again. Partitions no
+/// longer assigned are skipped: their new owner starts from the committed offsets anyway.
+pub async fn rewind(
+    consumer: &Arc<EventConsumer>,
+    topic: &str,
+    partitions: Vec<i32>,
+) -> Result<(), hookline_kafka::KafkaError> {
+    let consumer = consumer.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(), hookline_kafka::KafkaError> {
+        let assigned = consumer.assignment()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            if assigned.find_partition(&topic, p).is_some() {
+                tpl.add_partition(&topic, p);
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(&topic, e.partition(), offset)?;
+        }
+        // A partition left where it was would skip the aborted records: fail so the caller
+        // tries again before reading on.
+        for e in consumer
+            .seek_partitions(seek, Duration::from_secs(10))?
+            .elements()
+        {
+            e.error()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| hookline_kafka::KafkaError::Thread(e.to_string()))?
+}

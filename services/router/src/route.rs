@@ -1,0 +1,224 @@
+//! The pure routing step: one consumed `events` record becomes the records to produce in
+//! its transaction, delivery jobs or a quarantine record.
+
+use hookline_events::time_fmt::now_ms;
+use hookline_events::{CONTENT_TYPE_HEADER, DecodeError, Event, RecordPosition, decode_event};
+use hookline_kafka::rdkafka::Message as _;
+use hookline_kafka::rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use hookline_proto::Message as _;
+use hookline_proto::v1::DeliveryJob;
+use hookline_routing::SubscriptionIndex;
+
+/// Header of a quarantined record: why it could not be routed.
+pub const QUARANTINE_REASON: &str = "hookline-quarantine-reason";
+/// Headers of a quarantined record: where it was read.
+pub const SOURCE_TOPIC: &str = "hookline-source-topic";
+pub const SOURCE_PARTITION: &str = "hookline-source-partition";
+pub const SOURCE_OFFSET: &str = "hookline-source-offset";
+pub const SOURCE_TIMESTAMP: &str = "hookline-source-timestamp";
+
+/// A record to produce inside the batch's transaction.
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// The delivery jobs for `event`: one per enabled subscription of its tenant that selects its
+/// type, each with the delivery id of (event id, subscription id).
+pub fn route(
+    index: &SubscriptionIndex,
+    event: &Event,
+    key: &[u8],
+    at: RecordPosition<'_>,
+) -> Vec<DeliveryJob> {
+    let routed_at_ms = now_ms();
+    #[allow(clippy::needless_update)] // fields added to the job later default to empty
+    index
+        .matching(&event.tenant, &event.r#type)
+        .into_iter()
+        .map(|sub| DeliveryJob {
+            delivery_id: hookline_events::delivery_id(&event.id, &sub),
+            subscription_id: sub.to_string(),
+            tenant: event.tenant.clone(),
+            event: Some(event.clone()),
+            ordering_key: key.to_vec(),
+            attempt: 0,
+            due_at_ms: 0,
+            source_topic: at.topic.to_owned(),
+            source_partition: at.partition,
+            source_offset: at.offset,
+            traceparent: String::new(),
+            routed_at_ms,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn position(msg: &OwnedMessage) -> RecordPosition<'_> {
+    RecordPosition {
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis(),
+    }
+}
+
+/// Decodes one consumed record.
+pub fn decode(msg: &OwnedMessage) -> Result<Event, DecodeError> {
+    decode_event(
+        position(msg),
+        hookline_kafka::header(msg, CONTENT_TYPE_HEADER),
+        msg.payload(),
+    )
+}
+
+/// What one consumed record turns into: its delivery jobs, or its quarantine record.
+pub fn outgoing(
+    index: &SubscriptionIndex,
+    msg: &OwnedMessage,
+    deliveries: &str,
+    quarantine: &str,
+) -> Vec<Outgoing> {
+    match decode(msg) {
+        Ok(event) => route(index, &event, msg.key().unwrap_or_default(), position(msg))
+            .into_iter()
+            .map(|job| Outgoing {
+                topic: deliveries.to_owned(),
+                key: job.subscription_id.clone().into_bytes(),
+                value: Some(job.encode_to_vec()),
+                headers: None,
+            })
+            .collect(),
+        Err(reason) => {
+            tracing::warn!(partition = msg.partition(), offset = msg.offset(), %reason, "event quarantined");
+            vec![quarantined(msg, &reason, quarantine)]
+        }
+    }
+}
+
+/// The original key, value and headers, plus the reason and the source position.
+pub fn quarantined(msg: &OwnedMessage, reason: &DecodeError, topic: &str) -> Outgoing {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = msg.headers() {
+        for h in original.iter() {
+            headers = headers.insert(h);
+        }
+    }
+    let reason = reason.to_string();
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let timestamp = msg.timestamp().to_millis().map(|t| t.to_string());
+    let mut extra = vec![
+        (QUARANTINE_REASON, reason.as_str()),
+        (SOURCE_TOPIC, msg.topic()),
+        (SOURCE_PARTITION, partition.as_str()),
+        (SOURCE_OFFSET, offset.as_str()),
+    ];
+    if let Some(t) = &timestamp {
+        extra.push((SOURCE_TIMESTAMP, t.as_str()));
+    }
+    for (key, value) in extra {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    Outgoing {
+        topic: topic.to_owned(),
+        key: msg.key().unwrap_or_default().to_vec(),
+        value: msg.payload().map(<[u8]>::to_vec),
+        headers: Some(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookline_kafka::rdkafka::Timestamp;
+
+    use super::*;
+
+    fn record(value: &[u8], content_type: Option<&str>) -> OwnedMessage {
+        let headers = content_type.map(|ct| {
+            OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct),
+            })
+        });
+        OwnedMessage::new(
+            Some(value.to_vec()),
+            Some(b"acct-1".to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(1_000),
+            2,
+            7,
+            headers,
+        )
+    }
+
+    fn index() -> SubscriptionIndex {
+        let mut ix = SubscriptionIndex::new();
+        ix.upsert("s-all", "t1", true, &["*"]);
+        ix.upsert("s-card", "t1", true, &["CARD.*"]);
+        ix.upsert("s-other", "t2", true, &["*"]);
+        ix
+    }
+
+    #[test]
+    fn an_event_fans_out_to_its_tenants_matches() {
+        let msg = record(br#"{"id":"e1","type":"CARD.X.Y","tenant":"t1"}"#, None);
+        let out = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let jobs: Vec<DeliveryJob> = out
+            .iter()
+            .map(|o| {
+                assert_eq!(o.topic, "deliveries");
+                DeliveryJob::decode(o.value.as_deref().unwrap()).unwrap()
+            })
+            .collect();
+        let subs: Vec<&str> = jobs.iter().map(|j| j.subscription_id.as_str()).collect();
+        assert_eq!(subs, ["s-all", "s-card"]);
+        assert_eq!(
+            jobs[1].delivery_id,
+            hookline_events::delivery_id("e1", "s-card")
+        );
+        assert_eq!(jobs[1].ordering_key, b"acct-1");
+        assert_eq!((jobs[1].source_partition, jobs[1].source_offset), (2, 7));
+        assert_eq!(out[1].key, b"s-card");
+    }
+
+    #[test]
+    fn a_bad_record_is_quarantined_whole() {
+        let msg = record(b"\x00not json", Some("text/csv"));
+        let out = outgoing(&index(), &msg, "deliveries", "quarantine");
+        assert_eq!(out.len(), 1);
+        let q = &out[0];
+        assert_eq!(q.topic, "quarantine");
+        assert_eq!(q.key, b"acct-1");
+        assert_eq!(q.value.as_deref(), Some(&b"\x00not json"[..]));
+        let headers: Vec<(String, String)> = q
+            .headers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|(hk, _)| hk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("content-type"), Some("text/csv"));
+        assert!(get(QUARANTINE_REASON).unwrap().contains("content-type"));
+        assert_eq!(get(SOURCE_TOPIC), Some("events"));
+        assert_eq!(get(SOURCE_PARTITION), Some("2"));
+        assert_eq!(get(SOURCE_OFFSET), Some("7"));
+        assert_eq!(get(SOURCE_TIMESTAMP), Some("1000"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Synctera webhooks under `/v2/webhooks`: create, list, get, update (PATCH), delete, with
+//! the seed's snake_case fields. Each webhook gets its own signing secret, named
+//! `webhook-{id}`, whose value is returned once, in the create response's `secret`.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hookline_auth::{Principal, Role};
+use hookline_events::time_fmt::{now_ms, rfc3339_seconds};
+use hookline_proto::v1::{Dialect, Ordering, Subscription};
+use hookline_runtime::{ApiError, JsonBody};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::catalog::check_enabled_events;
+use crate::input::{
+    DESCRIPTION_MAX, ErrorBody, METADATA_MAX, PathParam, check_len, check_tenant, check_url,
+    created_key, page_request, paginate, present,
+};
+use crate::secrets;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Catalog event types or `PREFIX.*` wildcards (e.g. `ACCOUNT.*`); 1-100 entries.
+    #[schema(min_items = 1, max_items = 100)]
+    pub enabled_events: Vec<String>,
+    pub is_enabled: bool,
+    #[schema(min_length = 1, max_length = 1000, format = Uri)]
+    pub url: String,
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
+    /// Echoed in every `WebhookRequest`.
+    #[schema(max_length = 1024)]
+    pub metadata: Option<String>,
+    /// Must be the caller's tenant unless the caller is an admin. Default: the caller's.
+    #[schema(min_length = 1, max_length = 255, example = "abcdef_ghijkl")]
+    pub tenant: Option<String>,
+}
+
+/// Only the fields present change; `null` clears `description` or `metadata`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchWebhook {
+    #[schema(min_items = 1, max_items = 100)]
+    pub enabled_events: Option<Vec<String>>,
+    pub is_enabled: Option<bool>,
+    #[schema(min_length = 1, max_length = 1000, format = Uri)]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 1024)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 1024)]
+    pub metadata: Option<Option<String>>,
+    /// May only repeat the webhook's tenant.
+    pub tenant: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookOut {
+    pub enabled_events: Vec<String>,
+    pub is_enabled: bool,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// When the webhook was created or last changed.
+    #[schema(format = DateTime)]
+    pub last_updated: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    pub tenant: String,
+    /// The `whsec_` signing secret: only in the create response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl WebhookOut {
+    fn of(s: &Subscription, secret: Option<String>) -> Self {
+        Self {
+            enabled_events: s.event_types.clone(),
+            is_enabled: s.enabled,
+            url: s.endpoint_url.clone(),
+            description: s.description.clone(),
+            id: s.id.clone(),
+            last_updated: rfc3339_seconds(s.updated_at_ms),
+            metadata: s.metadata.clone(),
+            tenant: s.tenant.clone(),
+            secret,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookOut>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+fn check_fields(state: &AppState, s: &Subscription) -> Result<(), ApiError> {
+    check_enabled_events(state, "enabled_events", &s.event_types)?;
+    check_url("url", &s.endpoint_url)?;
+    check_len("description", s.description.as_deref(), DESCRIPTION_MAX)?;
+    check_len("metadata", s.metadata.as_deref(), METADATA_MAX)
+}
+
+/// The tenant a create acts on: the caller's, or any for an admin.
+fn target_tenant(who: &Principal, tenant: Option<String>) -> Result<String, ApiError> {
+    let Some(t) = tenant else {
+        return Ok(who.tenant.clone());
+    };
+    check_tenant("tenant", &t)?;
+    if t != who.tenant && who.require(Role::Admin).is_err() {
+        return Err(ApiError {
+            field: Some("tenant".into()),
+            message: "`tenant` must be the caller's tenant".into(),
+            ..ApiError::forbidden()
+        });
+    }
+    Ok(t)
+}
+
+#[utoipa::path(post, path = "/v2/webhooks", tag = "synctera", request_body = CreateWebhook,
+    responses((status = 201, description = "Created; `secret` is shown only here", body = WebhookOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CreateWebhook>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Role::Editor)?;
+    let tenant = target_tenant(&who, body.tenant)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_ms();
+    let mut sub = Subscription {
+        id: id.clone(),
+        tenant,
+        dialect: Dialect::Synctera as i32,
+        name: id.clone(),
+        endpoint_url: body.url,
+        secret_ref: format!("webhook-{id}"),
+        event_types: body.enabled_events,
+        description: body.description,
+        enabled: body.is_enabled,
+        metadata: body.metadata,
+        ordering: Ordering::Strict as i32,
+        created_at_ms: now,
+        updated_at_ms: now,
+        version: 1,
+    };
+    state.store.event_types.sync().await;
+    check_fields(&state, &sub)?;
+    let store = &state.store;
+    // The secret's name holds a fresh uuid: nobody else can pick it, so no claim is needed.
+    let (_, value) = secrets::write_new(store, &sub.tenant, &sub.secret_ref).await?;
+    sub.updated_at_ms = now_ms();
+    if let Err(e) = store.put_subscription(&sub).await {
+        let _ = store.delete_secret(&sub.tenant, &sub.secret_ref).await;
+        return Err(e);
+    }
+    tracing::info!(tenant = %sub.tenant, id, "webhook created");
+    Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, Some(value)))))
+}
+
+#[utoipa::path(get, path = "/v2/webhooks", tag = "synctera",
+    params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page")),
+    responses((status = 200, description = "Oldest first (creation time, then id); an admin sees every tenant's", body = WebhookList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Json<WebhookList>, ApiError> {
+    let page = page_request(query.as_deref(), "page_token")?;
+    let mut subs: Vec<(String, Subscription)> = state.store.subscriptions.read(|t| {
+        t.values()
+            .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Synctera)
+            .map(|s| (created_key(s.created_at_ms, &s.id), s.clone()))
+            .collect()
+    });
+    subs.sort_by(|a, b| a.0.cmp(&b.0));
+    let (items, next_page_token) = paginate(subs, &page);
+    Ok(Json(WebhookList {
+        webhooks: items.iter().map(|s| WebhookOut::of(s, None)).collect(),
+        next_page_token,
+    }))
+}
+
+fn find(state: &AppState, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .store
+        .subscriptions
+        .get(id)
+        .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Synctera)
+        .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+#[utoipa::path(get, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
+    responses((status = 200, body = WebhookOut), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+) -> Result<Json<WebhookOut>, ApiError> {
+    find(&state, &who, &id).map(|s| Json(WebhookOut::of(&s, None)))
+}
+
+#[utoipa::path(patch, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
+    request_body = PatchWebhook,
+    responses((status = 200, body = WebhookOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn patch(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<PatchWebhook>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    who.require(Role::Editor)?;
+    let store = &state.store;
+    let _one_at_a_time = store.write_lock.lock().await;
+    store.sync().await;
+    let mut sub = find(&state, &who, &id)?;
+    if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
+        return Err(ApiError::invalid(
+            "tenant",
+            "a webhook's tenant cannot change",
+        ));
+    }
+    if let Some(v) = body.enabled_events {
+        sub.event_types = v;
+    }
+    if let Some(v) = body.is_enabled {
+        sub.enabled = v;
+    }
+    if let Some(v) = body.url {
+        sub.endpoint_url = v;
+    }
+    if let Some(v) = body.description {
+        sub.description = v;
+    }
+    if let Some(v) = body.metadata {
+        sub.metadata = v;
+    }
+    check_fields(&state, &sub)?;
+    sub.updated_at_ms = now_ms();
+    sub.version += 1;
+    store.put_subscription(&sub).await?;
+    Ok(Json(WebhookOut::of(&sub, None)))
+}
+
+#[utoipa::path(delete, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted, with its signing secret"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+) -> Result<StatusCode, ApiError> {
+    who.require(Role::Editor)?;
+    let store = &state.store;
+    let _one_at_a_time = store.write_lock.lock().await;
+    store.sync().await;
+    let sub = find(&state, &who, &id)?;
+    store.delete_subscription(&id).await?;
+    store.delete_secret(&sub.tenant, &sub.secret_ref).await?;
+    tracing::info!(tenant = %sub.tenant, id, "webhook deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
