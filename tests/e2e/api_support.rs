@@ -97,25 +97,7 @@ impl Api {
     }
 }
 
-/// An authenticated call; returns the status and the JSON body (or the text as a string).
-pub async fn call(
-    method: reqwest::Method,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = client().request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("HTTP call");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+pub use crate::support::call;
 
 /// Asserts a refusal: `status`, a JSON error naming `field`, with a message.
 pub fn assert_refused(got: &(u16, Value), status: u16, field: &str, what: &str) {

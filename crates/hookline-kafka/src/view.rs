@@ -82,6 +82,10 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = c.create()?;
+        // Watermarks are asked on a client of their own: the broker answers one connection's
+        // requests in order, so on the reading client a watermark query would first wait out
+        // the pending fetch long-poll (`fetch.wait.max.ms`, 500 ms by default).
+        let watermarks: BaseConsumer = crate::client_config(config)?.create()?;
         let table = Arc::new(RwLock::new(HashMap::new()));
         let (tx, rx) = watch::channel(ViewState::default());
         let view = Self {
@@ -93,6 +97,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         };
         let reader = Reader {
             consumer,
+            watermarks,
             topic: topic.to_owned(),
             partitions: Vec::new(),
             table,
@@ -165,6 +170,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
 
 struct Reader<V, F> {
     consumer: BaseConsumer,
+    watermarks: BaseConsumer,
     topic: String,
     partitions: Vec<i32>,
     table: Arc<RwLock<HashMap<String, V>>>,
@@ -289,7 +295,7 @@ where
         for p in &self.partitions {
             let (low, high) =
                 match self
-                    .consumer
+                    .watermarks
                     .fetch_watermarks(&self.topic, *p, Duration::from_secs(5))
                 {
                     Ok(w) => w,

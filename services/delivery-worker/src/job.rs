@@ -90,6 +90,19 @@ impl Context {
 
     /// Attempts `job` until it is delivered or dead-lettered, waiting in memory for retries
     /// due soon; a later retry hands the job back to be parked.
+    /// The secret versions that sign for `sub`; like the subscription itself, the secret may
+    /// be newer than this worker's view, so the topic is read once more before giving up.
+    async fn signing_secrets(&self, sub: &Subscription) -> Vec<hookline_signing::WebhookSecret> {
+        let key = hookline_state::secret_key(&sub.tenant, &sub.secret_ref);
+        let open = |s: hookline_proto::v1::Secret| self.secret_box.signing_secrets(&s, now_ms());
+        let found = self.secrets.get(&key).map(open).unwrap_or_default();
+        if !found.is_empty() {
+            return found;
+        }
+        self.secrets.sync().await;
+        self.secrets.get(&key).map(open).unwrap_or_default()
+    }
+
     pub async fn deliver(&self, mut job: DeliveryJob) -> Outcome {
         let wait = job.due_at_ms - now_ms();
         if wait > 0 && !self.sleep(Duration::from_millis(wait as u64)).await {
@@ -107,12 +120,7 @@ impl Context {
                     .dead_letter(&job, None, "subscription is disabled")
                     .await;
             }
-            let key = hookline_state::secret_key(&sub.tenant, &sub.secret_ref);
-            let secrets = self
-                .secrets
-                .get(&key)
-                .map(|s| self.secret_box.signing_secrets(&s, now_ms()))
-                .unwrap_or_default();
+            let secrets = self.signing_secrets(&sub).await;
             if secrets.is_empty() {
                 return self
                     .dead_letter(&job, None, "subscription has no usable signing secret")

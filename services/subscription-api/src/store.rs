@@ -32,26 +32,14 @@ pub struct Store {
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The views' settings: a short fetch long-poll. A view asks the broker for watermarks on
-/// the connection its fetches use, and the broker answers requests of one connection in
-/// order, so each watermark query first waits out the pending fetch (500 ms by default):
-/// every write would wait seconds for this process's own view. The operator's
-/// `kafka_properties` still win.
-fn view_config(config: &Config) -> Config {
-    let mut views = config.clone();
-    views.kafka_properties = format!("fetch.wait.max.ms=10;{}", config.kafka_properties);
-    views
-}
-
 impl Store {
     pub fn start(config: &Config) -> Result<Self, crate::Error> {
-        let views = view_config(config);
         Ok(Self {
             producer: hookline_kafka::producer(config)?,
-            subscriptions: hookline_state::subscriptions(&views)?,
-            secrets: hookline_state::secrets(&views)?,
-            claims: crate::claims::view(&views)?,
-            event_types: crate::catalog::view(&views)?,
+            subscriptions: hookline_state::subscriptions(config)?,
+            secrets: hookline_state::secrets(config)?,
+            claims: crate::claims::view(config)?,
+            event_types: crate::catalog::view(config)?,
             secret_box: SecretBox::from_config(config)?,
             rotation_overlap: config.secret_rotation_overlap()?,
             write_lock: Arc::default(),

@@ -187,17 +187,7 @@ impl Stack {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = client().request(method, url).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("HTTP call");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        call(method, url, token, body).await
     }
 
     /// Creates a Fynapse subscription for tenant A with an auto-created secret; returns
@@ -281,6 +271,26 @@ fn rand_bytes() -> [u8; 32] {
     out[..16].copy_from_slice(&a);
     out[16..].copy_from_slice(&b);
     out
+}
+
+/// An authenticated call; returns the status and the JSON body (or the text as a string).
+pub async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("HTTP call");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 pub fn client() -> reqwest::Client {
