@@ -240,3 +240,70 @@ async fn killing_the_worker_loses_nothing() {
     worker.kill();
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parked_subscription_survives_worker_kills() {
+    let stack = Stack::start_without_worker(|c| {
+        c.retry_schedule = format!("0s,50ms{}", ",1s".repeat(60));
+        c.retry_in_memory_max = "100ms".into();
+    })
+    .await;
+    let receiver = Receiver::start(&[], 500).await;
+    let (sub, _) = stack
+        .fynapse_subscription("parked", &receiver.url, json!([]))
+        .await;
+    let listen = [("HOOKLINE_WORKER_LISTEN", "127.0.0.1:0")];
+    let mut worker = Service::start("hookline-delivery-worker", &stack.config, &listen);
+    let ids = publish(&stack, 10, 30).await;
+    // Parked: its state record is on the topic.
+    let parked_topic = stack.config.topic_parked.clone();
+    stack
+        .read_topic(&parked_topic, |v| v.iter().any(|b| !b.is_empty()))
+        .await;
+    for _ in 0..2 {
+        worker.kill();
+        worker = Service::start("hookline-delivery-worker", &stack.config, &listen);
+        // The new worker adopts the parked subscription and keeps trying it.
+        let before = receiver.received().len();
+        receiver.wait_for(before + 1, 60).await;
+    }
+    receiver.answer(200);
+    let got = receiver.wait_for_delivered(ids.len(), 120).await;
+    let expected: HashSet<String> = ids
+        .iter()
+        .map(|e| hookline_events::delivery_id(e, &sub))
+        .collect();
+    assert_eq!(
+        delivered_ids(&got),
+        expected,
+        "every job of the parked subscription delivered"
+    );
+    worker.kill();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_endpoint_holds_up_nobody() {
+    let stack = Stack::start(|c| {
+        c.topic_partitions = 1;
+        c.http_timeout = "2s".into();
+    })
+    .await;
+    let hanging = Receiver::start(&[], 200).await;
+    hanging.delay(Duration::from_secs(3600));
+    let healthy = Receiver::start(&[], 200).await;
+    stack
+        .fynapse_subscription("hanging", &hanging.url, json!(["ACCOUNT.*"]))
+        .await;
+    stack
+        .fynapse_subscription("healthy", &healthy.url, json!(["ACCOUNT.*"]))
+        .await;
+    let ids = publish(&stack, 40, 5).await;
+    let got = healthy.wait_for_delivered(ids.len(), 60).await;
+    assert_ordered_per_key(&got);
+    assert!(
+        !hanging.received().is_empty(),
+        "the hanging endpoint was tried"
+    );
+    stack.stop().await;
+}
