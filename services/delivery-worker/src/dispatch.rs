@@ -310,8 +310,12 @@ impl Dispatcher {
             origin: Origin::Main { partition, offset },
             permit: None,
         };
+        // A backlog parks a subscription held back by its own endpoint (all its slots busy),
+        // not one that merely waits its turn in a busy worker: parking that one would only
+        // add work.
         if !self.parks.contains_key(&sub)
             && self.queues.queued_of(&sub) >= self.config.subscription_buffer
+            && self.queues.in_flight_of(&sub) >= self.config.subscription_in_flight
         {
             tracing::info!(subscription_id = %sub, "backlog past subscription_buffer; parking");
             self.start_park(&sub, partition, now_ms(), "backlog", None)?;

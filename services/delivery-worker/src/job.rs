@@ -154,12 +154,19 @@ impl Context {
                 _ => AttemptOutcome::Failed,
             };
             let attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
-            self.record_attempt(&job, &attempt).await;
-            tracing::info!(
-                delivery_id = %job.delivery_id, subscription_id = %job.subscription_id,
-                attempt = job.attempt, status = ?result.status, error = %result.error,
-                ms = result.duration.as_millis() as u64, "attempt"
-            );
+            self.record_attempt(&job, &attempt);
+            if verdict == Verdict::Delivered {
+                tracing::debug!(
+                    delivery_id = %job.delivery_id, subscription_id = %job.subscription_id,
+                    attempt = job.attempt, ms = result.duration.as_millis() as u64, "delivered"
+                );
+            } else {
+                tracing::info!(
+                    delivery_id = %job.delivery_id, subscription_id = %job.subscription_id,
+                    attempt = job.attempt, status = ?result.status, error = %result.error,
+                    ms = result.duration.as_millis() as u64, "attempt failed"
+                );
+            }
             match (verdict, next) {
                 (Verdict::Delivered, _) => return Outcome::Completed,
                 (Verdict::Retry { .. }, Some(delay)) => {
@@ -195,13 +202,25 @@ impl Context {
         }
     }
 
-    async fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
+    /// Hands the attempt record to the producer without waiting for the broker: the record is
+    /// an audit trail, not what the job's offset stands for.
+    fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
         let payload = attempt.encode_to_vec();
         let record = FutureRecord::to(&self.topic_attempts)
             .key(&job.subscription_id)
             .payload(&payload);
-        if let Err((e, _)) = self.producer.send(record, PRODUCE_TIMEOUT).await {
-            tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
+        match self.producer.send_result(record) {
+            Ok(ack) => {
+                let id = job.delivery_id.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err((e, _))) = ack.await {
+                        tracing::warn!(delivery_id = %id, error = %e, "attempt record not written");
+                    }
+                });
+            }
+            Err((e, _)) => {
+                tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
+            }
         }
     }
 

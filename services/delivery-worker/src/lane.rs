@@ -135,6 +135,10 @@ pub fn spawn_reader(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // A reader keeps little read ahead: it skips other subscriptions' records, and many
+        // readers may run at once.
+        .set("queued.max.messages.kbytes", "1024")
+        .set("max.partition.fetch.bytes", "262144")
         .set("isolation.level", "read_committed");
     let consumer: StreamConsumer<QuietEof> = c.create_with_context(QuietEof)?;
     let mut tpl = TopicPartitionList::new();
