@@ -307,3 +307,40 @@ async fn a_hanging_endpoint_holds_up_nobody() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_may_opt_out_of_ordering() {
+    let stack = Stack::start(|_| {}).await;
+    let strict = Receiver::start(&[], 200).await;
+    let unordered = Receiver::start(&[], 200).await;
+    for r in [&strict, &unordered] {
+        r.delay(Duration::from_millis(200));
+    }
+    let subs = format!("{}/api/v1/event-deliveries/subscriptions", stack.api);
+    for (name, url, ordering) in [
+        ("strict", &strict.url, "strict"),
+        ("unordered", &unordered.url, "none"),
+    ] {
+        let body = json!({"name": name, "endpointUrl": url, "ordering": ordering});
+        let (status, created) = stack
+            .call(reqwest::Method::POST, &subs, TOKEN_A, Some(body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["ordering"], ordering);
+    }
+    // One ordering key: strict delivers one at a time, `none` overlaps them.
+    let ids = publish(&stack, 1, 6).await;
+    let got = strict.wait_for_delivered(ids.len(), 60).await;
+    unordered.wait_for_delivered(ids.len(), 60).await;
+    assert_ordered_per_key(&got);
+    assert_eq!(
+        strict.max_concurrent(),
+        1,
+        "strict: one delivery of a key at a time"
+    );
+    assert!(
+        unordered.max_concurrent() >= 2,
+        "none: deliveries of one key overlap"
+    );
+    stack.stop().await;
+}

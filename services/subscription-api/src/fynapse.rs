@@ -40,6 +40,33 @@ pub struct CreateSubscription {
     pub event_types: Option<Vec<String>>,
     #[schema(max_length = 1024)]
     pub description: Option<String>,
+    /// `strict` (default on create): per ordering key, deliveries in event order, retries
+    /// included. `none`: no order. Omitted on PUT: unchanged. (A Hookline extension.)
+    pub ordering: Option<OrderingMode>,
+}
+
+/// Delivery order of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingMode {
+    Strict,
+    None,
+}
+
+impl OrderingMode {
+    fn of(o: Ordering) -> Self {
+        match o {
+            Ordering::Strict => OrderingMode::Strict,
+            Ordering::None => OrderingMode::None,
+        }
+    }
+
+    fn proto(self) -> i32 {
+        match self {
+            OrderingMode::Strict => Ordering::Strict as i32,
+            OrderingMode::None => Ordering::None as i32,
+        }
+    }
 }
 
 /// Only the fields present change; `null` clears `description` and resets `eventTypes` to
@@ -62,6 +89,7 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub description: Option<Option<String>>,
+    pub ordering: Option<OrderingMode>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -76,6 +104,7 @@ pub struct SubscriptionOut {
     pub event_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    pub ordering: OrderingMode,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -93,6 +122,7 @@ impl SubscriptionOut {
             secret_ref: s.secret_ref.clone(),
             event_types: s.event_types.clone(),
             description: s.description.clone(),
+            ordering: OrderingMode::of(s.ordering()),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -206,7 +236,7 @@ pub async fn create(
         description: body.description,
         enabled: true,
         metadata: None,
-        ordering: Ordering::Strict as i32,
+        ordering: body.ordering.unwrap_or(OrderingMode::Strict).proto(),
         created_at_ms: now,
         updated_at_ms: now,
         version: 1,
@@ -337,6 +367,9 @@ pub async fn replace(
         }
         s.event_types = body.event_types.unwrap_or_default();
         s.description = body.description;
+        if let Some(o) = body.ordering {
+            s.ordering = o.proto();
+        }
     })
     .await
 }
@@ -382,6 +415,9 @@ pub async fn patch(
         }
         if let Some(v) = body.description {
             s.description = v;
+        }
+        if let Some(o) = body.ordering {
+            s.ordering = o.proto();
         }
     })
     .await
