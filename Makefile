@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test check lint fmt build kafka-fetch
+.PHONY: help run up down clean test check lint fmt build kafka-fetch bench
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -18,6 +18,9 @@ clean: ## Stop the stack and remove its data
 
 test: ## Unit tests plus the end-to-end suite against a real Kafka broker
 	@scripts/test.sh
+
+bench: ## Throughput, latency, memory: bench/results/<time>/report.md (BENCH_QUICK=1: ~2 min)
+	@scripts/bench.sh
 
 lint: ## Formatting and clippy, warnings as errors
 	cargo fmt --all --check

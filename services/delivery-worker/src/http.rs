@@ -64,7 +64,8 @@ impl Sender {
             .no_proxy()
             .connect_timeout(config.http_connect_timeout()?)
             .timeout(config.http_timeout()?)
-            .pool_max_idle_per_host(64)
+            // As many idle connections as attempts in flight: fewer closes and re-opens them.
+            .pool_max_idle_per_host(config.worker_concurrency)
             .build()
             .map_err(|e| crate::Error::Http(e.to_string()))?;
         Ok(Self {

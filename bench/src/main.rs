@@ -1,0 +1,225 @@
+//! `hookline-bench`: throughput, latency and memory of the whole pipeline (`make bench`).
+//!
+//! It starts the five services as separate processes against a broker it is given, a
+//! verifying webhook receiver and an open-loop load generator in this process, runs the
+//! scenarios of issue 5, and writes `report.json` and `report.md` with the targets of
+//! DESIGN.md beside the measured figures.
+//!
+//! - `stack`: topics unique to the run, the five service processes, their environment.
+//! - `api`: secrets, subscriptions and extracts through the HTTP APIs.
+//! - `receiver`: the axum receiver that verifies and tallies every delivery.
+//! - `generator`: the open-loop producer of events.
+//! - `procstat`: per-process CPU and RSS from `/proc`.
+//! - `stages`: the router's and the worker's shares of the latency (scenario 2).
+//! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the five
+//!   scenarios; `report`: the JSON and Markdown reports.
+#![forbid(unsafe_code)]
+
+mod api;
+mod extract;
+mod generator;
+mod phase;
+mod procstat;
+mod receiver;
+mod report;
+mod scenarios;
+mod stack;
+mod stages;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rdkafka::producer::FutureProducer;
+
+use crate::api::{Api, SubSpec};
+use crate::procstat::{Monitor, Watched};
+use crate::receiver::Receiver;
+use crate::stack::{Stack, StackOptions};
+
+#[derive(Parser)]
+#[command(about = "Hookline's end-to-end benchmark")]
+struct Args {
+    /// Kafka bootstrap address of a running broker (`scripts/kafka.sh start` prints one).
+    #[arg(long)]
+    bootstrap: String,
+    /// The broker's process id, to report its CPU and memory too.
+    #[arg(long)]
+    kafka_pid: Option<u32>,
+    /// Where report.json, report.md and the services' logs go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Folder of the release binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// The short version of every scenario (about 2 minutes in all).
+    #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    quick: bool,
+    /// Scenarios to run, comma-separated numbers (default: all five).
+    #[arg(long, env = "BENCH_SCENARIOS", default_value = "1,2,3,4,5")]
+    scenarios: String,
+    /// The command line that started the bench, recorded in the report.
+    #[arg(long, default_value = "make bench")]
+    command: String,
+}
+
+/// Everything a scenario uses.
+pub struct Bench {
+    pub stack: Stack,
+    pub api: Api,
+    /// The extract producer's API (its own listener).
+    pub extracts: Api,
+    pub receiver: Receiver,
+    pub monitor: Monitor,
+    pub producer: FutureProducer,
+    pub bootstrap: String,
+    pub quick: bool,
+    next_sub: u32,
+    secrets: HashMap<String, String>,
+}
+
+impl Bench {
+    /// Creates one subscription per `(event types, faulty endpoint)` for `tenant` through
+    /// the API, all signed by the tenant's secret `bench`; returns how long that took.
+    pub async fn subscribe(
+        &mut self,
+        tenant: &str,
+        subs: &[(Vec<String>, bool)],
+    ) -> anyhow::Result<Duration> {
+        let token = self.stack.tokens[tenant].clone();
+        if !self.secrets.contains_key(tenant) {
+            let value = self.api.secret(&token, "bench").await?;
+            self.secrets.insert(tenant.to_owned(), value);
+        }
+        let secret = self.secrets[tenant].clone();
+        let mut specs = Vec::with_capacity(subs.len());
+        for (types, faulty) in subs {
+            let idx = self.next_sub;
+            self.next_sub += 1;
+            self.receiver.trust(idx, &secret)?;
+            specs.push(SubSpec {
+                name: format!("bench-{idx}"),
+                url: self.receiver.endpoint(idx, *faulty),
+                event_types: types.clone(),
+            });
+        }
+        let (_, took) = self.api.subscriptions(&token, "bench", specs).await?;
+        Ok(took)
+    }
+
+    pub fn token(&self, tenant: &str) -> &str {
+        &self.stack.tokens[tenant]
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(args.out.join("logs"))?;
+    let wanted: Vec<u32> = args
+        .scenarios
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let run_id = format!("bench{}", receiver::now_us() / 1_000_000);
+    let retry = (
+        "HOOKLINE_RETRY_SCHEDULE".to_owned(),
+        scenarios::RETRY_SCHEDULE.to_owned(),
+    );
+    let started = time::OffsetDateTime::now_utc();
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    let receiver = Receiver::start().await?;
+    let stack = Stack::start(StackOptions {
+        bin_dir: &args.bin_dir,
+        log_dir: &args.out.join("logs"),
+        bootstrap: &args.bootstrap,
+        run_id: &run_id,
+        tenants: &scenarios::TENANTS,
+        settings: &[retry],
+    })
+    .await
+    .context("starting the services")?;
+    let mut watched = stack.watched();
+    if let Some(pid) = args.kafka_pid {
+        watched.push(Watched {
+            name: "kafka".into(),
+            pid,
+        });
+    }
+    watched.push(Watched {
+        name: "bench (generator + receiver)".into(),
+        pid: std::process::id(),
+    });
+    let mut bench = Bench {
+        api: Api::new(&stack.api_url)?,
+        extracts: Api::new(&stack.extracts_url)?,
+        stack,
+        receiver,
+        monitor: Monitor::new(watched),
+        producer: generator::producer(&args.bootstrap)?,
+        bootstrap: args.bootstrap.clone(),
+        quick: args.quick,
+        next_sub: 0,
+        secrets: HashMap::new(),
+    };
+    let pids: Vec<String> = bench
+        .stack
+        .watched()
+        .iter()
+        .map(|w| format!("{} {}", w.name, w.pid))
+        .collect();
+    phase::tracing_note(&format!(
+        "services up ({run_id}; pids: {}; receiver {}), quick={}, scenarios {wanted:?}",
+        pids.join(", "),
+        bench.receiver.base_url,
+        args.quick,
+    ));
+
+    let mut results = Vec::new();
+    for n in wanted {
+        let outcome = match n {
+            1 => scenarios::max_sustained(&mut bench).await,
+            2 => scenarios::fixed_rate(&mut bench).await,
+            3 => scenarios::fan_out(&mut bench).await,
+            4 => scenarios::faulty_endpoints(&mut bench).await,
+            5 => extract::million_rows(&mut bench).await,
+            _ => continue,
+        };
+        let result = outcome.unwrap_or_else(|e| scenarios::failed(n, &e));
+        phase::tracing_note(&format!("scenario {n} done: {}", result.summary));
+        results.push(result);
+        let exited = bench.stack.exited();
+        if !exited.is_empty() {
+            phase::tracing_note(&format!("services exited: {exited:?}; stopping"));
+            break;
+        }
+    }
+    let (bad_signatures, unreadable) = bench.receiver.rejected();
+    let meta = report::Meta {
+        command: args.command.clone(),
+        quick: args.quick,
+        started: started
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        run_id,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before: load_before.trim().to_owned(),
+        load_after: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        retry_schedule: scenarios::RETRY_SCHEDULE.to_owned(),
+        bad_signatures,
+        unreadable_bodies: unreadable,
+        services_exited: bench.stack.exited(),
+    };
+    bench.stack.stop();
+    let report = report::Report::new(meta, results);
+    let (json, md) = report.write(&args.out)?;
+    phase::tracing_note(&format!("report: {}", md.display()));
+    println!("{}", json.display());
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The webhook receiver: an axum server on a loopback port that verifies every delivery with
+//! the stock `standardwebhooks` verifier, records its receive time, and tallies per run:
+//! a latency histogram (HDR, microseconds from the send time in `data.t`, or from the
+//! event's `event_timestamp` when there is none), distinct deliveries by `webhook-id`,
+//! repeats of an id already answered 2xx (duplicates), and per (subscription, ordering key)
+//! sequence numbers that go backwards (out of order).
+//!
+//! Each subscription's endpoint is `/h/{sub}/{mode}`: `sub` is the bench's number for the
+//! subscription (it picks the signing secret), `mode` is `ok` (always 200) or `faulty`
+//! (answers 500 to a fraction of requests and holds another fraction for a while).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use standardwebhooks::Webhook;
+
+/// Fault injection of `faulty` endpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    pub fail_fraction: f64,
+    pub slow_fraction: f64,
+    pub slow: Duration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            fail_fraction: 0.05,
+            slow_fraction: 0.001,
+            slow: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one run (a phase of a scenario, one endpoint mode) received.
+pub struct RunStats {
+    pub latency_us: Histogram<u64>,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub requests: u64,
+    pub injected_500: u64,
+    pub injected_slow: u64,
+    pub first_us: u64,
+    pub last_us: u64,
+    ids: HashSet<u64>,
+    last_seq: HashMap<(u32, String), u64>,
+}
+
+impl RunStats {
+    fn new() -> Self {
+        Self {
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+            delivered: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            requests: 0,
+            injected_500: 0,
+            injected_slow: 0,
+            first_us: 0,
+            last_us: 0,
+            ids: HashSet::new(),
+            last_seq: HashMap::new(),
+        }
+    }
+}
+
+struct Shared {
+    secrets: RwLock<HashMap<u32, Arc<Webhook>>>,
+    runs: Mutex<HashMap<String, RunStats>>,
+    faults: RwLock<Faults>,
+    bad_signatures: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+    pub base_url: String,
+}
+
+/// The parts of a Fynapse delivery body the bench reads; `data` is the event's verbatim.
+#[derive(Deserialize)]
+struct Body {
+    data: Option<Data>,
+    event_timestamp: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    run: Option<String>,
+    k: Option<String>,
+    seq: Option<u64>,
+    t: Option<u64>,
+    /// Balance rows (`balance.extracted`): the node names the run, the account the row.
+    node: Option<String>,
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn timestamp_us(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+fn id_hash(id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((sub, mode)): Path<(u32, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let received_us = now_us();
+    let verifier = shared.secrets.read().expect("lock").get(&sub).cloned();
+    let verified = verifier.is_some_and(|w| w.verify(&body, &headers).is_ok());
+    if !verified {
+        shared.bad_signatures.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::UNAUTHORIZED;
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(&body) else {
+        shared.unreadable.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_REQUEST;
+    };
+    let data = parsed.data.unwrap_or(Data {
+        run: None,
+        k: None,
+        seq: None,
+        t: None,
+        node: None,
+    });
+    let run = data
+        .run
+        .or_else(|| data.node.map(|n| format!("extract:{n}")))
+        .unwrap_or_default();
+    let key = format!("{run}/{mode}");
+    let faults = *shared.faults.read().expect("lock");
+    let dice: f64 = if mode == "faulty" {
+        rand::random()
+    } else {
+        1.0
+    };
+    let fail = dice < faults.fail_fraction;
+    let slow = !fail && dice < faults.fail_fraction + faults.slow_fraction;
+    {
+        let mut runs = shared.runs.lock().expect("lock");
+        let stats = runs.entry(key).or_insert_with(RunStats::new);
+        stats.requests += 1;
+        if fail {
+            stats.injected_500 += 1;
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        if slow {
+            stats.injected_slow += 1;
+        }
+    }
+    if slow {
+        tokio::time::sleep(faults.slow).await;
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let sent_us = data
+        .t
+        .or_else(|| parsed.event_timestamp.as_deref().and_then(timestamp_us));
+    let mut runs = shared.runs.lock().expect("lock");
+    let stats = runs
+        .get_mut(&format!("{run}/{mode}"))
+        .expect("entry made above");
+    if !stats.ids.insert(id_hash(id)) {
+        stats.duplicates += 1;
+        return StatusCode::OK;
+    }
+    stats.delivered += 1;
+    if stats.first_us == 0 {
+        stats.first_us = received_us;
+    }
+    stats.last_us = stats.last_us.max(received_us);
+    if let Some(sent) = sent_us {
+        let _ = stats
+            .latency_us
+            .record(received_us.saturating_sub(sent).max(1));
+    }
+    if let (Some(k), Some(seq)) = (data.k, data.seq) {
+        let last = stats.last_seq.entry((sub, k)).or_insert(seq);
+        if seq < *last {
+            stats.out_of_order += 1;
+        } else {
+            *last = seq;
+        }
+    }
+    StatusCode::OK
+}
+
+impl Receiver {
+    pub async fn start() -> anyhow::Result<Receiver> {
+        let shared = Arc::new(Shared {
+            secrets: RwLock::default(),
+            runs: Mutex::default(),
+            faults: RwLock::new(Faults::default()),
+            bad_signatures: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/h/{sub}/{mode}", post(handle))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Receiver { shared, base_url })
+    }
+
+    pub fn endpoint(&self, sub: u32, faulty: bool) -> String {
+        let mode = if faulty { "faulty" } else { "ok" };
+        format!("{}/h/{sub}/{mode}", self.base_url)
+    }
+
+    /// Deliveries to `sub` are verified with `secret` (`whsec_...`).
+    pub fn trust(&self, sub: u32, secret: &str) -> anyhow::Result<()> {
+        let webhook = Arc::new(Webhook::new(secret).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        self.shared
+            .secrets
+            .write()
+            .expect("lock")
+            .insert(sub, webhook);
+        Ok(())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.write().expect("lock") = faults;
+    }
+
+    /// Distinct deliveries of `run` answered 2xx, over both endpoint modes.
+    pub fn delivered(&self, run: &str) -> u64 {
+        let runs = self.shared.runs.lock().expect("lock");
+        ["ok", "faulty"]
+            .iter()
+            .filter_map(|m| runs.get(&format!("{run}/{m}")))
+            .map(|s| s.delivered)
+            .sum()
+    }
+
+    /// Runs `f` on the stats of `run` for endpoints of `mode`, if any arrived.
+    pub fn with_stats<T>(
+        &self,
+        run: &str,
+        mode: &str,
+        f: impl FnOnce(&RunStats) -> T,
+    ) -> Option<T> {
+        let runs = self.shared.runs.lock().expect("lock");
+        runs.get(&format!("{run}/{mode}")).map(f)
+    }
+
+    /// Requests refused: signature that did not verify, body that was not a delivery.
+    pub fn rejected(&self) -> (u64, u64) {
+        (
+            self.shared.bad_signatures.load(Ordering::Relaxed),
+            self.shared.unreadable.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frees the memory of runs already reported.
+    pub fn forget(&self, run: &str) {
+        let mut runs = self.shared.runs.lock().expect("lock");
+        runs.retain(|k, _| k.rsplit_once('/').map(|(r, _)| r) != Some(run));
+    }
+}

@@ -1,0 +1,343 @@
+//! The reports: `report.json` (every figure) and `report.md` (the DESIGN.md targets beside
+//! the measured figures, then each scenario's phases and processes).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::phase::PhaseResult;
+use crate::scenarios::ScenarioResult;
+
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    pub command: String,
+    pub quick: bool,
+    pub started: String,
+    pub run_id: String,
+    pub cores: usize,
+    /// `/proc/loadavg` before and after: the machine is shared, figures are noisy.
+    pub load_before: String,
+    pub load_after: String,
+    pub retry_schedule: String,
+    pub bad_signatures: u64,
+    pub unreadable_bodies: u64,
+    pub services_exited: Vec<String>,
+}
+
+/// One line of the targets table.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub goal: String,
+    pub measured: String,
+    /// `met`, `not met`, `not run` or `info`.
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub meta: Meta,
+    pub targets: Vec<Target>,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+fn verdict(ok: bool) -> String {
+    if ok { "met" } else { "not met" }.into()
+}
+
+fn target(target: &str, goal: &str, measured: Option<(String, bool)>) -> Target {
+    let (measured, verdict) = match measured {
+        Some((m, ok)) => (m, verdict(ok)),
+        None => ("-".into(), "not run".into()),
+    };
+    Target {
+        target: target.into(),
+        goal: goal.into(),
+        measured,
+        verdict,
+    }
+}
+
+fn scenario(results: &[ScenarioResult], id: u32) -> Option<&ScenarioResult> {
+    results.iter().find(|s| s.id == id && s.error.is_none())
+}
+
+fn targets(results: &[ScenarioResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let s1 = scenario(results, 1);
+    out.push(target(
+        "Sustained end-to-end deliveries/s, zero loss and order violations",
+        ">= 10,000 (stretch 20,000)",
+        s1.map(|s| {
+            let max = s.figures["max_sustained_deliveries_per_s"]
+                .as_f64()
+                .unwrap_or(0.0);
+            let kept_up = s
+                .figures
+                .get("max_rate_kept_up_deliveries_per_s")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            let clean = if s.correct { "clean" } else { "NOT clean" };
+            (
+                format!("{max:.0}/s with p99 <= 100 ms; kept up to {kept_up:.0}/s ({clean})"),
+                max >= 10_000.0 && s.correct,
+            )
+        }),
+    ));
+    let s2 = scenario(results, 2).and_then(|s| s.phases.first().map(|p| (s, p)));
+    out.push(target(
+        "Latency event-in to POST-received at 5,000/s, p50",
+        "<= 5 ms",
+        s2.map(|(_, p)| {
+            (
+                format!("{:.1} ms", p.latency.p50_ms),
+                p.latency.p50_ms <= 5.0,
+            )
+        }),
+    ));
+    out.push(target(
+        "Latency event-in to POST-received at 5,000/s, p99",
+        "<= 25 ms",
+        s2.map(|(_, p)| {
+            (
+                format!("{:.1} ms", p.latency.p99_ms),
+                p.latency.p99_ms <= 25.0,
+            )
+        }),
+    ));
+    let router_us = |p: &PhaseResult| {
+        p.processes
+            .iter()
+            .find(|f| f.name == "router")
+            .map_or(0.0, |f| f.cpu_ms * 1000.0 / p.events_acked.max(1) as f64)
+    };
+    let s3 = scenario(results, 3).and_then(|s| s.phases.first().map(|p| (s, p)));
+    let mut router = target(
+        "Router: 10,000 subscriptions with wildcards, matching cost independent of their number",
+        "router CPU per event flat",
+        s3.map(|(s, p)| {
+            let base = s2.map_or(String::new(), |(_, p2)| {
+                format!(
+                    " vs {:.0} µs/event with 20 (scenario 2, 5,000/s)",
+                    router_us(p2)
+                )
+            });
+            (
+                format!(
+                    "{:.0} µs/event with {} subscriptions (fan-out 1, {:.0}/s){base}",
+                    router_us(p),
+                    s.figures["subscriptions"],
+                    p.events_per_s_in
+                ),
+                true,
+            )
+        }),
+    );
+    if router.verdict == "met" {
+        router.verdict = "info".into();
+    }
+    out.push(router);
+    let load: Vec<&PhaseResult> = [scenario(results, 1), scenario(results, 2)]
+        .into_iter()
+        .flatten()
+        .flat_map(|s| &s.phases)
+        .collect();
+    out.push(target(
+        "Memory: each service under 200 MB RSS at that load",
+        "< 200 MB each",
+        (!load.is_empty()).then(|| {
+            let mut peaks: Vec<(String, f64)> = Vec::new();
+            for p in &load {
+                for f in &p.processes {
+                    if f.name == "kafka" || f.name.starts_with("bench") {
+                        continue;
+                    }
+                    match peaks.iter_mut().find(|(n, _)| *n == f.name) {
+                        Some((_, v)) => *v = v.max(f.peak_rss_mb),
+                        None => peaks.push((f.name.clone(), f.peak_rss_mb)),
+                    }
+                }
+            }
+            let worst = peaks.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+            let text = peaks
+                .iter()
+                .map(|(n, v)| format!("{n} {v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (format!("peak MB: {text}"), worst < 200.0)
+        }),
+    ));
+    out.push(target("Memory flat over a 30-minute soak", "flat", None));
+    let s5 = scenario(results, 5).and_then(|s| s.phases.first().map(|p| (s, p)));
+    out.push(target(
+        "Extract emitted",
+        ">= 50,000 rows/s",
+        s5.map(|(s, _)| {
+            let rate = s.figures["emit_rows_per_s"].as_f64().unwrap_or(0.0);
+            (format!("{rate:.0} rows/s"), rate >= 50_000.0)
+        }),
+    ));
+    out.push(target(
+        "Extract of 1,000,000 rows delivered without loss",
+        "0 lost",
+        s5.map(|(s, p)| {
+            (
+                format!(
+                    "{} of {} delivered, {} lost, {} duplicates",
+                    p.delivered, s.figures["rows"], p.lost, p.duplicates
+                ),
+                p.lost == 0 && s.figures["rows"].as_u64() == Some(1_000_000),
+            )
+        }),
+    ));
+    out
+}
+
+fn phase_table(md: &mut String, phases: &[PhaseResult]) {
+    md.push_str(
+        "| phase | events/s in | deliveries/s out | p50 ms | p99 ms | p99.9 ms | max ms | \
+         delivered | lost | dup | out of order | dead-lettered | backlog at end | drain s |\n\
+         | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n",
+    );
+    for p in phases {
+        let l = &p.latency;
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            p.run,
+            p.events_per_s_in,
+            p.deliveries_per_s_out,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            p.delivered,
+            p.lost,
+            p.duplicates,
+            p.out_of_order,
+            p.dead_lettered,
+            p.backlog_at_end_of_load,
+            p.drain_s
+        );
+    }
+    for p in phases {
+        if let (Some(h), Some(f)) = (&p.latency_healthy, &p.latency_faulty) {
+            let _ = writeln!(
+                md,
+                "\n{}: healthy endpoints p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} ms; \
+                 faulty endpoints p50 {:.1} / p99 {:.1} / max {:.1} ms; {} answered 500, {} held 2 s.",
+                p.run,
+                h.p50_ms,
+                h.p99_ms,
+                h.p999_ms,
+                h.max_ms,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                p.injected_500,
+                p.injected_slow
+            );
+        }
+    }
+    md.push_str(
+        "\n| phase | process | CPU ms | CPU µs / delivery | peak RSS MB | final RSS MB | threads |\n\
+         | --- | --- | --: | --: | --: | --: | --: |\n",
+    );
+    for p in phases {
+        for f in &p.processes {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {} |",
+                p.run,
+                f.name,
+                f.cpu_ms,
+                f.cpu_us_per_delivery,
+                f.peak_rss_mb,
+                f.final_rss_mb,
+                f.threads
+            );
+        }
+    }
+}
+
+impl Report {
+    pub fn new(meta: Meta, scenarios: Vec<ScenarioResult>) -> Self {
+        Self {
+            targets: targets(&scenarios),
+            meta,
+            scenarios,
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.meta;
+        let mut md = String::new();
+        let _ = writeln!(md, "# Hookline bench report\n");
+        let _ = writeln!(
+            md,
+            "Command: `{}`{} · started {} · run `{}` · {} cores, shared with other work \
+             (load average before `{}`, after `{}`): figures are noisy. Retry schedule `{}`. \
+             Receiver rejections: {} bad signatures, {} unreadable bodies.{}\n",
+            m.command,
+            if m.quick {
+                " (BENCH_QUICK=1: short version)"
+            } else {
+                ""
+            },
+            m.started,
+            m.run_id,
+            m.cores,
+            m.load_before,
+            m.load_after,
+            m.retry_schedule,
+            m.bad_signatures,
+            m.unreadable_bodies,
+            if m.services_exited.is_empty() {
+                String::new()
+            } else {
+                format!(" Services that exited: {:?}.", m.services_exited)
+            }
+        );
+        md.push_str("## DESIGN.md targets\n\n| target | goal | measured | verdict |\n| --- | --- | --- | --- |\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                t.target, t.goal, t.measured, t.verdict
+            );
+        }
+        for s in &self.scenarios {
+            let _ = writeln!(md, "\n## {}. {}\n\n{}\n", s.id, s.title, s.summary);
+            if let Some(e) = &s.error {
+                let _ = writeln!(md, "**Failed:** {e}\n");
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "Correctness (no loss, duplicate, order violation or dead letter): **{}**\n",
+                if s.correct { "yes" } else { "NO" }
+            );
+            for n in &s.notes {
+                let _ = writeln!(md, "{n}\n");
+            }
+            for (k, v) in &s.figures {
+                if k != "run" {
+                    let _ = writeln!(md, "- {k}: {v}");
+                }
+            }
+            md.push('\n');
+            phase_table(&mut md, &s.phases);
+        }
+        md
+    }
+
+    /// Writes both reports into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let json = dir.join("report.json");
+        let md = dir.join("report.md");
+        std::fs::write(&json, serde_json::to_string_pretty(self)?)?;
+        std::fs::write(&md, self.markdown())?;
+        Ok((json, md))
+    }
+}

@@ -1,0 +1,249 @@
+//! The stack under test: topics with names unique to this run, then each of the five
+//! services as its own process (so CPU and memory are measured per service), configured
+//! by `HOOKLINE_` environment variables, logs in the results folder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use rand::Rng as _;
+
+use crate::procstat::Watched;
+
+/// Service binaries, with the name each has in the report.
+const SERVICES: [(&str, &str); 5] = [
+    ("subscription-api", "hookline-subscription-api"),
+    ("extract-producer", "hookline-extract-producer"),
+    ("router", "hookline-router"),
+    ("delivery-worker", "hookline-delivery-worker"),
+    ("dead-letter", "hookline-dead-letter"),
+];
+
+/// Topic settings and their suffix; every topic gets the run's prefix.
+const TOPICS: [&str; 13] = [
+    "subscriptions",
+    "secrets",
+    "events",
+    "balances",
+    "extracts",
+    "deliveries",
+    "attempts",
+    "dead_letters",
+    "quarantine",
+    "claims",
+    "event_types",
+    "retry_lane",
+    "parked",
+];
+
+pub struct StackOptions<'a> {
+    pub bin_dir: &'a Path,
+    pub log_dir: &'a Path,
+    pub bootstrap: &'a str,
+    pub run_id: &'a str,
+    pub tenants: &'a [&'a str],
+    /// Extra `HOOKLINE_` settings (retry schedule, ...), applied last.
+    pub settings: &'a [(String, String)],
+}
+
+pub struct Stack {
+    pub env: Vec<(String, String)>,
+    children: Vec<(String, Child)>,
+    pub api_url: String,
+    pub extracts_url: String,
+    pub tokens: HashMap<String, String>,
+}
+
+fn token() -> String {
+    rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+impl Stack {
+    pub async fn start(opts: StackOptions<'_>) -> anyhow::Result<Stack> {
+        let ports = free_ports(5)?;
+        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        let tokens: HashMap<String, String> = opts
+            .tenants
+            .iter()
+            .map(|t| (t.to_string(), token()))
+            .collect();
+        let token_list: Vec<String> = tokens
+            .iter()
+            .map(|(tenant, tok)| format!("{tok}={tenant}:editor"))
+            .collect();
+        let mut master = [0u8; 32];
+        rand::thread_rng().fill(&mut master);
+        let mut env: Vec<(String, String)> = vec![
+            ("HOOKLINE_KAFKA_BOOTSTRAP".into(), opts.bootstrap.into()),
+            ("HOOKLINE_GROUP_PREFIX".into(), opts.run_id.into()),
+            ("HOOKLINE_ROUTER_INSTANCE".into(), opts.run_id.into()),
+            ("HOOKLINE_API_LISTEN".into(), addr(0)),
+            ("HOOKLINE_EXTRACTS_LISTEN".into(), addr(1)),
+            ("HOOKLINE_DEAD_LETTERS_LISTEN".into(), addr(2)),
+            ("HOOKLINE_ROUTER_LISTEN".into(), addr(3)),
+            ("HOOKLINE_WORKER_LISTEN".into(), addr(4)),
+            ("HOOKLINE_TOKENS".into(), token_list.join(";")),
+            (
+                "HOOKLINE_MASTER_KEY".into(),
+                base64::engine::general_purpose::STANDARD.encode(master),
+            ),
+            // The receiver listens on loopback, which the egress guard refuses unless allowed.
+            ("HOOKLINE_EGRESS_ALLOW".into(), "127.0.0.1/32".into()),
+            ("HOOKLINE_LOG_FORMAT".into(), "json".into()),
+            ("HOOKLINE_LOG_LEVEL".into(), "warn".into()),
+        ];
+        for t in TOPICS {
+            env.push((
+                format!("HOOKLINE_TOPIC_{}", t.to_uppercase()),
+                format!("{}.{}", opts.run_id, t.replace('_', "-")),
+            ));
+        }
+        env.extend(opts.settings.iter().cloned());
+        let mut stack = Stack {
+            env,
+            children: Vec::new(),
+            api_url: format!("http://{}", addr(0)),
+            extracts_url: format!("http://{}", addr(1)),
+            tokens,
+        };
+        let topics = stack
+            .command(opts.bin_dir, "hookline", opts.log_dir, "topics")?
+            .arg("topics")
+            .status()
+            .context("running `hookline topics`")?;
+        if !topics.success() {
+            bail!(
+                "`hookline topics` failed (log in {})",
+                opts.log_dir.display()
+            );
+        }
+        for (name, bin) in SERVICES {
+            let child = stack
+                .command(opts.bin_dir, bin, opts.log_dir, name)?
+                .spawn()
+                .with_context(|| format!("starting {bin}"))?;
+            stack.children.push((name.to_owned(), child));
+        }
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        for i in 0..5 {
+            stack.wait_ready(&client, &addr(i)).await?;
+        }
+        Ok(stack)
+    }
+
+    fn command(
+        &self,
+        bin_dir: &Path,
+        bin: &str,
+        log_dir: &Path,
+        log: &str,
+    ) -> anyhow::Result<Command> {
+        let path: PathBuf = bin_dir.join(bin);
+        if !path.is_file() {
+            bail!(
+                "{} is missing: build with `cargo build --release`",
+                path.display()
+            );
+        }
+        let out = std::fs::File::create(log_dir.join(format!("{log}.log")))?;
+        let mut cmd = Command::new(path);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        Ok(cmd)
+    }
+
+    async fn wait_ready(&mut self, client: &reqwest::Client, addr: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            for (name, child) in &mut self.children {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{name} exited during start ({status}); see its log");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{addr} not ready after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn value(&self, key: &str) -> &str {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn watched(&self) -> Vec<Watched> {
+        self.children
+            .iter()
+            .map(|(name, child)| Watched {
+                name: name.clone(),
+                pid: child.id(),
+            })
+            .collect()
+    }
+
+    /// Which services have exited (they should not have).
+    pub fn exited(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(name, child)| match child.try_wait() {
+                Ok(Some(status)) => Some(format!("{name} ({status})")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// SIGTERM to every service, SIGKILL to those still running after 30 s.
+    pub fn stop(&mut self) {
+        for (_, child) in &self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

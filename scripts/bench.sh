@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make bench`: throughput, latency and memory of the whole pipeline. Builds the release
+# binaries, starts a Kafka broker for this run (own data folder, free ports), runs
+# hookline-bench (the five services as separate processes, a verifying webhook receiver, an
+# open-loop load generator), writes bench/results/<UTC timestamp>/report.{md,json} (and the
+# services' logs), and stops the broker whatever happens. A benchmark, not a test: it is not
+# part of `make test`.
+#
+#   BENCH_QUICK=1 make bench          the short version of every scenario (about 2 minutes)
+#   BENCH_SCENARIOS=2,4 make bench    a subset (1 max rate, 2 fixed 5,000/s, 3 fan-out,
+#                                     4 faulty endpoints, 5 extract of 1,000,000 rows)
+# Extra arguments go to hookline-bench (`target/release/hookline-bench --help`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=bench/results/$stamp
+mkdir -p "$out" .hookline
+dir=$(mktemp -d "$PWD/.hookline/bench-kafka.XXXXXX")
+cleanup() {
+  scripts/kafka.sh stop --dir "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== bench: building the release binaries"
+cargo build --release --locked -p hookline -p hookline-subscription-api \
+  -p hookline-extract-producer -p hookline-router -p hookline-delivery-worker \
+  -p hookline-dead-letter -p hookline-bench
+echo "== bench: starting a Kafka broker for this run"
+bootstrap=$(HOOKLINE_KAFKA_QUIET=1 scripts/kafka.sh start --dir "$dir" --heap 1g)
+command="make bench"
+[[ -n ${BENCH_SCENARIOS:-} ]] && command="BENCH_SCENARIOS=$BENCH_SCENARIOS $command"
+[[ -n ${BENCH_QUICK:-} ]] && command="BENCH_QUICK=$BENCH_QUICK $command"
+echo "== bench: running (broker at $bootstrap, results in $out)"
+target/release/hookline-bench --bootstrap "$bootstrap" --kafka-pid "$(cat "$dir/kafka.pid")" \
+  --out "$out" --command "$command" "$@"
+ln -sfn "$stamp" bench/results/latest
+echo "== bench: report in $out/report.md"
