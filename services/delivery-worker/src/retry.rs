@@ -108,4 +108,42 @@ mod tests {
         assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon"), None);
     }
+
+    /// The default schedule, waited out on a paused clock: 8 attempts spread over the
+    /// schedule's delays plus at most the configured jitter, then nothing more.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_schedule_under_paused_time() {
+        let config = hookline_config::Config::default();
+        let delays = config.retry_delays().unwrap();
+        let s = Schedule {
+            delays: delays.clone(),
+            jitter: config.retry_jitter,
+        };
+        let start = tokio::time::Instant::now();
+        let mut attempts = 1;
+        let mut waits = Vec::new();
+        while let Some(d) = s.next_delay(attempts, None) {
+            tokio::time::sleep(d).await;
+            waits.push(d);
+            attempts += 1;
+        }
+        assert_eq!(attempts, 8, "immediate, then 7 retries");
+        for (wait, base) in waits.iter().zip(&delays[1..]) {
+            assert!(
+                *wait >= *base && *wait <= base.mul_f64(1.0 + config.retry_jitter),
+                "{wait:?} for {base:?}"
+            );
+        }
+        let base: Duration = delays.iter().sum();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= base && elapsed <= base.mul_f64(1.0 + config.retry_jitter),
+            "{elapsed:?}"
+        );
+        // The last two retries share a base (10 h): jitter sets them apart.
+        assert_ne!(waits[5], waits[6], "jitter applied");
+        // A receiver asking for longer (429 Retry-After) is honoured, up to the cap.
+        let asked = Some(Duration::from_secs(600));
+        assert_eq!(s.next_delay(1, asked).unwrap(), Duration::from_secs(600));
+    }
 }
