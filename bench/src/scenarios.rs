@@ -1,4 +1,4 @@
-//! Scenarios 1-4 of issue 5: the maximum sustained rate, a fixed 5,000 deliveries/s,
+//! Bench scenarios 1-4: the maximum sustained rate, a fixed 5,000 deliveries/s,
 //! fan-out among 10,000 subscriptions, and faulty endpoints. Each scenario has its own
 //! tenant, so the subscriptions of one never receive the events of another.
 
