@@ -230,11 +230,11 @@ impl Dispatcher {
     }
 
     fn key_of(&self, job: &DeliveryJob) -> Key {
-        let unordered = self
-            .ctx
-            .subscriptions
-            .get(&job.subscription_id)
-            .is_some_and(|s| s.ordering() == Ordering::None);
+        // Read in place: this runs for every job, a clone of the subscription would not.
+        let unordered = self.ctx.subscriptions.read(|t| {
+            t.get(&job.subscription_id)
+                .is_some_and(|s| s.ordering() == Ordering::None)
+        });
         if unordered {
             job.delivery_id.as_bytes().to_vec()
         } else {

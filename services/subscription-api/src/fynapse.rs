@@ -282,11 +282,7 @@ pub async fn list(
 }
 
 fn find(store: &Store, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
-    store
-        .subscriptions
-        .get(id)
-        .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Fynapse)
-        .ok_or_else(|| ApiError::not_found("subscription"))
+    store.subscription_of(who, id, Dialect::Fynapse, "subscription")
 }
 
 #[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
@@ -308,10 +304,8 @@ async fn update(
     id: &str,
     change: impl FnOnce(&mut Subscription),
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    who.require(Role::Editor)?;
     let store = &state.store;
-    let _one_at_a_time = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.change(who).await?;
     let old = find(store, who, id)?;
     let mut sub = old.clone();
     change(&mut sub);
@@ -433,10 +427,8 @@ pub async fn delete(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    who.require(Role::Editor)?;
     let store = &state.store;
-    let _one_at_a_time = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.change(&who).await?;
     let sub = find(store, &who, &id)?;
     claims::release(store, Kind::Subscription, &sub.tenant, &sub.name).await?;
     store.delete_subscription(&id).await?;

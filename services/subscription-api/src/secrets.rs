@@ -254,10 +254,8 @@ pub async fn delete(
     who: Principal,
     PathParam(name): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    who.require(Role::Editor)?;
     let store = &state.store;
-    let _one_at_a_time = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.change(&who).await?;
     if store
         .secrets
         .get(&hookline_state::secret_key(&who.tenant, &name))

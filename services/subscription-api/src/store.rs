@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookline_auth::{Principal, Role};
 use hookline_config::Config;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_kafka::view::TopicView;
-use hookline_proto::v1::{NameClaim, RegisteredEventType, Secret, Subscription};
+use hookline_proto::v1::{Dialect, NameClaim, RegisteredEventType, Secret, Subscription};
 use hookline_runtime::ApiError;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
@@ -33,6 +34,32 @@ pub struct Store {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Store {
+    /// Starts a change by `who`: an editor's, one at a time in this process, on views that
+    /// hold everything acknowledged before it. The change lasts as long as the guard.
+    pub async fn change(
+        &self,
+        who: &Principal,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+        who.require(Role::Editor)?;
+        let guard = self.write_lock.lock().await;
+        self.sync().await;
+        Ok(guard)
+    }
+
+    /// The subscription `id` of `dialect`, if `who` may see it; else a 404 naming `what`.
+    pub fn subscription_of(
+        &self,
+        who: &Principal,
+        id: &str,
+        dialect: Dialect,
+        what: &str,
+    ) -> Result<Subscription, ApiError> {
+        self.subscriptions
+            .get(id)
+            .filter(|s| who.can_see(&s.tenant) && s.dialect() == dialect)
+            .ok_or_else(|| ApiError::not_found(what))
+    }
+
     pub fn start(config: &Config) -> Result<Self, crate::Error> {
         Ok(Self {
             producer: hookline_kafka::producer(config)?,

@@ -197,10 +197,7 @@ pub async fn list(
 fn find(state: &AppState, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
     state
         .store
-        .subscriptions
-        .get(id)
-        .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Synctera)
-        .ok_or_else(|| ApiError::not_found("webhook"))
+        .subscription_of(who, id, Dialect::Synctera, "webhook")
 }
 
 #[utoipa::path(get, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
@@ -225,10 +222,8 @@ pub async fn patch(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    who.require(Role::Editor)?;
     let store = &state.store;
-    let _one_at_a_time = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.change(&who).await?;
     let mut sub = find(&state, &who, &id)?;
     if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
         return Err(ApiError::invalid(
@@ -267,10 +262,8 @@ pub async fn delete(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    who.require(Role::Editor)?;
     let store = &state.store;
-    let _one_at_a_time = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.change(&who).await?;
     let sub = find(&state, &who, &id)?;
     store.delete_subscription(&id).await?;
     store.delete_secret(&sub.tenant, &sub.secret_ref).await?;

@@ -5,7 +5,6 @@
 //! and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -50,23 +49,6 @@ fn config() -> Config {
     }
 }
 
-/// The router binary that `scripts/test.sh` built beside this test binary.
-fn router_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/e2e-<hash> -> target/debug/hookline-router
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("hookline-router");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the workspace first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
@@ -80,7 +62,7 @@ struct RouterProcess {
 impl RouterProcess {
     fn start(config: &Config, instance: &str) -> Self {
         let port = free_port();
-        let child = Command::new(router_binary())
+        let child = Command::new(crate::support::process::binary("hookline-router"))
             .env("HOOKLINE_KAFKA_BOOTSTRAP", &config.kafka_bootstrap)
             .env("HOOKLINE_TOPIC_SUBSCRIPTIONS", &config.topic_subscriptions)
             .env("HOOKLINE_TOPIC_EVENTS", &config.topic_events)
