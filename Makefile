@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test check lint fmt build kafka-fetch bench
+.PHONY: help run up down clean test check lint fmt build kafka-fetch bench deploy-check deploy-render
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -26,7 +26,7 @@ lint: ## Formatting and clippy, warnings as errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-check: lint test ## What CI runs
+check: lint test deploy-check ## What CI runs
 
 fmt: ## Format the code
 	cargo fmt --all
@@ -36,3 +36,9 @@ build: ## Build every binary
 
 kafka-fetch: ## Download Kafka's jars into the cache
 	@scripts/kafka.sh fetch
+
+deploy-check: ## Render the Kubernetes overlays, validate them offline, lint the Dockerfile, test
+	@deploy/check.sh check
+
+deploy-render: ## Print the production overlay's Kubernetes YAML
+	@deploy/check.sh render overlays/production
