@@ -73,6 +73,13 @@ impl Context {
             .is_some()
     }
 
+    /// Sleeps `d` unless `stop` (the job's partition revoked, or shutdown) comes first.
+    async fn wait(stop: &CancellationToken, d: Duration) -> bool {
+        stop.run_until_cancelled(tokio::time::sleep(d))
+            .await
+            .is_some()
+    }
+
     /// The job's subscription; re-reads the topic once before deciding it is gone, since the
     /// router may have seen it before this worker's view did.
     async fn subscription(&self, id: &str) -> Option<Subscription> {
@@ -103,9 +110,11 @@ impl Context {
         self.secrets.get(&key).map(open).unwrap_or_default()
     }
 
-    pub async fn deliver(&self, mut job: DeliveryJob) -> Outcome {
+    /// `stop` ends waits between attempts (the job is handed back); an attempt under way
+    /// is finished first.
+    pub async fn deliver(&self, mut job: DeliveryJob, stop: &CancellationToken) -> Outcome {
         let wait = job.due_at_ms - now_ms();
-        if wait > 0 && !self.sleep(Duration::from_millis(wait as u64)).await {
+        if wait > 0 && !Self::wait(stop, Duration::from_millis(wait as u64)).await {
             return Outcome::HandedBack;
         }
         let event = job.event.clone().unwrap_or_default();
@@ -174,7 +183,7 @@ impl Context {
                     if delay > self.in_memory_max {
                         return Outcome::Park(Box::new(job));
                     }
-                    if !self.sleep(delay).await {
+                    if !Self::wait(stop, delay).await {
                         return Outcome::HandedBack;
                     }
                 }

@@ -1,12 +1,15 @@
-//! The retry lane: where a parked subscription's jobs wait, in order, and the parked-state
-//! record that says where its unfinished jobs start.
+//! The retry lane, read back: one reader per lane partition, shared by every parked
+//! subscription whose jobs are in it.
 //!
-//! - [`append`]: one job to the lane (keyed by subscription id, so one partition holds all of a
-//!   subscription's jobs in the order they were appended).
-//! - [`write_state`] / [`clear_state`]: the compacted parked-state record.
-//! - [`spawn_reader`]: reads one subscription's jobs from its cursor and hands them over,
-//!   holding a permit per job so a resumed subscription cannot fill the worker's memory.
+//! [`Lanes`] (owned by the dispatcher, never blocking) starts a reader task for a partition
+//! when a subscription on it is to be read back, and ends it when none is left. A reader keeps
+//! one consumer assigned to its partition, at the lowest offset any of its subscriptions
+//! still wants. It hands each subscription's records over in order, holding a permit per job
+//! (`subscription_buffer` per subscription), so a resumed subscription cannot fill the
+//! worker's memory; a subscription out of permits is *stalled*: its records are skipped, the
+//! others' go on, and once it has permits again the reader goes back to where it stalled.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,66 +18,13 @@ use hookline_kafka::rdkafka::ClientContext;
 use hookline_kafka::rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use hookline_kafka::rdkafka::error::KafkaError;
 use hookline_kafka::rdkafka::message::Message;
-use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
-use hookline_proto::v1::{DeliveryJob, ParkedState};
+use hookline_proto::v1::DeliveryJob;
 use hookline_runtime::CancellationToken;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-const PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Enqueues `job` for the lane at once, so appends keep the order of the calls; the future
-/// resolves to its (partition, offset) once the broker has it.
-pub fn append(
-    producer: &FutureProducer,
-    topic: &str,
-    job: &DeliveryJob,
-) -> Result<impl std::future::Future<Output = Result<(i32, i64), String>> + use<>, KafkaError> {
-    let payload = job.encode_to_vec();
-    let record = FutureRecord::to(topic)
-        .key(&job.subscription_id)
-        .payload(&payload);
-    let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
-    Ok(async move {
-        match delivery.await {
-            Ok(Ok(d)) => Ok((d.partition, d.offset)),
-            Ok(Err((e, _))) => Err(e.to_string()),
-            Err(_) => Err("producer dropped".to_owned()),
-        }
-    })
-}
-
-pub async fn write_state(
-    producer: &FutureProducer,
-    topic: &str,
-    state: &ParkedState,
-) -> Result<(), KafkaError> {
-    let payload = state.encode_to_vec();
-    let record = FutureRecord::to(topic)
-        .key(&state.subscription_id)
-        .payload(&payload);
-    producer
-        .send(record, PRODUCE_TIMEOUT)
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
-}
-
-pub async fn clear_state(
-    producer: &FutureProducer,
-    topic: &str,
-    subscription_id: &str,
-) -> Result<(), KafkaError> {
-    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(subscription_id);
-    producer
-        .send(record, PRODUCE_TIMEOUT)
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
-}
-
-/// What a lane reader reports.
+/// What a lane reader reports, for one subscription and one reading (`generation`).
 pub enum LaneEvent {
     /// A job of the subscription at `offset`; `permit` is released when the job is over.
     Job {
@@ -82,11 +32,88 @@ pub enum LaneEvent {
         job: Box<DeliveryJob>,
         permit: OwnedSemaphorePermit,
     },
-    /// Everything before `next` has been read (the end of the partition at that moment).
-    CaughtUp {
-        next: i64,
+    /// Every record of the subscription before `next` has been handed over.
+    CaughtUp { next: i64 },
+}
+
+pub type LaneReport = (String, u64, LaneEvent);
+
+enum Command {
+    Read {
+        sub: String,
+        cursor: i64,
+        generation: u64,
     },
-    Failed(String),
+    Stop {
+        sub: String,
+    },
+}
+
+/// The dispatcher's handle on every lane reader.
+pub struct Lanes {
+    config: Config,
+    permits: usize,
+    readers: HashMap<i32, mpsc::UnboundedSender<Command>>,
+    /// Which partition each subscription being read back is on.
+    subs: HashMap<String, i32>,
+    events: mpsc::UnboundedSender<LaneReport>,
+    shutdown: CancellationToken,
+}
+
+impl Lanes {
+    pub fn new(
+        config: &Config,
+        events: mpsc::UnboundedSender<LaneReport>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config: config.clone(),
+            permits: config.subscription_buffer,
+            readers: HashMap::new(),
+            subs: HashMap::new(),
+            events,
+            shutdown,
+        }
+    }
+
+    /// Starts (or restarts) reading `sub`'s records of `partition` from `cursor`.
+    pub fn read(&mut self, sub: &str, partition: i32, cursor: i64, generation: u64) {
+        self.stop(sub);
+        self.subs.insert(sub.to_owned(), partition);
+        let reader = self.readers.entry(partition).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let reader = Reader {
+                config: self.config.clone(),
+                partition,
+                permits: self.permits,
+                events: self.events.clone(),
+                subs: HashMap::new(),
+                assigned_at: None,
+            };
+            tokio::spawn(reader.run(rx, self.shutdown.clone()));
+            tx
+        });
+        let _ = reader.send(Command::Read {
+            sub: sub.to_owned(),
+            cursor,
+            generation,
+        });
+    }
+
+    pub fn stop(&mut self, sub: &str) {
+        let Some(partition) = self.subs.remove(sub) else {
+            return;
+        };
+        if let Some(reader) = self.readers.get(&partition) {
+            let _ = reader.send(Command::Stop {
+                sub: sub.to_owned(),
+            });
+        }
+        if !self.subs.values().any(|p| *p == partition) {
+            // Dropping the sender ends the reader once it has read its commands.
+            self.readers.remove(&partition);
+        }
+    }
 }
 
 /// Reaching the end of the partition is how a reader learns it caught up, not an error.
@@ -94,109 +121,184 @@ struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::error!(%error, reason, "retry-lane reader client error");
-        }
+        tracing::debug!(%error, reason, "retry-lane reader client");
     }
 }
 
 impl ConsumerContext for QuietEof {}
 
-pub struct Reader {
-    pub stop: CancellationToken,
+struct SubRead {
+    generation: u64,
+    /// The next offset of this subscription to hand over.
+    next: i64,
+    permits: Arc<Semaphore>,
+    stalled: bool,
 }
 
-/// Where a parked subscription's unfinished jobs start.
-pub struct LaneCursor {
-    pub subscription_id: String,
-    pub partition: i32,
-    pub cursor: i64,
-    /// Tells this reading apart from earlier ones of the same subscription.
-    pub generation: u64,
-}
-
-/// Reads the subscription's jobs from the cursor until stopped; at most `permits` of them
-/// are handed over and not yet finished at any time.
-pub fn spawn_reader(
-    config: &Config,
-    at: LaneCursor,
+struct Reader {
+    config: Config,
+    partition: i32,
     permits: usize,
-    events: mpsc::UnboundedSender<(String, u64, LaneEvent)>,
-    parent: &CancellationToken,
-) -> Result<Reader, hookline_kafka::KafkaError> {
-    let LaneCursor {
-        subscription_id,
-        partition,
-        cursor,
-        generation,
-    } = at;
-    let mut c = hookline_kafka::client_config(config)?;
-    c.set("group.id", format!("{}.lane-reader", config.group_prefix))
+    events: mpsc::UnboundedSender<LaneReport>,
+    subs: HashMap<String, SubRead>,
+    /// Offset of the current assignment; an end-of-partition counts for a subscription only
+    /// when its reading started at or after it.
+    assigned_at: Option<i64>,
+}
+
+impl Reader {
+    fn consumer(&self) -> Result<StreamConsumer<QuietEof>, hookline_kafka::KafkaError> {
+        let mut c = hookline_kafka::client_config(&self.config)?;
+        c.set(
+            "group.id",
+            format!("{}.lane-reader", self.config.group_prefix),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        // A reader keeps little read ahead: it skips other subscriptions' records, and many
-        // readers may run at once.
-        .set("queued.max.messages.kbytes", "1024")
-        .set("max.partition.fetch.bytes", "262144")
+        .set("queued.max.messages.kbytes", "2048")
+        .set("fetch.wait.max.ms", "100")
         .set("isolation.level", "read_committed");
-    let consumer: StreamConsumer<QuietEof> = c.create_with_context(QuietEof)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&config.topic_retry_lane, partition, Offset::Offset(cursor))?;
-    consumer.assign(&tpl)?;
-    let stop = parent.child_token();
-    let reader = Reader { stop: stop.clone() };
-    let permits = Arc::new(Semaphore::new(permits));
-    tokio::spawn(async move {
-        let send = |e: LaneEvent| {
-            events
-                .send((subscription_id.clone(), generation, e))
-                .is_ok()
-        };
-        loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = consumer.recv() => m,
-            };
-            match msg {
-                Ok(m) => {
-                    if m.key() != Some(subscription_id.as_bytes()) {
-                        continue;
-                    }
-                    let offset = m.offset();
-                    let Some(Ok(job)) = m.payload().map(DeliveryJob::decode) else {
-                        tracing::error!(offset, "undecodable retry-lane record skipped");
-                        continue;
-                    };
-                    drop(m);
-                    let permit = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        p = permits.clone().acquire_owned() => p.expect("never closed"),
-                    };
-                    if !send(LaneEvent::Job {
-                        offset,
-                        job: Box::new(job),
-                        permit,
-                    }) {
-                        return;
-                    }
-                }
-                Err(KafkaError::PartitionEOF(_)) => {
-                    let next = consumer
-                        .position()
-                        .ok()
-                        .and_then(|tpl| tpl.elements().first().and_then(|e| e.offset().to_raw()))
-                        .unwrap_or(cursor);
-                    if !send(LaneEvent::CaughtUp { next }) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = send(LaneEvent::Failed(e.to_string()));
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+        Ok(c.create_with_context(QuietEof)?)
+    }
+
+    fn assign(&mut self, consumer: &StreamConsumer<QuietEof>, at: i64) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(
+            &self.config.topic_retry_lane,
+            self.partition,
+            Offset::Offset(at),
+        );
+        match consumer.assign(&tpl) {
+            Ok(()) => self.assigned_at = Some(at),
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "retry-lane reader: assign")
             }
         }
-    });
-    Ok(reader)
+    }
+
+    fn lowest_wanted(&self) -> Option<i64> {
+        self.subs.values().map(|s| s.next).min()
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
+        let consumer = loop {
+            match self.consumer() {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retry-lane reader: creating its client; retrying");
+                    if stop
+                        .run_until_cancelled(tokio::time::sleep(Duration::from_secs(1)))
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Read { sub, cursor, generation }) => {
+                        self.subs.insert(sub, SubRead {
+                            generation,
+                            next: cursor,
+                            permits: Arc::new(Semaphore::new(self.permits)),
+                            stalled: false,
+                        });
+                        // Start over at the lowest offset wanted: a fresh assignment also
+                        // reports the end of the partition anew.
+                        if let Some(at) = self.lowest_wanted() {
+                            self.assign(&consumer, at);
+                        }
+                    }
+                    Some(Command::Stop { sub }) => {
+                        self.subs.remove(&sub);
+                    }
+                },
+                _ = tick.tick() => {
+                    // A stalled subscription with room again: go back to where it stalled.
+                    let back: Option<i64> = self
+                        .subs
+                        .values_mut()
+                        .filter(|s| s.stalled && s.permits.available_permits() > 0)
+                        .map(|s| {
+                            s.stalled = false;
+                            s.next
+                        })
+                        .min();
+                    if let Some(at) = back {
+                        self.assign(&consumer, at);
+                    }
+                }
+                msg = consumer.recv(), if !self.subs.is_empty() => match msg {
+                    Ok(m) => {
+                        let offset = m.offset();
+                        let Some(sub) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                            continue;
+                        };
+                        let Some(read) = self.subs.get_mut(sub) else {
+                            continue;
+                        };
+                        if offset < read.next || read.stalled {
+                            continue;
+                        }
+                        let Ok(permit) = read.permits.clone().try_acquire_owned() else {
+                            read.stalled = true;
+                            continue;
+                        };
+                        let Some(Ok(job)) = m.payload().map(DeliveryJob::decode) else {
+                            tracing::warn!(offset, "undecodable retry-lane record skipped");
+                            read.next = offset + 1;
+                            continue;
+                        };
+                        read.next = offset + 1;
+                        let event = LaneEvent::Job { offset, job: Box::new(job), permit };
+                        if self.events.send((sub.to_owned(), read.generation, event)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => {
+                        let next = consumer
+                            .position()
+                            .ok()
+                            .and_then(|tpl| tpl.elements().first().and_then(|e| e.offset().to_raw()));
+                        let (Some(next), Some(from)) = (next, self.assigned_at) else {
+                            continue;
+                        };
+                        for (sub, read) in &mut self.subs {
+                            // Caught up only if this assignment started at or below where the
+                            // subscription's reading starts, and nothing of it was skipped.
+                            if read.stalled || read.next < from {
+                                continue;
+                            }
+                            read.next = read.next.max(next);
+                            let event = LaneEvent::CaughtUp { next };
+                            if self.events.send((sub.clone(), read.generation, event)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(partition = self.partition, error = %e, "retry-lane reader");
+                        if stop
+                            .run_until_cancelled(tokio::time::sleep(Duration::from_millis(200)))
+                            .await
+                            .is_none()
+                        {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
 }

@@ -1,10 +1,15 @@
 //! The delivery worker: consumes `deliveries`, POSTs each job to its subscription's endpoint,
 //! signed with every current secret version, and records every attempt.
 //!
-//! - [`run`]: views, the consumer, offset commits, health server.
-//! - `dispatch`: the one task that owns the queues, starts jobs and parks subscriptions.
+//! - [`run`]: views, the consumer, the dispatcher, health server.
+//! - `source`: the `deliveries` consumer on a thread of its own: rebalance callbacks,
+//!   pausing when the dispatcher is full, offset commits.
+//! - `dispatch`: the one task that owns the queues, starts jobs and drives parking; it never
+//!   waits on I/O.
 //! - `queue`: per-subscription, per-key queues (strict order per key, limits per subscription).
-//! - `lane`: the retry lane and parked-state records of parked subscriptions.
+//! - `park`: parking in the retry lane, a state machine without I/O.
+//! - `writer`: the parking machine's Kafka writes (lane appends, parked-state records).
+//! - `lane`: one retry-lane reader per lane partition, shared by its parked subscriptions.
 //! - `job`: one job from first attempt to delivered, dead-lettered, or handed back to park.
 //! - `http`: one signed HTTP attempt with a capped response read.
 //! - `retry`: the retry policy (which failures retry, the schedule with jitter).
@@ -17,16 +22,16 @@ mod dispatch;
 mod http;
 mod job;
 mod lane;
+mod park;
 mod queue;
 mod retry;
+mod source;
+mod writer;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::offsets::OffsetTracker;
-use hookline_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
@@ -52,8 +57,6 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-const COMMIT_EVERY: Duration = Duration::from_millis(500);
-
 /// Delivers until `shutdown`, serving `/healthz` and `/readyz` on `listener`.
 pub async fn run(
     config: Config,
@@ -70,94 +73,68 @@ pub async fn run(
         shutdown.clone(),
     ));
     let ctx = Arc::new(job::Context::start(&config, shutdown.clone())?);
+    let parked = parked_view(&config)?;
     tokio::select! {
-        _ = async { tokio::join!(ctx.subscriptions.sync(), ctx.secrets.sync()) } => {}
-        _ = shutdown.cancelled() => { ctx.stop(); return Ok(()); }
+        _ = async { tokio::join!(ctx.subscriptions.sync(), ctx.secrets.sync(), parked.sync()) } => {}
+        _ = shutdown.cancelled() => { ctx.stop(); parked.stop(); return Ok(()); }
     }
-    let consumer = hookline_kafka::group_consumer(&config, "delivery-worker")?;
-    consumer.subscribe(&[&config.topic_deliveries])?;
+    let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+    // The consumer outlives the dispatcher: it commits what the dispatcher finished, then
+    // leaves the group.
+    let source_stop = CancellationToken::new();
+    let (source, inputs, consumer) = source::start(
+        &config,
+        tracker.clone(),
+        health.clone(),
+        source_stop.clone(),
+    )?;
+    let (writes, acks) = writer::start(&config)?;
     health.set_ready(true);
     tracing::info!(topic = %config.topic_deliveries, "delivery worker ready");
 
-    let result = consume(&config, ctx.clone(), consumer, &shutdown).await;
-    health.set_ready(false);
-    ctx.stop();
-    let _ = server.await;
-    result
-}
-
-async fn consume(
-    config: &Config,
-    ctx: Arc<job::Context>,
-    consumer: StreamConsumer,
-    shutdown: &CancellationToken,
-) -> Result<(), Error> {
-    let consumer = Arc::new(consumer);
-    let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-    let topic = config.topic_deliveries.clone();
-    let committer = {
-        let (consumer, tracker, topic, stop) = (
-            consumer.clone(),
-            tracker.clone(),
-            topic.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(COMMIT_EVERY);
-            while stop.run_until_cancelled(tick.tick()).await.is_some() {
-                commit(&consumer, &topic, &tracker, CommitMode::Async);
-            }
-        })
-    };
-    let parked = hookline_kafka::view::TopicView::start(config, &config.topic_parked, |msg| {
-        use hookline_kafka::rdkafka::Message as _;
-        use hookline_kafka::view::Update;
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Update::Skip;
-        };
-        match msg.payload().map(hookline_proto::v1::ParkedState::decode) {
-            None => Update::Delete(key),
-            Some(Ok(state)) => Update::Upsert(key, state),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "undecodable parked state skipped");
-                Update::Skip
-            }
-        }
-    })?;
-    parked.sync().await;
     let dispatcher = dispatch::Dispatcher::new(
-        ctx,
+        ctx.clone(),
         config.clone(),
         parked.clone(),
-        tracker.clone(),
+        tracker,
+        source,
+        dispatch::Channels {
+            inputs,
+            writes,
+            acks,
+        },
         shutdown.clone(),
     )?;
-    let result = dispatcher.run(consumer.clone()).await;
+    dispatcher.run().await;
+    source_stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    health.set_ready(false);
     parked.stop();
-    let _ = committer.await;
-    commit(&consumer, &topic, &tracker, CommitMode::Sync);
-    result
+    ctx.stop();
+    let _ = server.await;
+    Ok(())
 }
 
-fn lock(t: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn commit(
-    consumer: &StreamConsumer,
-    topic: &str,
-    tracker: &Mutex<OffsetTracker>,
-    mode: CommitMode,
-) {
-    let offsets = lock(tracker).committable();
-    if offsets.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
-        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
-    }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::debug!(error = %e, "offset commit failed; will repeat");
-    }
+fn parked_view(
+    config: &Config,
+) -> Result<hookline_kafka::view::TopicView<hookline_proto::v1::ParkedState>, Error> {
+    Ok(hookline_kafka::view::TopicView::start(
+        config,
+        &config.topic_parked,
+        |msg| {
+            use hookline_kafka::rdkafka::Message as _;
+            use hookline_kafka::view::Update;
+            let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                return Update::Skip;
+            };
+            match msg.payload().map(hookline_proto::v1::ParkedState::decode) {
+                None => Update::Delete(key),
+                Some(Ok(state)) => Update::Upsert(key, state),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "undecodable parked state skipped");
+                    Update::Skip
+                }
+            }
+        },
+    )?)
 }

@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use hookline_proto::v1::DeliveryJob;
+
+use crate::park::MainRef;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub type Key = Vec<u8>;
@@ -15,8 +17,8 @@ pub type Key = Vec<u8>;
 /// Where a job was read from: its offset there is done once the job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    Main { partition: i32, offset: i64 },
-    Lane { partition: i32, offset: i64 },
+    Main(MainRef),
+    Lane { offset: i64 },
 }
 
 #[derive(Debug)]
@@ -29,7 +31,7 @@ pub struct Item {
 
 impl Item {
     pub fn is_main(&self) -> bool {
-        matches!(self.origin, Origin::Main { .. })
+        matches!(self.origin, Origin::Main(_))
     }
 }
 
@@ -205,6 +207,19 @@ impl Queues {
         dropped
     }
 
+    /// Drops every queued job read from one of `partitions` of `deliveries`.
+    pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        let subs: Vec<String> = self.subs.keys().cloned().collect();
+        subs.iter()
+            .map(|sub| {
+                self.drop_where(
+                    sub,
+                    |i| matches!(i.origin, Origin::Main(m) if partitions.contains(&m.partition)),
+                )
+            })
+            .sum()
+    }
+
     /// Whether `key` has queued jobs read from `deliveries` (not from the retry lane).
     pub fn has_queued_main(&self, sub: &str, key: &Key) -> bool {
         self.subs
@@ -238,10 +253,11 @@ mod tests {
                 delivery_id: n.to_string(),
                 ..Default::default()
             },
-            origin: Origin::Main {
+            origin: Origin::Main(MainRef {
                 partition: 0,
                 offset: n,
-            },
+                epoch: 0,
+            }),
             permit: None,
         }
     }

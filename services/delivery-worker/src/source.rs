@@ -1,0 +1,283 @@
+//! The `deliveries` consumer: a thread of its own that polls the group consumer, so
+//! rebalance callbacks and heartbeats are served whatever the dispatcher is doing.
+//!
+//! - Records go to the dispatcher as [`Input::Job`]; when the dispatcher says it is full
+//!   ([`Source::set_full`]) every assigned partition is paused (polling goes on, so the group
+//!   membership stays alive) and resumed once there is room again.
+//! - A revocation (cooperative-sticky: only the partitions that move) is handed to the
+//!   dispatcher as [`Input::Revoke`]; the callback waits for its answer (the partitions'
+//!   in-flight attempts finished within the grace time, the rest of their queues dropped),
+//!   commits the offsets it got back and only then lets librdkafka hand the partitions on. Lost
+//!   partitions (session expired) are dropped without a commit: they are someone else's.
+//! - Every assignment is reported as [`Input::Assigned`] (the dispatcher adopts the
+//!   partitions' parked subscriptions).
+//! - Done offsets are committed every [`COMMIT_EVERY`], and once more when the source stops,
+//!   before the consumer closes and leaves the group.
+//! - Broker trouble (all brokers down, transport errors, coordinator moves) is weather: it is
+//!   logged, readiness goes false, and the consumer carries on when the brokers are back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hookline_config::Config;
+use hookline_kafka::offsets::OffsetTracker;
+use hookline_kafka::rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance,
+};
+use hookline_kafka::rdkafka::error::KafkaError;
+use hookline_kafka::rdkafka::message::Message;
+use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
+use hookline_proto::Message as _;
+use hookline_proto::v1::DeliveryJob;
+use hookline_runtime::{CancellationToken, Health};
+use tokio::sync::mpsc;
+
+/// How often finished offsets are committed.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+/// What the source tells the dispatcher.
+pub enum Input {
+    /// A record of `deliveries`; `None` when it does not decode.
+    Job {
+        partition: i32,
+        offset: i64,
+        job: Option<Box<DeliveryJob>>,
+    },
+    Assigned(Vec<i32>),
+    /// Stop these partitions' work; answer on `reply` once nothing of theirs runs any more
+    /// (or the grace time is over). `lost`: they already belong to someone else.
+    Revoke {
+        partitions: Vec<i32>,
+        lost: bool,
+        reply: std::sync::mpsc::Sender<()>,
+    },
+}
+
+/// Shared between the consumer thread, its callbacks and the dispatcher.
+struct Shared {
+    inputs: mpsc::UnboundedSender<Input>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    topic: String,
+    full: AtomicBool,
+    paused: AtomicBool,
+    brokers_down: AtomicBool,
+    /// How long a revocation may wait for the dispatcher.
+    revoke_wait: Duration,
+}
+
+pub struct SourceContext {
+    shared: Arc<Shared>,
+}
+
+pub fn lock(t: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use hookline_kafka::rdkafka::types::RDKafkaErrorCode as Code;
+        match error.rdkafka_error_code() {
+            Some(Code::AllBrokersDown) => {
+                self.shared.brokers_down.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    reason,
+                    "deliveries consumer: all brokers down; waiting for them"
+                );
+            }
+            _ => tracing::warn!(%error, reason, "deliveries consumer"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            if let Rebalance::Error(e) = rebalance {
+                tracing::warn!(error = %e, "deliveries rebalance error");
+            }
+            return;
+        };
+        let partitions = partitions_of(tpl);
+        let lost = consumer.assignment_lost();
+        tracing::info!(?partitions, lost, "deliveries partitions revoked");
+        let (reply, answer) = std::sync::mpsc::channel();
+        let asked = self.shared.inputs.send(Input::Revoke {
+            partitions: partitions.clone(),
+            lost,
+            reply,
+        });
+        if asked.is_ok() {
+            // The dispatcher answers within its grace time; past that, hand them on anyway.
+            let _ = answer.recv_timeout(self.shared.revoke_wait);
+        }
+        if !lost {
+            commit_partitions(consumer, &self.shared, &partitions, CommitMode::Sync);
+        }
+        let mut tracker = lock(&self.shared.tracker);
+        for p in &partitions {
+            tracker.forget(*p);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions = partitions_of(tpl);
+            tracing::info!(?partitions, "deliveries partitions assigned");
+            if self.shared.paused.load(Ordering::Relaxed) {
+                let _ = consumer.pause(tpl);
+            }
+            let _ = self.shared.inputs.send(Input::Assigned(partitions));
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Commits the finished offsets of `partitions` (all tracked ones when empty).
+fn commit_partitions(
+    consumer: &BaseConsumer<SourceContext>,
+    shared: &Shared,
+    partitions: &[i32],
+    mode: CommitMode,
+) {
+    let offsets = lock(&shared.tracker).committable();
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        if partitions.is_empty() || partitions.contains(&p) {
+            let _ = tpl.add_partition_offset(&shared.topic, p, Offset::Offset(o));
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::debug!(error = %e, "offset commit failed; will repeat");
+    }
+}
+
+/// The handle the dispatcher keeps.
+#[derive(Clone)]
+pub struct Source {
+    shared: Arc<Shared>,
+}
+
+impl Source {
+    /// Tells the consumer whether the dispatcher has room (pauses reading when not).
+    pub fn set_full(&self, full: bool) {
+        self.shared.full.store(full, Ordering::Relaxed);
+    }
+}
+
+/// Starts the consumer thread; it runs until `stop` is cancelled, then commits, closes the
+/// consumer (leaving the group) and returns through the join handle.
+pub fn start(
+    config: &Config,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    health: Health,
+    stop: CancellationToken,
+) -> Result<
+    (
+        Source,
+        mpsc::UnboundedReceiver<Input>,
+        std::thread::JoinHandle<()>,
+    ),
+    crate::Error,
+> {
+    let (inputs, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        inputs,
+        tracker,
+        topic: config.topic_deliveries.clone(),
+        full: AtomicBool::new(false),
+        paused: AtomicBool::new(false),
+        brokers_down: AtomicBool::new(false),
+        revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
+    });
+    let mut c = hookline_kafka::group_consumer_config(config, "delivery-worker")?;
+    // A worker holds at most `worker_buffer` jobs; librdkafka's read-ahead stays small too.
+    c.set("queued.max.messages.kbytes", "8192")
+        .set("fetch.wait.max.ms", "100");
+    let consumer: BaseConsumer<SourceContext> = c.create_with_context(SourceContext {
+        shared: shared.clone(),
+    })?;
+    consumer.subscribe(&[&config.topic_deliveries])?;
+    let source = Source {
+        shared: shared.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("deliveries".into())
+        .spawn(move || poll_loop(consumer, shared, health, stop))
+        .map_err(crate::Error::Io)?;
+    Ok((source, rx, thread))
+}
+
+fn poll_loop(
+    consumer: BaseConsumer<SourceContext>,
+    shared: Arc<Shared>,
+    health: Health,
+    stop: CancellationToken,
+) {
+    let mut last_commit = Instant::now();
+    let mut last_probe = Instant::now();
+    while !stop.is_cancelled() {
+        let full = shared.full.load(Ordering::Relaxed);
+        if full != shared.paused.load(Ordering::Relaxed)
+            && let Ok(assigned) = consumer.assignment()
+        {
+            let r = if full {
+                consumer.pause(&assigned)
+            } else {
+                consumer.resume(&assigned)
+            };
+            if r.is_ok() {
+                shared.paused.store(full, Ordering::Relaxed);
+            }
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                shared.brokers_down.store(false, Ordering::Relaxed);
+                let job = m
+                    .payload()
+                    .and_then(|p| DeliveryJob::decode(p).ok())
+                    .map(Box::new);
+                let input = Input::Job {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    job,
+                };
+                if shared.inputs.send(input).is_err() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "consuming deliveries");
+            }
+            None => {}
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            commit_partitions(&consumer, &shared, &[], CommitMode::Async);
+            last_commit = Instant::now();
+        }
+        // While the brokers are away, ask for metadata now and then: an answer means they
+        // are back (librdkafka reports the loss, not the return).
+        if shared.brokers_down.load(Ordering::Relaxed) && last_probe.elapsed() >= COMMIT_EVERY {
+            last_probe = Instant::now();
+            if consumer
+                .fetch_metadata(Some(&shared.topic), Duration::from_millis(500))
+                .is_ok()
+            {
+                shared.brokers_down.store(false, Ordering::Relaxed);
+                tracing::info!("deliveries consumer: brokers reachable again");
+            }
+        }
+        health.set_ready(!shared.brokers_down.load(Ordering::Relaxed));
+    }
+    health.set_ready(false);
+    commit_partitions(&consumer, &shared, &[], CommitMode::Sync);
+    // Leaving the group revokes what is left; the dispatcher is gone by then and the
+    // callback does not wait for it.
+    drop(consumer);
+}
