@@ -7,8 +7,8 @@ help: ## List the commands
 run: ## Start everything and run the guided demo; Ctrl-C stops it all
 	@scripts/stack.sh run $(DEMO_ARGS)
 
-up: ## Start the stack in the background; writes .hookline/stack.env
-	@scripts/stack.sh up
+up: ## Start the stack in the background; writes .hookline/stack.env (BROKERS=3: a 3-node Kafka)
+	@BROKERS=$(BROKERS) scripts/stack.sh up
 
 down: ## Stop the stack, keep its data
 	@scripts/stack.sh down

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Single-node Apache Kafka 4.1 (KRaft, broker+controller in one JVM) for dev
-# and tests, without Docker: the jars come from Maven Central via
-# scripts/kafka/pom.xml. Messages go to stderr; stdout of `start` is only the
-# bootstrap address, so `BOOT=$(scripts/kafka.sh start --dir X)` works.
+# Apache Kafka 4.1 in KRaft mode for dev and tests, without Docker: the jars come from Maven
+# Central via scripts/kafka/pom.xml. Two shapes:
+#   - one node (the default): broker+controller in one JVM, its state directly in DIR;
+#   - a cluster of N nodes (`--brokers N`): N JVMs on 127.0.0.1, each broker+controller, a
+#     static controller quorum of all N, node.id 1..N, node N's state in DIR/node-N;
+#     internal topics with replication factor min(N, 3) and min.insync.replicas one less.
+# The shape and every node's ports are remembered in DIR, so a node killed with SIGKILL comes
+# back on the same address. Messages go to stderr; stdout of `start` and `start-node` is only
+# the bootstrap list, so `BOOT=$(scripts/kafka.sh start --dir X)` works.
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -12,21 +17,35 @@ POM="$HERE/kafka/pom.xml"
 CACHE="${HOOKLINE_KAFKA_CACHE:-$REPO/.hookline/cache/kafka-$KAFKA_VERSION}"
 LIBS="$CACHE/libs"
 QUIET="${HOOKLINE_KAFKA_QUIET:-0}"
+# When set, every broker started by this call is SIGKILLed once that process is gone (tests
+# pass their own pid, so brokers die with a test run that is itself killed).
+OWNER="${HOOKLINE_KAFKA_OWNER_PID:-}"
 
 usage() {
   cat <<EOF
 usage: scripts/kafka.sh [-q] COMMAND [options]
 
   fetch                              resolve the broker jars into the cache
-  start --dir DIR [--port P] [--controller-port P] [--heap 512m]
-                                     start a broker whose state lives in DIR;
-                                     prints 127.0.0.1:PORT (also in DIR/bootstrap)
-  stop --dir DIR                     stop it (SIGTERM, SIGKILL after 30 s)
-  status --dir DIR                   "running ADDR" (exit 0) or "stopped" (exit 1)
+  start --dir DIR [--brokers N] [--port P] [--controller-port P] [--heap SIZE]
+                                     start a broker (or, with --brokers N > 1, a cluster of
+                                     N nodes) whose state lives in DIR; starts only what is
+                                     stopped; prints the bootstrap list 127.0.0.1:P[,...]
+                                     (also in DIR/bootstrap). --port and --controller-port:
+                                     one node only. Heap per JVM: 512m for one node, 384m
+                                     per node of a cluster (remembered in DIR)
+  stop --dir DIR                     stop every node (SIGTERM, SIGKILL after 30 s)
+  kill --dir DIR                     SIGKILL every node
+  status --dir DIR                   "running ADDRS[ (down: N ...)]" (exit 0) or "stopped" (exit 1)
+  start-node --dir DIR --node N      start node N on its remembered ports (one node: N=1);
+                                     prints the bootstrap list
+  stop-node --dir DIR --node N       stop node N (SIGTERM, SIGKILL after 30 s)
+  kill-node --dir DIR --node N       SIGKILL node N and wait until it is gone
 
   -q, --quiet    hide Maven output (also HOOKLINE_KAFKA_QUIET=1)
 Cache: \$HOOKLINE_KAFKA_CACHE (default $REPO/.hookline/cache/kafka-$KAFKA_VERSION)
-Logs: DIR/kafka.log. Tools share the classpath, e.g.
+Owner: \$HOOKLINE_KAFKA_OWNER_PID: brokers started are SIGKILLed when that process is gone.
+Logs: DIR/kafka.log (one node) or DIR/node-N/kafka.log; the previous run's in kafka.log.1.
+Tools share the classpath, e.g.
   java -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand --bootstrap-server ADDR --list
 EOF
 }
@@ -70,12 +89,38 @@ fetch() {
   exec 9>&-
 }
 
-# Sets PID and returns 0 if the broker of $DIR is alive. Checks the command
-# line too, so a recycled pid of some other process is not mistaken for it.
-running() {
-  PID=$(cat "$DIR/kafka.pid" 2>/dev/null) || return 1
-  [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$PID/cmdline" 2>/dev/null | grep -qF "$DIR/server.properties"
+# --- shape and nodes ---------------------------------------------------------------------
+
+# The number of nodes DIR holds: DIR/brokers for a cluster; a single node keeps its state
+# directly in DIR (and has no such file).
+shape() {
+  if [[ -s "$DIR/brokers" ]]; then cat "$DIR/brokers"; else echo 1; fi
+}
+# A node's folder: DIR itself for the single node, DIR/node-N in a cluster.
+node_dir() { if [[ $SHAPE == 1 ]]; then echo "$DIR"; else echo "$DIR/node-$1"; fi; }
+nodes() { seq 1 "$SHAPE"; }
+
+# Whether process $1 exists and is not a zombie (a killed JVM whose parent was the shell of
+# an earlier call may wait to be reaped).
+alive() {
+  local state
+  state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+# Sets PID and returns 0 if the JVM of node folder $1 is alive. Checks the command line too,
+# so a recycled pid of some other process is not mistaken for it.
+running_at() {
+  PID=$(cat "$1/kafka.pid" 2>/dev/null) || return 1
+  [[ -n "$PID" ]] && alive "$PID" &&
+    tr '\0' ' ' <"/proc/$PID/cmdline" 2>/dev/null | grep -qF "$1/server.properties"
+}
+running_node() { running_at "$(node_dir "$1")"; }
+# The nodes that are up, space-separated.
+up_nodes() {
+  local n out=()
+  for n in $(nodes); do if running_node "$n"; then out+=("$n"); fi; done
+  echo "${out[*]:-}"
 }
 
 # Prints N free TCP ports on 127.0.0.1, held open together so they differ.
@@ -85,32 +130,55 @@ ss=[socket.socket() for _ in range(int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1",0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
-port_free() { python3 -c 'import socket,sys; socket.socket().bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null; }
+# Whether a listener could bind the port now. SO_REUSEADDR as the JVM's listeners have it:
+# connections of a just-killed broker linger in TIME_WAIT on its port, which does not keep a
+# new listener from binding it.
+port_free() {
+  python3 -c 'import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null
+}
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-prop() { [[ ! -f "$DIR/server.properties" ]] || sed -n "s/^$1=//p" "$DIR/server.properties" | tail -n1; }
+# Property $2 of node folder $1's server.properties (empty when absent).
+prop_at() { [[ ! -f "$1/server.properties" ]] || sed -n "s/^$2=//p" "$1/server.properties" | tail -n1; }
+# The remembered client and controller ports of node folder $1.
+port_at() { prop_at "$1" listeners | sed -n 's/.*PLAINTEXT:\/\/127.0.0.1:\([0-9]*\).*/\1/p'; }
+cport_at() { prop_at "$1" listeners | sed -n 's/.*CONTROLLER:\/\/127.0.0.1:\([0-9]*\).*/\1/p'; }
 
+bootstrap_list() {
+  local n out=()
+  for n in $(nodes); do out+=("127.0.0.1:$(port_at "$(node_dir "$n")")"); done
+  (IFS=,; echo "${out[*]}")
+}
+
+# write_config NODE FOLDER PORT CPORT VOTERS
 write_config() {
-  # Static voters (not --standalone's dynamic quorum): the controller port is
-  # then read from this file on every start, so a restart may change ports.
-  cat >"$DIR/server.properties" <<EOF
+  local node=$1 ndir=$2 port=$3 cport=$4 voters=$5
+  local rf=1 isr=1
+  if ((SHAPE > 1)); then
+    rf=$((SHAPE < 3 ? SHAPE : 3)); isr=$((rf - 1))
+  fi
+  # Static voters (not --standalone's dynamic quorum): the controller ports are then read
+  # from this file on every start, so a restart of the whole cluster may change ports.
+  cat >"$ndir/server.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+node.id=$node
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-log.dirs=$DIR/data
+log.dirs=$ndir/data
 num.partitions=4
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 # Tests may use short consumer session timeouts.
 group.min.session.timeout.ms=1000
@@ -130,9 +198,9 @@ log.index.size.max.bytes=1048576
 log.segment.bytes=67108864
 log.retention.hours=24
 EOF
-  # Everything to stdout (= DIR/kafka.log); the per-request/state-change
+  # Everything to stdout (= kafka.log); the per-request/state-change
   # loggers are far too chatty at INFO for a dev broker.
-  cat >"$DIR/log4j2.properties" <<'EOF'
+  cat >"$ndir/log4j2.properties" <<'EOF'
 status = warn
 appender.out.type = Console
 appender.out.name = OUT
@@ -149,85 +217,258 @@ logger.cleaner.level = WARN
 EOF
 }
 
+jvm() {
+  JVM=(java -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+    -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$LIBS/*")
+}
+
+# Formats the storage of every listed node folder that has none, in parallel.
+format_storage() {
+  local ndir pids=() failed=0 p
+  # Cluster id = Kafka's Uuid format (22-char url-safe base64, not starting
+  # with '-'); made here because `StorageTool random-uuid` costs a JVM start.
+  [[ -s "$DIR/cluster.id" ]] || python3 -c 'import base64,os
+s="-"
+while s[0]=="-": s=base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+print(s)' >"$DIR/cluster.id"
+  for ndir in "$@"; do
+    [[ -f "$ndir/data/meta.properties" ]] && continue
+    jvm "$ndir"
+    "${JVM[@]}" -Xmx256m kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
+      -c "$ndir/server.properties" >"$ndir/format.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  if [[ $failed == 1 ]]; then
+    for ndir in "$@"; do [[ -f "$ndir/format.log" ]] && tail -n 30 "$ndir/format.log" >&2; done
+    die "storage format failed"
+  fi
+}
+
+# Launches the JVM of node folder $1 in the background (no waiting).
+launch() {
+  local ndir=$1 heap=$2
+  jvm "$ndir"
+  rm -f "$ndir/kafka.pid"
+  [[ -f "$ndir/kafka.log" ]] && mv -f "$ndir/kafka.log" "$ndir/kafka.log.1"
+  # New session + all fds redirected: survives the caller's shell and never
+  # holds the caller's pipes (so $(kafka.sh start) returns).
+  setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$ndir/kafka.pid" \
+    "${JVM[@]}" "-Xmx$heap" "-Xms$heap" kafka.Kafka "$ndir/server.properties" \
+    </dev/null >"$ndir/kafka.log" 2>&1 9>&- &
+}
+
+# Once the JVM of node folder $1 wrote its pid: SIGKILL it when $OWNER is gone.
+watch_owner() {
+  [[ -n "$OWNER" ]] || return 0
+  local ndir=$1 pid
+  pid=$(cat "$ndir/kafka.pid" 2>/dev/null) || return 0
+  # The JVM counts as gone once it is a zombie (its parent may never reap it).
+  setsid nohup bash -c 'jvm_alive() { local s; s=$(cut -d" " -f3 "/proc/$1/stat" 2>/dev/null) && [[ $s != Z ]]; }
+    while kill -0 "$1" 2>/dev/null && jvm_alive "$2"; do sleep 2; done
+    if tr "\0" " " <"/proc/$2/cmdline" 2>/dev/null | grep -qF "$3/server.properties"; then kill -KILL "$2"; fi' \
+    _ "$OWNER" "$pid" "$ndir" </dev/null >/dev/null 2>&1 9>&- &
+}
+
+# Waits until every listed node folder's broker serves, or dies after $WAIT_SECS.
+wait_started() {
+  local deadline=$((SECONDS + WAIT_SECS)) ndir pending watched=() port
+  while :; do
+    sleep 0.2
+    pending=0
+    for ndir in "$@"; do
+      port=$(port_at "$ndir")
+      if running_at "$ndir"; then
+        if [[ " ${watched[*]:-} " != *" $ndir "* ]]; then watch_owner "$ndir"; watched+=("$ndir"); fi
+        port_open "$port" && grep -q 'Kafka Server started' "$ndir/kafka.log" || pending=1
+      elif [[ -s "$ndir/kafka.pid" ]]; then
+        rm -f "$ndir/kafka.pid"; tail -n 40 "$ndir/kafka.log" >&2
+        stop_at "$@"
+        die "broker exited during startup (log: $ndir/kafka.log)"
+      else
+        pending=1
+      fi
+    done
+    [[ $pending == 0 ]] && break
+    if ((SECONDS >= deadline)); then
+      for ndir in "$@"; do
+        if ! grep -q 'Kafka Server started' "$ndir/kafka.log" 2>/dev/null; then
+          say "$ndir/kafka.log:"; tail -n 40 "$ndir/kafka.log" >&2 || true
+        fi
+      done
+      stop_at "$@"
+      die "broker not ready after $WAIT_SECS s"
+    fi
+  done
+}
+
+# Waits until port $1 can be bound again (a killed node's port), up to 30 s.
+await_port() {
+  local deadline=$((SECONDS + 30))
+  until port_free "$1"; do
+    ((SECONDS < deadline)) || die "port $1 is still in use after 30 s"
+    sleep 0.2
+  done
+}
+
+heap_for() {
+  if [[ -s "$DIR/heap" ]]; then cat "$DIR/heap"; elif [[ $SHAPE == 1 ]]; then echo 512m; else echo 384m; fi
+}
+
 start() {
-  local heap=512m port_arg="" cport_arg=""
+  local heap="" port_arg="" cport_arg="" brokers=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --dir) DIR=$2; shift 2 ;;
       --port) port_arg=$2; shift 2 ;;
       --controller-port) cport_arg=$2; shift 2 ;;
       --heap) heap=$2; shift 2 ;;
+      --brokers) brokers=$2; shift 2 ;;
       *) die "start: unknown option $1" ;;
     esac
   done
   [[ -n "${DIR:-}" ]] || die "start: --dir is required"
+  [[ -z "$brokers" || "$brokers" =~ ^[1-9]$ ]] || die "start: --brokers takes 1-9"
   mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd)
-  if running; then
-    say "broker for $DIR already running (pid $PID)"
-    cat "$DIR/bootstrap" 2>/dev/null || true; return 0
+  # The shape: what DIR holds, else --brokers (default 1).
+  if [[ -s "$DIR/brokers" || -f "$DIR/server.properties" ]]; then
+    SHAPE=$(shape)
+    [[ -z "$brokers" || "$brokers" == "$SHAPE" ]] ||
+      die "$DIR holds a $SHAPE-node Kafka; stop it and remove the folder to start $brokers"
+  else
+    SHAPE=${brokers:-1}
+  fi
+  if ((SHAPE > 1)); then
+    [[ -z "$port_arg$cport_arg" ]] || die "start: --port and --controller-port are for one node only"
+    echo "$SHAPE" >"$DIR/brokers"
+  fi
+  [[ -z "$heap" ]] || echo "$heap" >"$DIR/heap"
+  heap=$(heap_for)
+  local up; up=$(up_nodes)
+  if [[ -n "$up" && "$up" == "$(nodes | xargs)" ]]; then
+    say "Kafka for $DIR already running ($SHAPE node(s))"
+    cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list; return 0
   fi
   fetch
-  # Ports: explicit > the ones this DIR used last time (if still free) > new.
-  PORT=${port_arg:-$(prop 'listeners' | sed -n 's/.*PLAINTEXT:\/\/127.0.0.1:\([0-9]*\).*/\1/p')}
-  CPORT=${cport_arg:-$(prop 'controller.quorum.voters' | sed -n 's/.*:\([0-9]*\)$/\1/p')}
-  if [[ -z "$port_arg" && -n "$PORT" ]] && ! port_free "$PORT"; then PORT=""; fi
-  if [[ -z "$cport_arg" && -n "$CPORT" ]] && ! port_free "$CPORT"; then CPORT=""; fi
-  local picked; picked=($(free_ports 2))
-  PORT=${PORT:-${picked[0]}}; CPORT=${CPORT:-${picked[1]}}
-  [[ "$PORT" != "$CPORT" ]] || CPORT=${picked[1]}
-  write_config
-  rm -f "$DIR/bootstrap" "$DIR/kafka.pid"
-  local jvm=(java -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
-    -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$DIR/log4j2.properties" -cp "$LIBS/*")
-  if [[ ! -f "$DIR/data/meta.properties" ]]; then
-    # Cluster id = Kafka's Uuid format (22-char url-safe base64, not starting
-    # with '-'); made here because `StorageTool random-uuid` costs a JVM start.
-    [[ -s "$DIR/cluster.id" ]] || python3 -c 'import base64,os
-s="-"
-while s[0]=="-": s=base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
-print(s)' >"$DIR/cluster.id"
-    "${jvm[@]}" -Xmx256m kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
-      -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 \
-      || { tail -n 30 "$DIR/format.log" >&2; die "storage format failed"; }
+  local n ndir todo=()
+  if [[ -n "$up" ]]; then
+    # Part of a cluster is up: the others come back on their remembered ports, which the
+    # running nodes know as controller voters.
+    for n in $(nodes); do
+      running_node "$n" && continue
+      ndir=$(node_dir "$n")
+      await_port "$(port_at "$ndir")"; await_port "$(cport_at "$ndir")"
+      todo+=("$ndir")
+    done
+  else
+    # Ports: explicit > the ones each node used last time (if still free) > new. Every
+    # node's config is (re)written, so a changed controller port reaches all voters.
+    local picked ports=() cports=() p c voters=()
+    read -r -a picked <<<"$(free_ports $((2 * SHAPE)))"
+    for n in $(nodes); do
+      ndir=$(node_dir "$n"); mkdir -p "$ndir"
+      p=$(port_at "$ndir"); c=$(cport_at "$ndir")
+      if [[ $SHAPE == 1 ]]; then p=${port_arg:-$p}; c=${cport_arg:-$c}; fi
+      if [[ -z "$port_arg" && -n "$p" ]] && ! port_free "$p"; then p=""; fi
+      if [[ -z "$cport_arg" && -n "$c" ]] && ! port_free "$c"; then c=""; fi
+      p=${p:-${picked[$((2 * n - 2))]}}; c=${c:-${picked[$((2 * n - 1))]}}
+      [[ "$p" != "$c" ]] || c=${picked[$((2 * n - 1))]}
+      ports+=("$p"); cports+=("$c"); voters+=("$n@127.0.0.1:$c")
+    done
+    for n in $(nodes); do
+      ndir=$(node_dir "$n")
+      write_config "$n" "$ndir" "${ports[$((n - 1))]}" "${cports[$((n - 1))]}" "$(IFS=,; echo "${voters[*]}")"
+      todo+=("$ndir")
+    done
+    rm -f "$DIR/bootstrap"
   fi
-  # New session + all fds redirected: survives the caller's shell and never
-  # holds the caller's pipes (so $(kafka.sh start) returns).
-  setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$DIR/kafka.pid" \
-    "${jvm[@]}" "-Xmx$heap" "-Xms$heap" kafka.Kafka "$DIR/server.properties" \
-    </dev/null >"$DIR/kafka.log" 2>&1 9>&- &
-  local deadline=$((SECONDS + 90))
-  while :; do
-    sleep 0.2
-    if running; then
-      port_open "$PORT" && grep -q 'Kafka Server started' "$DIR/kafka.log" && break
-    elif [[ -s "$DIR/kafka.pid" ]]; then
-      rm -f "$DIR/kafka.pid"; tail -n 40 "$DIR/kafka.log" >&2; die "broker exited during startup (log: $DIR/kafka.log)"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 40 "$DIR/kafka.log" >&2; stop_dir
-      die "broker not ready after 90 s (log: $DIR/kafka.log)"
-    fi
+  format_storage "${todo[@]}"
+  for ndir in "${todo[@]}"; do launch "$ndir" "$heap"; done
+  WAIT_SECS=$((SHAPE == 1 ? 90 : 120))
+  wait_started "${todo[@]}"
+  bootstrap_list >"$DIR/bootstrap"
+  if [[ $SHAPE == 1 ]]; then
+    running_node 1; say "broker running (pid $PID, log $DIR/kafka.log)"
+  else
+    say "$SHAPE-node cluster running (logs $DIR/node-*/kafka.log)"
+  fi
+  cat "$DIR/bootstrap"
+}
+
+# start-node: node N on its remembered ports, waiting for them to be free.
+start_node() {
+  local ndir heap
+  [[ "$NODE" =~ ^[1-9]$ ]] && ((NODE <= SHAPE)) || die "start-node: --node takes 1-$SHAPE"
+  ndir=$(node_dir "$NODE")
+  [[ -f "$ndir/server.properties" ]] || die "start-node: $DIR has no node $NODE (run start first)"
+  if running_at "$ndir"; then
+    say "node $NODE of $DIR already running (pid $PID)"
+    bootstrap_list; return 0
+  fi
+  fetch
+  await_port "$(port_at "$ndir")"; await_port "$(cport_at "$ndir")"
+  heap=$(heap_for)
+  format_storage "$ndir"
+  launch "$ndir" "$heap"
+  WAIT_SECS=$((SHAPE == 1 ? 90 : 120))
+  wait_started "$ndir"
+  bootstrap_list >"$DIR/bootstrap"
+  say "node $NODE running (pid $PID, log $ndir/kafka.log)"
+  cat "$DIR/bootstrap"
+}
+
+# SIGTERM, then SIGKILL after 30 s, every listed node folder's JVM at once.
+stop_at() {
+  local ndir pids=() pid i left
+  for ndir in "$@"; do running_at "$ndir" && pids+=("$PID"); rm -f "$ndir/kafka.pid"; done
+  [[ ${#pids[@]} -gt 0 ]] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do
+    left=0
+    for pid in "${pids[@]}"; do if alive "$pid"; then left=1; fi; done
+    [[ $left == 0 ]] && break
+    sleep 0.1
   done
-  echo "127.0.0.1:$PORT" >"$DIR/bootstrap"
-  say "broker running (pid $PID, log $DIR/kafka.log)"
-  echo "127.0.0.1:$PORT"
+  for pid in "${pids[@]}"; do
+    if alive "$pid"; then say "pid $pid: no exit after 30 s, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  say "stopped broker(s) (pid ${pids[*]})"
 }
 
-stop_dir() {
-  if running; then
-    kill -TERM "$PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 300; i++)); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$PID" 2>/dev/null; then say "no exit after 30 s, SIGKILL"; kill -KILL "$PID" || true; fi
-    say "stopped broker (pid $PID)"
+# SIGKILL every listed node folder's JVM and wait until each is gone.
+kill_at() {
+  local ndir pid
+  for ndir in "$@"; do
+    if running_at "$ndir"; then
+      pid=$PID
+      kill -KILL "$pid" 2>/dev/null || true
+      while alive "$pid"; do sleep 0.05; done
+      say "killed broker (pid $pid, $ndir)"
+    fi
+    rm -f "$ndir/kafka.pid"
+  done
+}
+
+all_node_dirs() { local n; for n in $(nodes); do node_dir "$n"; done; }
+
+# Parses --dir DIR [--node N] [--heap H] for the commands other than start.
+dir_opts() {
+  NODE=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --dir) [[ -n "${2:-}" ]] || die "$CMD: --dir DIR is required"
+        DIR=$(cd "$2" 2>/dev/null && pwd) || DIR=$2; shift 2 ;;
+      --node) NODE=${2:-}; shift 2 ;;
+      --heap) [[ -d "${DIR:-}" ]] && echo "$2" >"$DIR/heap"; shift 2 ;;
+      *) die "$CMD: unknown option $1" ;;
+    esac
+  done
+  [[ -n "${DIR:-}" ]] || die "$CMD: --dir DIR is required"
+  SHAPE=$(shape)
+  if [[ "$CMD" == *-node ]]; then
+    [[ "$NODE" =~ ^[1-9]$ ]] && ((NODE <= SHAPE)) || die "$CMD: --node takes 1-$SHAPE"
   fi
-  rm -f "$DIR/kafka.pid" "$DIR/bootstrap"
-}
-
-dir_opt() {
-  [[ "${1:-}" == --dir && -n "${2:-}" ]] || die "$CMD: --dir DIR is required"
-  DIR=$(cd "$2" 2>/dev/null && pwd) || DIR=$2
 }
 
 while [[ "${1:-}" == -q || "${1:-}" == --quiet ]]; do QUIET=1; shift; done
@@ -235,9 +476,17 @@ CMD=${1:-}; shift || true
 case "$CMD" in
   fetch) fetch ;;
   start) start "$@" ;;
-  stop) dir_opt "$@"; stop_dir ;;
-  status) dir_opt "$@"
-    if running; then echo "running $(cat "$DIR/bootstrap" 2>/dev/null)"; else echo "stopped"; exit 1; fi ;;
+  stop) dir_opts "$@"; mapfile -t dirs < <(all_node_dirs); stop_at "${dirs[@]}"; rm -f "$DIR/bootstrap" ;;
+  kill) dir_opts "$@"; mapfile -t dirs < <(all_node_dirs); kill_at "${dirs[@]}"; rm -f "$DIR/bootstrap" ;;
+  status) dir_opts "$@"
+    up=$(up_nodes)
+    if [[ -z "$up" ]]; then echo "stopped"; exit 1; fi
+    down=()
+    for n in $(nodes); do [[ " $up " == *" $n "* ]] || down+=("$n"); done
+    echo "running $(cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list)${down[*]:+ (down: ${down[*]})}" ;;
+  start-node) dir_opts "$@"; start_node ;;
+  stop-node) dir_opts "$@"; stop_at "$(node_dir "$NODE")" ;;
+  kill-node) dir_opts "$@"; kill_at "$(node_dir "$NODE")" ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

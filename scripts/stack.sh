@@ -3,12 +3,18 @@
 # `down` (stop all, keep data), `clean` (down, then remove the data), `run` (up, the guided
 # demo, and down on exit or Ctrl-C).
 #
+# BROKERS=3 (`make up BROKERS=3`) runs the stack on a three-node Kafka cluster: topics then get
+# replication factor 3 and min.insync.replicas 2, as in production. The default is one broker.
+# Each shape keeps its own data (.hookline/kafka, .hookline/kafka-cluster); the shape that is up
+# is remembered in .hookline/brokers so `down` stops it.
 # Setting HOOKLINE_KAFKA_BOOTSTRAP points the stack at an existing Kafka instead of starting one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 STATE=$ROOT/.hookline
 KAFKA_DIR=$STATE/kafka
+CLUSTER_DIR=$STATE/kafka-cluster
+SHAPE_FILE=$STATE/brokers
 BIN=$ROOT/target/debug/hookline
 PIDFILE=$STATE/hookline.pid
 LOG=$STATE/hookline.log
@@ -62,14 +68,30 @@ up() {
   fi
   say "building Hookline (cargo build; the first build compiles librdkafka and takes several minutes)"
   cargo build --locked -p hookline
-  local bootstrap
+  local bootstrap brokers=${BROKERS:-1}
+  [[ $brokers =~ ^[1-9]$ ]] || die "BROKERS must be a number of brokers (1-9), not '$brokers'"
   if [[ -n ${HOOKLINE_KAFKA_BOOTSTRAP:-} ]]; then
     bootstrap=$HOOKLINE_KAFKA_BOOTSTRAP
     say "using the Kafka at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP)"
-  else
+  elif [[ $brokers == 1 ]]; then
+    stop_other_shape 1
     say "starting Apache Kafka (KRaft, one node; the first run downloads its jars from Maven Central)"
     bootstrap=$(scripts/kafka.sh start --dir "$KAFKA_DIR")
+    echo 1 >"$SHAPE_FILE"
     say "Kafka is up at $bootstrap"
+  else
+    stop_other_shape "$brokers"
+    if [[ -f $CLUSTER_DIR/brokers && "$(cat "$CLUSTER_DIR/brokers")" != "$brokers" ]]; then
+      die "$CLUSTER_DIR holds a $(cat "$CLUSTER_DIR/brokers")-node cluster: \`make clean\` first to start $brokers"
+    fi
+    say "starting Apache Kafka (KRaft, $brokers nodes on 127.0.0.1; the first run downloads its jars from Maven Central)"
+    bootstrap=$(scripts/kafka.sh start --dir "$CLUSTER_DIR" --brokers "$brokers")
+    echo "$brokers" >"$SHAPE_FILE"
+    # Production's durability: each record on 3 brokers, acknowledged once 2 have it.
+    local rf=$((brokers < 3 ? brokers : 3))
+    export HOOKLINE_TOPIC_REPLICATION=${HOOKLINE_TOPIC_REPLICATION:-$rf}
+    export HOOKLINE_TOPIC_MIN_INSYNC_REPLICAS=${HOOKLINE_TOPIC_MIN_INSYNC_REPLICAS:-$((rf > 1 ? rf - 1 : 1))}
+    say "Kafka is up at $bootstrap (topics: replication $HOOKLINE_TOPIC_REPLICATION, min.insync.replicas $HOOKLINE_TOPIC_MIN_INSYNC_REPLICAS)"
   fi
   dev_secrets
   # shellcheck disable=SC1091
@@ -125,16 +147,40 @@ down() {
     kill -0 "$pid" 2>/dev/null && { say "no exit after 30 s; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
   fi
   rm -f "$PIDFILE" "$STATE/stack.env"
-  if [[ -d $KAFKA_DIR ]]; then
-    say "stopping Kafka"
-    scripts/kafka.sh stop --dir "$KAFKA_DIR"
+  local dir
+  for dir in $(kafka_dirs); do
+    say "stopping Kafka ($dir)"
+    scripts/kafka.sh stop --dir "$dir"
+  done
+  rm -f "$SHAPE_FILE"
+}
+
+# The local Kafka folders that exist, the remembered shape's first (the other one may be left
+# from an interrupted `up` or a stack started before the shape was remembered).
+kafka_dirs() {
+  local first=$KAFKA_DIR second=$CLUSTER_DIR
+  if [[ $(cat "$SHAPE_FILE" 2>/dev/null || echo 1) != 1 ]]; then
+    first=$CLUSTER_DIR second=$KAFKA_DIR
+  fi
+  if [[ -d $first ]]; then echo "$first"; fi
+  if [[ -d $second ]]; then echo "$second"; fi
+}
+
+# Before starting one shape: the other one, if still up, is stopped (their ports and memory
+# would only compete).
+stop_other_shape() {
+  local other=$CLUSTER_DIR
+  [[ $1 == 1 ]] || other=$KAFKA_DIR
+  if [[ -d $other ]] && scripts/kafka.sh status --dir "$other" >/dev/null 2>&1; then
+    say "stopping the other local Kafka ($other)"
+    scripts/kafka.sh stop --dir "$other"
   fi
 }
 
 clean() {
   down
   say "removing the stack's data (Kafka's jar cache is kept)"
-  rm -rf "$KAFKA_DIR" "$STATE/dev.env" "$LOG"
+  rm -rf "$KAFKA_DIR" "$CLUSTER_DIR" "$STATE/dev.env" "$LOG"
 }
 
 run() {

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: unit tests and the end-to-end suite against a real Kafka broker started for
-# this run (its own data folder and ports), stopped and removed afterwards whatever happens.
+# this run (its own data folder and ports), stopped and removed afterwards whatever happens;
+# and the fault suite (tests/faults), which needs no shared broker: each of its tests starts,
+# SIGKILLs and restarts Kafka nodes of its own with scripts/kafka.sh (one node, or a 3-node
+# cluster, under .hookline/faults-*, removed afterwards), runs the service binaries built here
+# as processes, and runs alone (about 5 minutes in all). Extra arguments go to cargo test, e.g.
+# `scripts/test.sh -p hookline-tests --test faults` for the fault suite alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +27,8 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
 fi
 echo "== test: building (the first build compiles librdkafka and takes several minutes)"
 cargo build --workspace --all-targets --locked
+# Kafka's jars, once, before any test starts a broker (the fault suite starts its own).
+scripts/kafka.sh -q fetch
 echo "== test: starting a Kafka broker for this run"
 HOOKLINE_TEST_KAFKA_BOOTSTRAP=$(scripts/kafka.sh start --dir "$dir" --heap 768m)
 export HOOKLINE_TEST_KAFKA_BOOTSTRAP

@@ -55,8 +55,17 @@ pub struct Config {
     pub router_instance: String,
     /// Create missing topics at start (development); production provisions them.
     pub create_topics: bool,
+    /// Partitions of each topic created by `hookline topics` or `create_topics`.
     pub topic_partitions: i32,
+    /// Replication factor of each topic created: 1 for the local single broker (the
+    /// default); production uses 3, so a topic survives the loss of a broker.
     pub topic_replication: i32,
+    /// `min.insync.replicas` of each topic created: how many replicas must hold a record
+    /// before the broker acknowledges it (our producers use `acks=all`). 1 for the local
+    /// single broker (the default); production uses 2 with `topic_replication` 3, so one
+    /// broker may be down while writes go on and no acknowledged record lives on one broker
+    /// only. At least 1, at most `topic_replication`.
+    pub topic_min_insync_replicas: i32,
 
     pub api_listen: SocketAddr,
     pub extracts_listen: SocketAddr,
@@ -150,6 +159,7 @@ impl Default for Config {
             create_topics: false,
             topic_partitions: 4,
             topic_replication: 1,
+            topic_min_insync_replicas: 1,
             api_listen: addr(8080),
             extracts_listen: addr(8081),
             dead_letters_listen: addr(8082),
@@ -256,6 +266,18 @@ impl Config {
             return Err(invalid(
                 "topic_partitions",
                 "partitions and replication must be >= 1",
+            ));
+        }
+        if self.topic_min_insync_replicas < 1 {
+            return Err(invalid("topic_min_insync_replicas", "must be at least 1"));
+        }
+        if self.topic_min_insync_replicas > self.topic_replication {
+            return Err(invalid(
+                "topic_min_insync_replicas",
+                format!(
+                    "{} is more than topic_replication ({}): no write could ever be acknowledged",
+                    self.topic_min_insync_replicas, self.topic_replication
+                ),
             ));
         }
         Ok(())
@@ -395,6 +417,40 @@ mod tests {
         };
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("egress_allow"), "{e}");
+    }
+
+    #[test]
+    fn min_insync_replicas_is_between_one_and_the_replication() {
+        let with = |replication, min_insync| Config {
+            topic_replication: replication,
+            topic_min_insync_replicas: min_insync,
+            ..Config::default()
+        };
+        assert_eq!(Config::default().topic_min_insync_replicas, 1);
+        assert!(Config::default().validate().is_ok());
+        // Production: three replicas, two of them in sync for a write.
+        assert!(with(3, 2).validate().is_ok());
+        assert!(with(3, 3).validate().is_ok());
+        for (replication, min_insync) in [(3, 0), (1, -1), (1, 2), (3, 4)] {
+            let e = with(replication, min_insync)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("topic_min_insync_replicas"),
+                "({replication}, {min_insync}): {e}"
+            );
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE_TOPIC_REPLICATION", "3");
+            jail.set_env("HOOKLINE_TOPIC_MIN_INSYNC_REPLICAS", "2");
+            let c = Config::load().unwrap();
+            assert_eq!((c.topic_replication, c.topic_min_insync_replicas), (3, 2));
+            jail.set_env("HOOKLINE_TOPIC_REPLICATION", "1");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("topic_min_insync_replicas"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -103,23 +103,26 @@ pub fn transactional_producer(
     Ok(c.create()?)
 }
 
-/// Creates every topic of `config` that does not exist, with its cleanup policy.
+/// Creates every topic of `config` that does not exist, with its cleanup policy, the
+/// configured replication factor and `min.insync.replicas` (topics that exist are left as
+/// they are).
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config)?.create()?;
+    let min_insync = config.topic_min_insync_replicas.to_string();
     let topics: Vec<NewTopic<'_>> = config
         .topics()
         .iter()
         .map(|(name, compacted)| {
-            let t = NewTopic::new(
+            NewTopic::new(
                 name,
                 config.topic_partitions,
                 TopicReplication::Fixed(config.topic_replication),
-            );
-            if *compacted {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t.set("cleanup.policy", "delete")
-            }
+            )
+            .set(
+                "cleanup.policy",
+                if *compacted { "compact" } else { "delete" },
+            )
+            .set("min.insync.replicas", &min_insync)
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
