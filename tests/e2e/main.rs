@@ -13,3 +13,4 @@ mod egress;
 mod router;
 mod support;
 mod worker;
+mod worker_scale;

@@ -18,6 +18,15 @@ use crate::support::{Stack, TENANT_A, TOKEN_A};
 /// Publishes `per_key` events for each of `keys` keys, interleaved, in order per key, with
 /// an idempotent producer (so the broker keeps the order); returns every event id.
 async fn publish(stack: &Stack, keys: usize, per_key: usize) -> Vec<String> {
+    publish_seqs(stack, keys, 0..per_key).await
+}
+
+/// Like [`publish`], with sequence numbers `seqs` for every key.
+pub(crate) async fn publish_seqs(
+    stack: &Stack,
+    keys: usize,
+    seqs: std::ops::Range<usize>,
+) -> Vec<String> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &stack.config.kafka_bootstrap)
         .set("enable.idempotence", "true")
@@ -25,7 +34,7 @@ async fn publish(stack: &Stack, keys: usize, per_key: usize) -> Vec<String> {
         .unwrap();
     let mut ids = Vec::new();
     let mut sends = Vec::new();
-    for seq in 0..per_key {
+    for seq in seqs {
         for k in 0..keys {
             let id = uuid::Uuid::new_v4().to_string();
             let event = json!({"id": id, "type": "ACCOUNT.UPDATED", "tenant": TENANT_A,
@@ -52,7 +61,7 @@ async fn publish(stack: &Stack, keys: usize, per_key: usize) -> Vec<String> {
 
 /// Per key, the sequence numbers in the order requests arrived must never go down: a later
 /// event is never attempted before an earlier one of its key is over (retries repeat it).
-fn assert_ordered_per_key(received: &[Received]) {
+pub(crate) fn assert_ordered_per_key(received: &[Received]) {
     let mut last: HashMap<String, i64> = HashMap::new();
     for r in received {
         let data = &r.json()["data"];
@@ -65,7 +74,7 @@ fn assert_ordered_per_key(received: &[Received]) {
     }
 }
 
-fn delivered_ids(received: &[Received]) -> HashSet<String> {
+pub(crate) fn delivered_ids(received: &[Received]) -> HashSet<String> {
     received
         .iter()
         .filter(|r| (200..300).contains(&r.status))

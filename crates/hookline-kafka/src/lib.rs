@@ -8,6 +8,7 @@
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
+pub mod context;
 pub mod offsets;
 pub mod view;
 
@@ -16,13 +17,16 @@ use std::time::Duration;
 use hookline_config::Config;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
+pub use context::{KafkaContext, brokers_reachable};
 pub use rdkafka;
+
+/// The producer type of every service.
+pub type Producer = FutureProducer<KafkaContext>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -53,20 +57,23 @@ pub fn client_config(config: &Config) -> Result<ClientConfig, KafkaError> {
 }
 
 /// An idempotent producer that waits for every in-sync replica.
-pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
+pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
     let mut c = client_config(config)?;
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "60000");
-    Ok(c.create()?)
+    Ok(c.create_with_context(KafkaContext)?)
 }
 
 /// A consumer in group `{group_prefix}.{name}` with offsets managed by the caller:
 /// auto-commit and auto-store are off, so an offset moves only once its work is durable.
-pub fn group_consumer(config: &Config, name: &str) -> Result<StreamConsumer, KafkaError> {
-    Ok(group_consumer_config(config, name)?.create()?)
+pub fn group_consumer(
+    config: &Config,
+    name: &str,
+) -> Result<StreamConsumer<KafkaContext>, KafkaError> {
+    Ok(group_consumer_config(config, name)?.create_with_context(KafkaContext)?)
 }
 
 /// The settings of [`group_consumer`], for a caller that needs its own consumer context
@@ -91,7 +98,7 @@ pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig
 pub fn transactional_producer(
     config: &Config,
     transactional_id: &str,
-) -> Result<FutureProducer, KafkaError> {
+) -> Result<Producer, KafkaError> {
     let mut c = client_config(config)?;
     c.set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
@@ -100,14 +107,15 @@ pub fn transactional_producer(
         .set("compression.type", "lz4")
         .set("transaction.timeout.ms", "30000")
         .set("message.timeout.ms", "20000");
-    Ok(c.create()?)
+    Ok(c.create_with_context(KafkaContext)?)
 }
 
 /// Creates every topic of `config` that does not exist, with its cleanup policy, the
 /// configured replication factor and `min.insync.replicas` (topics that exist are left as
 /// they are).
 pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config)?.create()?;
+    let admin: AdminClient<KafkaContext> =
+        client_config(config)?.create_with_context(KafkaContext)?;
     let min_insync = config.topic_min_insync_replicas.to_string();
     let topics: Vec<NewTopic<'_>> = config
         .topics()

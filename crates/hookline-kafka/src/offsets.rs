@@ -3,6 +3,11 @@
 //! Architecture Invariant: the committed offset of a partition never passes a record whose
 //! work is not yet durable; it is the lowest offset still pending (or one past the highest
 //! finished when nothing is pending).
+//!
+//! Work finishes out of order, so past the committed offset some records are already done.
+//! [`OffsetTracker::commit_metadata`] writes which are *not* done into the commit's metadata
+//! (up to [`METADATA_BUDGET`] bytes); whoever takes the partition over reads it back as a
+//! [`DoneFilter`] and skips the rest instead of doing them again.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -44,9 +49,101 @@ impl OffsetTracker {
         self.partitions.values().map(|p| p.pending.len()).sum()
     }
 
+    /// The commit metadata of `partition`: which records between its committable offset and
+    /// the highest begun are not finished (see [`DoneFilter`]).
+    pub fn commit_metadata(&self, partition: i32) -> String {
+        let Some(p) = self.partitions.get(&partition) else {
+            return String::new();
+        };
+        let base = p.committable();
+        let mut out = String::new();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for &o in &p.pending {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        let mut upto = p.next;
+        let mut body = String::new();
+        for (a, b) in ranges {
+            let item = if a == b {
+                format!("{}", a - base)
+            } else {
+                format!("{}-{}", a - base, b - base)
+            };
+            if body.len() + item.len() + 1 > METADATA_BUDGET - 48 {
+                // Out of room: from here on nothing counts as done.
+                upto = a;
+                break;
+            }
+            if !body.is_empty() {
+                body.push(',');
+            }
+            body.push_str(&item);
+        }
+        out.push_str(&format!("{METADATA_TAG};{};{body}", upto - base));
+        out
+    }
+
     /// Forgets a partition that was revoked.
     pub fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+    }
+}
+
+/// How much commit metadata a partition gets (brokers accept 4 KiB by default).
+pub const METADATA_BUDGET: usize = 3000;
+const METADATA_TAG: &str = "hl1";
+
+/// Which records past a committed offset are already done, read from commit metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoneFilter {
+    base: i64,
+    upto: i64,
+    /// Not done, sorted, inclusive ranges.
+    pending: Vec<(i64, i64)>,
+}
+
+impl DoneFilter {
+    /// The filter of a partition committed at `base` with `metadata`; `None` when the
+    /// metadata says nothing (or is not ours).
+    pub fn parse(base: i64, metadata: &str) -> Option<Self> {
+        let mut parts = metadata.splitn(3, ';');
+        if parts.next()? != METADATA_TAG {
+            return None;
+        }
+        let upto = base + parts.next()?.parse::<i64>().ok()?;
+        let mut pending = Vec::new();
+        for item in parts.next()?.split(',').filter(|s| !s.is_empty()) {
+            let (a, b) = match item.split_once('-') {
+                Some((a, b)) => (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?),
+                None => {
+                    let a = item.parse::<i64>().ok()?;
+                    (a, a)
+                }
+            };
+            pending.push((base + a, base + b));
+        }
+        (upto > base).then_some(Self {
+            base,
+            upto,
+            pending,
+        })
+    }
+
+    /// Whether the record at `offset` was done by the previous owner.
+    pub fn done(&self, offset: i64) -> bool {
+        if offset < self.base || offset >= self.upto {
+            return false;
+        }
+        let i = self.pending.partition_point(|(a, _)| *a <= offset);
+        !(i > 0 && offset <= self.pending[i - 1].1)
+    }
+
+    /// Whether every offset from `offset` on is past the filter.
+    pub fn passed(&self, offset: i64) -> bool {
+        offset >= self.upto
     }
 }
 
@@ -72,5 +169,43 @@ mod tests {
         assert_eq!(t.finish(0, 13), Some(14));
         assert_eq!(t.pending(), 0);
         assert_eq!(t.finish(1, 0), None);
+    }
+
+    #[test]
+    fn metadata_names_what_is_not_done_and_the_next_owner_skips_the_rest() {
+        let mut t = OffsetTracker::default();
+        for o in 100..120 {
+            t.begin(0, o);
+        }
+        for o in [100, 101, 103, 104, 105, 110, 119] {
+            t.finish(0, o);
+        }
+        // Committable is 102; not done past it: 102, 106-109, 111-118.
+        let meta = t.commit_metadata(0);
+        let f = DoneFilter::parse(102, &meta).expect("ours");
+        let done: Vec<i64> = (95..125).filter(|o| f.done(*o)).collect();
+        assert_eq!(done, [103, 104, 105, 110, 119]);
+        assert!(f.passed(120) && !f.passed(119));
+        assert_eq!(DoneFilter::parse(102, "someone else's"), None);
+        assert_eq!(DoneFilter::parse(102, ""), None);
+    }
+
+    #[test]
+    fn metadata_past_its_budget_counts_nothing_beyond_as_done() {
+        let mut t = OffsetTracker::default();
+        for o in 0..20_000 {
+            t.begin(0, o);
+            if o % 2 == 1 {
+                t.finish(0, o);
+            }
+        }
+        let meta = t.commit_metadata(0);
+        assert!(meta.len() <= METADATA_BUDGET, "{}", meta.len());
+        let f = DoneFilter::parse(0, &meta).unwrap();
+        // Every odd offset below the cut is done, nothing at or after it.
+        let cut = (0..20_000).find(|o| f.passed(*o)).unwrap();
+        assert!(cut > 100 && cut < 20_000);
+        assert!((0..cut).all(|o| f.done(o) == (o % 2 == 1)));
+        assert!((cut..20_000).all(|o| !f.done(o)));
     }
 }

@@ -20,7 +20,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::KafkaError;
+use crate::{KafkaContext, KafkaError};
 
 /// What one record does to the table.
 pub enum Update<V> {
@@ -81,11 +81,12 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = c.create()?;
+        let consumer: BaseConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
         // Watermarks are asked on a client of their own: the broker answers one connection's
         // requests in order, so on the reading client a watermark query would first wait out
         // the pending fetch long-poll (`fetch.wait.max.ms`, 500 ms by default).
-        let watermarks: BaseConsumer = crate::client_config(config)?.create()?;
+        let watermarks: BaseConsumer<KafkaContext> =
+            crate::client_config(config)?.create_with_context(KafkaContext)?;
         let table = Arc::new(RwLock::new(HashMap::new()));
         let (tx, rx) = watch::channel(ViewState::default());
         let view = Self {
@@ -169,8 +170,8 @@ impl<V: Send + Sync + 'static> TopicView<V> {
 }
 
 struct Reader<V, F> {
-    consumer: BaseConsumer,
-    watermarks: BaseConsumer,
+    consumer: BaseConsumer<KafkaContext>,
+    watermarks: BaseConsumer<KafkaContext>,
     topic: String,
     partitions: Vec<i32>,
     table: Arc<RwLock<HashMap<String, V>>>,
@@ -248,7 +249,8 @@ where
                         timeout = Duration::ZERO;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(topic = %self.topic, error = %e, "view read error");
+                        // Brokers away: the client reconnects by itself.
+                        tracing::debug!(topic = %self.topic, error = %e, "view read error");
                         break;
                     }
                     None => break,

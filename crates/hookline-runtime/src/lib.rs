@@ -53,15 +53,25 @@ pub fn shutdown_on_signals() -> CancellationToken {
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// A condition outside the service that must also hold (e.g. brokers reachable).
+    probe: Option<fn() -> bool>,
 }
 
 impl Health {
+    /// Ready only while the service says so and `probe` holds.
+    pub fn with_probe(probe: fn() -> bool) -> Self {
+        Self {
+            ready: Arc::default(),
+            probe: Some(probe),
+        }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.probe.is_none_or(|p| p())
     }
 }
 

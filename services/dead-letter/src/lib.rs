@@ -69,7 +69,7 @@ pub async fn run(
             }
         }
     })?;
-    let health = Health::default();
+    let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let app = Router::new()
         .route("/api/v1/dead-letters", get(list))
         .with_state(AppState {

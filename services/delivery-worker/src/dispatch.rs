@@ -293,6 +293,14 @@ impl Dispatcher {
                     self.on_main(m, job);
                 }
             }
+            Input::Done { partition, offset } => {
+                if !self.owned.contains_key(&partition) {
+                    self.assign(partition);
+                }
+                let mut tracker = lock(&self.tracker);
+                tracker.begin(partition, offset);
+                tracker.finish(partition, offset);
+            }
             Input::Assigned(partitions) => {
                 for p in partitions {
                     if !self.owned.contains_key(&p) {
@@ -379,7 +387,8 @@ impl Dispatcher {
             deadline: Instant::now() + self.grace,
             reply,
         };
-        if lost || self.revoked_idle(&revoking) {
+        // Lost partitions too: what finishes in the grace time is remembered by the source.
+        if self.revoked_idle(&revoking) {
             let _ = revoking.reply.send(());
         } else {
             self.revoking.push(revoking);

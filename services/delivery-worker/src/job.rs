@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_events::time_fmt::now_ms;
-use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_proto::Message as _;
 use hookline_proto::v1::{Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Subscription};
 use hookline_runtime::CancellationToken;
@@ -30,7 +30,7 @@ pub struct Context {
     pub secrets: SecretView,
     secret_box: SecretBox,
     sender: Sender,
-    producer: FutureProducer,
+    producer: hookline_kafka::Producer,
     schedule: Schedule,
     in_memory_max: Duration,
     topic_attempts: String,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::rdkafka::ClientContext;
+use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
 use hookline_kafka::rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use hookline_kafka::rdkafka::error::KafkaError;
 use hookline_kafka::rdkafka::message::Message;
@@ -120,8 +121,14 @@ impl Lanes {
 struct QuietEof;
 
 impl ClientContext for QuietEof {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        hookline_kafka::KafkaContext.log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(%error, reason, "retry-lane reader client");
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            hookline_kafka::KafkaContext.error(error, reason);
+        }
     }
 }
 

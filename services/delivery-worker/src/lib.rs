@@ -66,7 +66,7 @@ pub async fn run(
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let health = Health::default();
+    let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
         hookline_runtime::health_routes(health.clone()),

@@ -8,7 +8,10 @@
 //!   dispatcher as [`Input::Revoke`]; the callback waits for its answer (the partitions'
 //!   in-flight attempts finished within the grace time, the rest of their queues dropped),
 //!   commits the offsets it got back and only then lets librdkafka hand the partitions on. Lost
-//!   partitions (session expired) are dropped without a commit: they are someone else's.
+//!   partitions (session expired) are not committed: they are someone else's. Either way
+//!   the worker remembers where it finished, and should a partition come back it starts
+//!   there if that is past the committed offset (work done while the brokers were away is
+//!   not done again).
 //! - Every assignment is reported as [`Input::Assigned`] (the dispatcher adopts the
 //!   partitions' parked subscriptions).
 //! - Done offsets are committed every [`COMMIT_EVERY`], and once more when the source stops,
@@ -16,17 +19,21 @@
 //! - Broker trouble (all brokers down, transport errors, coordinator moves) is weather: it is
 //!   logged, readiness goes false, and the consumer carries on when the brokers are back.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookline_config::Config;
-use hookline_kafka::offsets::OffsetTracker;
+use hookline_kafka::KafkaContext;
+use hookline_kafka::offsets::{DoneFilter, OffsetTracker};
+use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
 use hookline_kafka::rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol,
 };
 use hookline_kafka::rdkafka::error::KafkaError;
 use hookline_kafka::rdkafka::message::Message;
+use hookline_kafka::rdkafka::types::RDKafkaRespErr;
 use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
@@ -43,6 +50,11 @@ pub enum Input {
         partition: i32,
         offset: i64,
         job: Option<Box<DeliveryJob>>,
+    },
+    /// A record of `deliveries` that the partition's previous owner already finished.
+    Done {
+        partition: i32,
+        offset: i64,
     },
     Assigned(Vec<i32>),
     /// Stop these partitions' work; answer on `reply` once nothing of theirs runs any more
@@ -62,6 +74,10 @@ struct Shared {
     full: AtomicBool,
     paused: AtomicBool,
     brokers_down: AtomicBool,
+    /// Where this worker finished partitions it no longer has, in case they come back.
+    finished: Mutex<HashMap<i32, i64>>,
+    /// Records past the committed offset that the previous owner finished (commit metadata).
+    done: Mutex<HashMap<i32, DoneFilter>>,
     /// How long a revocation may wait for the dispatcher.
     revoke_wait: Duration,
 }
@@ -75,29 +91,81 @@ pub fn lock(t: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        KafkaContext.log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         use hookline_kafka::rdkafka::types::RDKafkaErrorCode as Code;
-        match error.rdkafka_error_code() {
-            Some(Code::AllBrokersDown) => {
-                self.shared.brokers_down.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    reason,
-                    "deliveries consumer: all brokers down; waiting for them"
-                );
-            }
-            _ => tracing::warn!(%error, reason, "deliveries consumer"),
+        if error.rdkafka_error_code() == Some(Code::AllBrokersDown) {
+            self.shared.brokers_down.store(true, Ordering::Relaxed);
         }
+        KafkaContext.error(error, reason);
     }
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            if let Rebalance::Error(e) = rebalance {
-                tracing::warn!(error = %e, "deliveries rebalance error");
+    fn commit_callback(
+        &self,
+        result: hookline_kafka::rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => tracing::trace!(?offsets, "offsets committed"),
+            Err(e) => tracing::debug!(error = %e, "offset commit failed; will repeat"),
+        }
+    }
+
+    /// Runs the rebalance itself (rather than around librdkafka's default) so an assignment
+    /// can start where this worker knows it finished: see [`SourceContext::assign`].
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, tpl);
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if self.shared.paused.load(Ordering::Relaxed) {
+                    let _ = consumer.pause(tpl);
+                }
+                let _ = self.shared.inputs.send(Input::Assigned(partitions_of(tpl)));
+                r
             }
-            return;
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "deliveries rebalance error");
+                Ok(())
+            }
         };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "deliveries rebalance");
+        }
+    }
+}
+
+impl SourceContext {
+    /// Stops the dispatcher's work on the revoked partitions (waiting for attempts under
+    /// way, within the grace time), commits what finished, and remembers it in case the
+    /// commit did not get through (brokers away, partitions lost).
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         let lost = consumer.assignment_lost();
         tracing::info!(?partitions, lost, "deliveries partitions revoked");
@@ -114,22 +182,63 @@ impl ConsumerContext for SourceContext {
         if !lost {
             commit_partitions(consumer, &self.shared, &partitions, CommitMode::Sync);
         }
+        let mut done = lock_any(&self.shared.done);
+        for p in &partitions {
+            done.remove(p);
+        }
+        drop(done);
         let mut tracker = lock(&self.shared.tracker);
+        let mut finished = lock_any(&self.shared.finished);
+        for (p, o) in tracker.committable() {
+            if partitions.contains(&p) {
+                finished.insert(p, o);
+            }
+        }
         for p in &partitions {
             tracker.forget(*p);
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = partitions_of(tpl);
-            tracing::info!(?partitions, "deliveries partitions assigned");
-            if self.shared.paused.load(Ordering::Relaxed) {
-                let _ = consumer.pause(tpl);
+    /// A partition this worker had before starts at the later of its committed offset and
+    /// where this worker finished it: work done while the brokers were away (when nothing
+    /// could be committed) is not done again.
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions = partitions_of(tpl);
+        let mut ask = TopicPartitionList::new();
+        for p in &partitions {
+            ask.add_partition(&self.shared.topic, *p);
+        }
+        let Ok(committed) = consumer.committed_offsets(ask, Duration::from_secs(10)) else {
+            return;
+        };
+        let mut finished = lock_any(&self.shared.finished);
+        let mut done = lock_any(&self.shared.done);
+        for p in partitions {
+            let Some(elem) = committed.find_partition(&self.shared.topic, p) else {
+                continue;
+            };
+            let theirs = elem.offset().to_raw().unwrap_or(-1);
+            if let Some(mine) = finished.remove(&p)
+                && mine > theirs
+            {
+                tracing::info!(
+                    partition = p,
+                    from = mine,
+                    committed = theirs,
+                    "resuming where this worker finished"
+                );
+                let _ = tpl.set_partition_offset(&self.shared.topic, p, Offset::Offset(mine));
+                continue;
             }
-            let _ = self.shared.inputs.send(Input::Assigned(partitions));
+            if let Some(filter) = DoneFilter::parse(theirs, elem.metadata()) {
+                done.insert(p, filter);
+            }
         }
     }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
@@ -143,11 +252,15 @@ fn commit_partitions(
     partitions: &[i32],
     mode: CommitMode,
 ) {
-    let offsets = lock(&shared.tracker).committable();
     let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
-        if partitions.is_empty() || partitions.contains(&p) {
-            let _ = tpl.add_partition_offset(&shared.topic, p, Offset::Offset(o));
+    {
+        let tracker = lock(&shared.tracker);
+        for (p, o) in tracker.committable() {
+            if partitions.is_empty() || partitions.contains(&p) {
+                let mut elem = tpl.add_partition(&shared.topic, p);
+                let _ = elem.set_offset(Offset::Offset(o));
+                elem.set_metadata(tracker.commit_metadata(p));
+            }
         }
     }
     if tpl.count() == 0 {
@@ -194,6 +307,8 @@ pub fn start(
         full: AtomicBool::new(false),
         paused: AtomicBool::new(false),
         brokers_down: AtomicBool::new(false),
+        finished: Mutex::new(HashMap::new()),
+        done: Mutex::new(HashMap::new()),
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
     });
     let mut c = hookline_kafka::group_consumer_config(config, "delivery-worker")?;
@@ -212,6 +327,19 @@ pub fn start(
         .spawn(move || poll_loop(consumer, shared, health, stop))
         .map_err(crate::Error::Io)?;
     Ok((source, rx, thread))
+}
+
+/// Whether the partition's previous owner finished this record (its commit metadata says so).
+fn already_done(shared: &Shared, partition: i32, offset: i64) -> bool {
+    let mut filters = lock_any(&shared.done);
+    let Some(filter) = filters.get(&partition) else {
+        return false;
+    };
+    if filter.passed(offset) {
+        filters.remove(&partition);
+        return false;
+    }
+    filter.done(offset)
 }
 
 fn poll_loop(
@@ -239,6 +367,17 @@ fn poll_loop(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 shared.brokers_down.store(false, Ordering::Relaxed);
+                let (partition, offset) = (m.partition(), m.offset());
+                if already_done(&shared, partition, offset) {
+                    if shared
+                        .inputs
+                        .send(Input::Done { partition, offset })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 let job = m
                     .payload()
                     .and_then(|p| DeliveryJob::decode(p).ok())

@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use hookline_config::Config;
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use hookline_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use hookline_kafka::rdkafka::producer::{DeliveryFuture, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeliveryJob, ParkedState};
 use tokio::sync::mpsc;
@@ -59,14 +59,14 @@ struct Topics {
 }
 
 /// A producer that waits out outages instead of failing records.
-pub fn producer(config: &Config) -> Result<FutureProducer, hookline_kafka::KafkaError> {
+pub fn producer(config: &Config) -> Result<hookline_kafka::Producer, hookline_kafka::KafkaError> {
     let mut c = hookline_kafka::client_config(config)?;
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "0");
-    Ok(c.create()?)
+    Ok(c.create_with_context(hookline_kafka::KafkaContext)?)
 }
 
 /// Starts the writer; acknowledgements arrive on the returned receiver.
@@ -87,7 +87,7 @@ pub fn start(
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Ack> + Send>>;
 
 async fn run(
-    producer: FutureProducer,
+    producer: hookline_kafka::Producer,
     topics: Topics,
     mut writes: mpsc::UnboundedReceiver<Write>,
     acks: mpsc::UnboundedSender<Ack>,
@@ -110,7 +110,7 @@ async fn run(
 }
 
 /// Hands `w` to the producer (waiting while its queue is full) and returns its ack.
-async fn submit(producer: &FutureProducer, topics: &Topics, w: Write) -> Pending {
+async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) -> Pending {
     let (topic, key, payload) = match &w {
         Write::Append { sub, job, .. } => (&topics.lane, sub.clone(), Some(job.encode_to_vec())),
         Write::State { state, .. } => (
@@ -155,7 +155,7 @@ async fn submit(producer: &FutureProducer, topics: &Topics, w: Write) -> Pending
 }
 
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &hookline_kafka::Producer,
     topic: &str,
     key: &str,
     payload: Option<&[u8]>,

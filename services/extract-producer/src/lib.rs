@@ -16,7 +16,6 @@ use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
 use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::rdkafka::Message as _;
-use hookline_kafka::rdkafka::producer::FutureProducer;
 use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
@@ -39,7 +38,7 @@ pub enum Error {
 pub(crate) struct AppState {
     pub balances: TopicView<BalanceRow>,
     pub extracts: TopicView<ExtractRecord>,
-    pub producer: FutureProducer,
+    pub producer: hookline_kafka::Producer,
     pub topic_events: String,
     pub topic_extracts: String,
     pub tokens: Arc<TokenTable>,
@@ -96,7 +95,7 @@ pub async fn run(
         topic_extracts: config.topic_extracts.clone(),
         tokens: TokenTable::from_config(&config)?,
     };
-    let health = Health::default();
+    let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let app = Router::new()
         .merge(api::routes())
         .with_state(state)

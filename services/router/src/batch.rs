@@ -99,7 +99,7 @@ impl BatchLoop {
                     Ok(m) => break m.detach(),
                     Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
                     Err(e) => {
-                        tracing::warn!(error = %e, "consuming events");
+                        tracing::debug!(error = %e, "consuming events");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -113,7 +113,7 @@ impl BatchLoop {
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => batch.push(m.detach()),
                     Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
-                    Err(e) => tracing::warn!(error = %e, "consuming events"),
+                    Err(e) => tracing::debug!(error = %e, "consuming events"),
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }

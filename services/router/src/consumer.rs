@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hookline_config::Config;
+use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
 use hookline_kafka::rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -23,7 +24,15 @@ pub struct RouterContext {
     revocations: AtomicU64,
 }
 
-impl ClientContext for RouterContext {}
+impl ClientContext for RouterContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        hookline_kafka::KafkaContext.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        hookline_kafka::KafkaContext.error(error, reason);
+    }
+}
 
 impl ConsumerContext for RouterContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

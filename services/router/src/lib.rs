@@ -51,7 +51,7 @@ pub async fn run(
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let health = Health::default();
+    let health = Health::with_probe(hookline_kafka::brokers_reachable);
     // The health server also stops when routing stops on an error (e.g. fenced).
     let server_stop = shutdown.child_token();
     let server = tokio::spawn(hookline_runtime::serve(

@@ -13,7 +13,7 @@ use hookline_config::Config;
 use hookline_kafka::rdkafka::TopicPartitionList;
 use hookline_kafka::rdkafka::consumer::ConsumerGroupMetadata;
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use hookline_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use hookline_kafka::rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use hookline_runtime::CancellationToken;
 
 use crate::route::Outgoing;
@@ -92,7 +92,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub struct TxnProducer {
-    producer: FutureProducer,
+    producer: hookline_kafka::Producer,
 }
 
 impl TxnProducer {

@@ -68,7 +68,7 @@ pub async fn run(
     }
     let tokens = TokenTable::from_config(&config)?;
     let store = Store::start(&config)?;
-    let health = Health::default();
+    let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let state = AppState {
         store: store.clone(),
         tokens,

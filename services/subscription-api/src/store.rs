@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hookline_auth::{Principal, Role};
 use hookline_config::Config;
-use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
 use hookline_proto::v1::{Dialect, NameClaim, RegisteredEventType, Secret, Subscription};
 use hookline_runtime::ApiError;
@@ -17,7 +17,7 @@ use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
 #[derive(Clone)]
 pub struct Store {
-    producer: FutureProducer,
+    producer: hookline_kafka::Producer,
     pub subscriptions: SubscriptionView,
     pub secrets: SecretView,
     /// Current holder of each claimed name, keyed `kind/tenant/name`.

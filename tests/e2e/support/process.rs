@@ -53,11 +53,48 @@ impl Service {
             .envs(env_of(config))
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // Services log to stdout; `HOOKLINE_TEST_LOGS=1` shows their logs.
+        if std::env::var_os("HOOKLINE_TEST_LOGS").is_some() {
+            cmd.stdout(Stdio::inherit());
+        } else {
+            cmd.stdout(Stdio::null());
+        }
         Service {
             child: cmd.spawn().expect("start service process"),
         }
+    }
+
+    /// SIGTERM, then waits for the process to exit (SIGKILL after `secs`); returns whether
+    /// it exited by itself, successfully.
+    pub fn terminate(mut self, secs: u64) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Still running (it has not exited on its own).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Peak resident memory (VmHWM) in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     /// SIGKILL, and reap it.

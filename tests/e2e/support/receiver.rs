@@ -41,6 +41,9 @@ struct Inner {
     delay: Duration,
     serving: usize,
     max_serving: usize,
+    /// Answer 500 to every n-th request (0: never).
+    fail_every: usize,
+    count: usize,
 }
 
 #[derive(Clone)]
@@ -56,7 +59,12 @@ async fn handle(
 ) -> StatusCode {
     let (code, delay) = {
         let mut g = inner.lock().unwrap();
-        let code = g.script.pop_front().unwrap_or(g.then);
+        g.count += 1;
+        let code = match g.script.pop_front() {
+            Some(code) => code,
+            None if g.fail_every > 0 && g.count % g.fail_every == 0 => 500,
+            None => g.then,
+        };
         g.received.push(Received {
             headers,
             body,
@@ -95,6 +103,11 @@ impl Receiver {
     /// From now on, answer `status` (after the script, if any is left).
     pub fn answer(&self, status: u16) {
         self.inner.lock().unwrap().then = status;
+    }
+
+    /// Answer 500 to every `n`-th request from now on (a flaky endpoint).
+    pub fn fail_every(&self, n: usize) {
+        self.inner.lock().unwrap().fail_every = n;
     }
 
     /// Hold every answer for `delay`.

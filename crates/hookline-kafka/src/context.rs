@@ -1,0 +1,94 @@
+//! The client context every Hookline Kafka client runs with.
+//!
+//! A broker outage is weather, not an operator's emergency: librdkafka reconnects by itself,
+//! so connection failures are logged at DEBUG, and "all brokers down" at WARN at most once
+//! per [`OUTAGE_LOG_EVERY`] for the whole process. [`brokers_reachable`] tells readiness
+//! probes whether any client of the process saw every broker down just now.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// How often an ongoing outage is logged.
+pub const OUTAGE_LOG_EVERY_MS: i64 = 30_000;
+/// For how long "all brokers down" makes the process not ready. librdkafka repeats the
+/// report while it keeps failing to connect, so this is the time since the last failure.
+pub const OUTAGE_HOLD_MS: i64 = 5_000;
+
+static LAST_ALL_DOWN_MS: AtomicI64 = AtomicI64::new(0);
+static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// False while some client of this process has found every broker down in the last
+/// [`OUTAGE_HOLD_MS`].
+pub fn brokers_reachable() -> bool {
+    now_ms() - LAST_ALL_DOWN_MS.load(Ordering::Relaxed) > OUTAGE_HOLD_MS
+}
+
+/// Records an "all brokers down" report; logs it if the outage was not logged lately.
+pub fn note_all_brokers_down(reason: &str) {
+    let now = now_ms();
+    LAST_ALL_DOWN_MS.store(now, Ordering::Relaxed);
+    let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+    if now - last >= OUTAGE_LOG_EVERY_MS
+        && LAST_LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            reason,
+            "Kafka brokers unreachable; clients keep reconnecting"
+        );
+    }
+}
+
+/// Classifies a client error the way [`KafkaContext`] logs it.
+pub fn log_client_error(error: &KafkaError, reason: &str) {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::AllBrokersDown) => note_all_brokers_down(reason),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::PartitionEOF,
+        ) => tracing::debug!(%error, reason, "kafka client"),
+        _ => tracing::warn!(%error, reason, "kafka client"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KafkaContext;
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // Connection failures (facility FAIL) come and go with the brokers.
+        let quiet = matches!(fac, "FAIL" | "CONNECT" | "DISCONNECT");
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning
+                if !quiet =>
+            {
+                tracing::warn!(target: "librdkafka", fac, "{log_message}")
+            }
+            _ => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
