@@ -8,6 +8,8 @@ mod api_plaintext;
 mod api_replicas;
 mod api_support;
 mod api_synctera;
+#[path = "../shared/binaries.rs"]
+mod binaries;
 mod delivery;
 mod egress;
 mod router;

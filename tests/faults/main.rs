@@ -7,6 +7,8 @@
 //!
 //! `cargo build --workspace --locked && cargo test -p hookline-tests --test faults -- --nocapture`
 
+#[path = "../shared/binaries.rs"]
+mod binaries;
 mod broker;
 mod cluster;
 mod support;

@@ -48,7 +48,8 @@ impl Context {
             secrets: hookline_state::secrets(config)?,
             secret_box: SecretBox::from_config(config)?,
             sender: Sender::new(config)?,
-            producer: hookline_kafka::producer(config)?,
+            // Attempt records and dead letters wait out a broker outage instead of timing out.
+            producer: crate::writer::producer(config)?,
             schedule: Schedule {
                 delays: config.retry_delays()?,
                 jitter: config.retry_jitter,
@@ -223,12 +224,12 @@ impl Context {
                 let id = job.delivery_id.clone();
                 tokio::spawn(async move {
                     if let Ok(Err((e, _))) = ack.await {
-                        tracing::warn!(delivery_id = %id, error = %e, "attempt record not written");
+                        tracing::debug!(delivery_id = %id, error = %e, "attempt record not written");
                     }
                 });
             }
             Err((e, _)) => {
-                tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
+                tracing::debug!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
             }
         }
     }
@@ -261,8 +262,19 @@ impl Context {
         }
     }
 
-    /// 410 Gone: the subscription is disabled by writing its next state.
-    async fn disable(&self, mut sub: Subscription) {
+    /// 410 Gone: the subscription is disabled by writing its next state, only if it is still
+    /// the state the attempt was made with once the view has caught up with every change
+    /// acknowledged until now: an edit made since (a new URL, say) is never reverted, and
+    /// its endpoint gets its own chance.
+    async fn disable(&self, attempted: Subscription) {
+        self.subscriptions.sync().await;
+        let Some(mut sub) = self.subscriptions.get(&attempted.id) else {
+            return;
+        };
+        if sub.version != attempted.version || !sub.enabled {
+            tracing::info!(subscription_id = %sub.id, "410 Gone, but the subscription changed since the attempt; not disabled");
+            return;
+        }
         sub.enabled = false;
         sub.version += 1;
         sub.updated_at_ms = now_ms();

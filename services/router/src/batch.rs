@@ -7,7 +7,9 @@
 //! gathering, the batch is dropped unproduced; if a transaction step fails, it is aborted (or
 //! its producer replaced). Either way the batch's partitions are rewound to their committed
 //! offsets and read again, so each event's jobs are committed exactly once. A router fenced
-//! by a newer process with its name (producer or static group member) stops with an error.
+//! by a newer process with its name (its producer fenced) stops with an error; a consumer
+//! whose static membership was taken over (after a broker outage longer than the session, by
+//! this router's own new session) is replaced and joins again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub const MAX_BATCH: usize = 1000;
 /// How long a batch keeps gathering after its first record: a transaction commit costs a
 /// few broker round trips, so they are shared by the records of a few milliseconds.
 pub const LINGER: Duration = Duration::from_millis(5);
+/// How long after a broker outage a lost static membership counts as this router's own.
+const RECENT_OUTAGE_MS: i64 = 180_000;
 
 pub struct BatchLoop {
     pub config: Config,
@@ -43,6 +47,8 @@ pub struct BatchLoop {
 
 enum Gathered {
     Batch(Vec<OwnedMessage>),
+    /// The consumer can no longer be used (its static membership was taken over).
+    ConsumerLost(String),
     /// A revocation happened while gathering: route none of these, rewind their partitions.
     Revoked(Vec<OwnedMessage>),
     Shutdown,
@@ -54,6 +60,10 @@ impl BatchLoop {
         loop {
             let batch = match self.gather().await? {
                 Gathered::Shutdown => return Ok(()),
+                Gathered::ConsumerLost(reason) => {
+                    self.replace_consumer(&reason)?;
+                    continue;
+                }
                 Gathered::Revoked(batch) => {
                     tracing::info!(
                         records = batch.len(),
@@ -97,7 +107,7 @@ impl BatchLoop {
                 _ = self.shutdown.cancelled() => return Ok(Gathered::Shutdown),
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => break m.detach(),
-                    Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
+                    Err(e) if consumer::is_fatal(&e) => return Ok(Gathered::ConsumerLost(e.to_string())),
                     Err(e) => {
                         tracing::debug!(error = %e, "consuming events");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -112,7 +122,7 @@ impl BatchLoop {
                 biased;
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => batch.push(m.detach()),
-                    Err(e) if consumer::is_fatal(&e) => return Err(Error::Fenced(e.to_string())),
+                    Err(e) if consumer::is_fatal(&e) => return Ok(Gathered::ConsumerLost(e.to_string())),
                     Err(e) => tracing::debug!(error = %e, "consuming events"),
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -153,6 +163,21 @@ impl BatchLoop {
         self.producer.commit(next_offsets(batch)?, group).await
     }
 
+    /// The consumer's static membership was taken over. Right after the brokers were away
+    /// (longer than the session timeout), the taker is this router's own new session: join
+    /// again. Otherwise it is another process with this instance's name: this one stops.
+    fn replace_consumer(&mut self, reason: &str) -> Result<(), Error> {
+        if let Some(fenced) = self.producer.fenced() {
+            return Err(Error::Fenced(fenced));
+        }
+        if !hookline_kafka::context::outage_within(RECENT_OUTAGE_MS) {
+            return Err(Error::Fenced(reason.to_owned()));
+        }
+        tracing::warn!(%reason, "events consumer lost its group membership; joining again");
+        self.consumer = consumer::start(&self.config, &self.transactional_id)?;
+        Ok(())
+    }
+
     async fn replace_producer(&mut self, reason: &str) -> Result<(), Error> {
         // Whatever the failing call said, a fenced producer must not be replaced: the new
         // one would fence the newer instance in turn.
@@ -172,12 +197,13 @@ impl BatchLoop {
 
     /// Rewinds the batch's partitions to their committed offsets, retrying until it works:
     /// reading on without it would skip the records of the dropped batch.
-    async fn rewind(&self, batch: &[OwnedMessage]) -> Result<(), Error> {
+    async fn rewind(&mut self, batch: &[OwnedMessage]) -> Result<(), Error> {
         let partitions: Vec<i32> = partitions_of(batch).keys().copied().collect();
-        let topic = &self.config.topic_events;
-        while let Err(e) = consumer::rewind(&self.consumer, topic, partitions.clone()).await {
+        let topic = self.config.topic_events.clone();
+        while let Err(e) = consumer::rewind(&self.consumer, &topic, partitions.clone()).await {
             if matches!(&e, hookline_kafka::KafkaError::Client(c) if consumer::is_fatal(c)) {
-                return Err(Error::Fenced(e.to_string()));
+                // A new consumer starts from the committed offsets: the rewind is done.
+                return self.replace_consumer(&e.to_string());
             }
             tracing::warn!(error = %e, "rewinding the events consumer; retrying");
             tokio::select! {

@@ -128,7 +128,7 @@ pub fn config(bootstrap: &str, replication: i32, min_insync: i32) -> Config {
         // The receiver listens on 127.0.0.1; nothing else is allowed past the egress guard.
         egress_allow: "127.0.0.1/32".into(),
         log_format: "pretty".into(),
-        log_level: "info".into(),
+        log_level: std::env::var("HOOKLINE_FAULTS_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         shutdown_grace: "2s".into(),
         ..Config::default()
     };

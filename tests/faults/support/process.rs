@@ -8,40 +8,7 @@ use std::time::{Duration, Instant};
 
 use hookline_config::Config;
 
-/// `target/<profile>/<name>`, next to the test executable's `deps/` folder (as the e2e
-/// suite's `support::process::binary`).
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile folder");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --workspace` first (`make test` does)",
-        path.display()
-    );
-    path
-}
-
-/// Every setting of `config` as `HOOKLINE_` environment variables (as the e2e suite's
-/// `support::process::env_of`).
-pub fn env_of(config: &Config) -> Vec<(String, String)> {
-    let value = serde_json::to_value(config).expect("config serializes");
-    value
-        .as_object()
-        .expect("config is an object")
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (format!("HOOKLINE_{}", k.to_uppercase()), text)
-        })
-        .collect()
-}
+pub use crate::binaries::{binary, env_of};
 
 /// The five services: binary name and the address its `/readyz` answers on.
 fn services(config: &Config) -> [(&'static str, std::net::SocketAddr); 5] {
