@@ -90,6 +90,8 @@ impl Lanes {
                 events: self.events.clone(),
                 subs: HashMap::new(),
                 assigned_at: None,
+                assigned: false,
+                reposition: None,
             };
             tokio::spawn(reader.run(rx, self.shutdown.clone()));
             tx
@@ -148,9 +150,12 @@ struct Reader {
     permits: usize,
     events: mpsc::UnboundedSender<LaneReport>,
     subs: HashMap<String, SubRead>,
-    /// Offset of the current assignment; an end-of-partition counts for a subscription only
-    /// when its reading started at or after it.
+    /// Where the current reading of the partition started; an end-of-partition counts for a
+    /// subscription only when its reading started at or after it.
     assigned_at: Option<i64>,
+    assigned: bool,
+    /// A position still to be taken (a seek that was refused).
+    reposition: Option<i64>,
 }
 
 impl Reader {
@@ -169,17 +174,38 @@ impl Reader {
         Ok(c.create_with_context(QuietEof)?)
     }
 
-    fn assign(&mut self, consumer: &StreamConsumer<QuietEof>, at: i64) {
-        let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition_offset(
-            &self.config.topic_retry_lane,
-            self.partition,
-            Offset::Offset(at),
-        );
-        match consumer.assign(&tpl) {
-            Ok(()) => self.assigned_at = Some(at),
+    /// Reads from `at` on: the first time by assigning the partition, later by seeking it
+    /// (assigning again while the previous assignment's fetcher stops races inside
+    /// librdkafka). A seek that is refused (the fetcher not started yet) is tried again on the
+    /// next tick.
+    fn position_at(&mut self, consumer: &StreamConsumer<QuietEof>, at: i64) {
+        let topic = &self.config.topic_retry_lane;
+        if !self.assigned {
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition_offset(topic, self.partition, Offset::Offset(at));
+            match consumer.assign(&tpl) {
+                Ok(()) => {
+                    self.assigned = true;
+                    self.assigned_at = Some(at);
+                    self.reposition = None;
+                }
+                Err(e) => {
+                    tracing::debug!(partition = self.partition, error = %e, "retry-lane reader: assign");
+                    self.reposition = Some(at);
+                }
+            }
+            return;
+        }
+        match consumer.seek(topic, self.partition, Offset::Offset(at), Duration::ZERO) {
+            Ok(()) => {
+                self.assigned_at = Some(at);
+                self.reposition = None;
+            }
             Err(e) => {
-                tracing::warn!(partition = self.partition, error = %e, "retry-lane reader: assign")
+                tracing::debug!(partition = self.partition, error = %e, "retry-lane reader: seek");
+                // No end of partition counts until the seek is done.
+                self.assigned_at = None;
+                self.reposition = Some(at.min(self.reposition.unwrap_or(at)));
             }
         }
     }
@@ -224,7 +250,7 @@ impl Reader {
                         // Start over at the lowest offset wanted: a fresh assignment also
                         // reports the end of the partition anew.
                         if let Some(at) = self.lowest_wanted() {
-                            self.assign(&consumer, at);
+                            self.position_at(&consumer, at);
                         }
                     }
                     Some(Command::Stop { sub }) => {
@@ -242,8 +268,8 @@ impl Reader {
                             s.next
                         })
                         .min();
-                    if let Some(at) = back {
-                        self.assign(&consumer, at);
+                    if let Some(at) = back.into_iter().chain(self.reposition).min() {
+                        self.position_at(&consumer, at);
                     }
                 }
                 msg = consumer.recv(), if !self.subs.is_empty() => match msg {

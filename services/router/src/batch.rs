@@ -33,8 +33,11 @@ pub const MAX_BATCH: usize = 1000;
 /// How long a batch keeps gathering after its first record: a transaction commit costs a
 /// few broker round trips, so they are shared by the records of a few milliseconds.
 pub const LINGER: Duration = Duration::from_millis(5);
-/// How long after a broker outage a lost static membership counts as this router's own.
-const RECENT_OUTAGE_MS: i64 = 180_000;
+/// Memberships lost in a row (no batch committed in between) before this router concludes
+/// another process runs under its name.
+const MAX_LOST_MEMBERSHIPS: u32 = 3;
+/// How long a replaced consumer may take to close before its successor joins anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 pub struct BatchLoop {
     pub config: Config,
@@ -43,6 +46,8 @@ pub struct BatchLoop {
     pub consumer: Arc<EventConsumer>,
     pub producer: TxnProducer,
     pub shutdown: CancellationToken,
+    /// Consumer memberships lost since the last committed batch.
+    pub lost_memberships: u32,
 }
 
 enum Gathered {
@@ -62,6 +67,7 @@ impl BatchLoop {
                 Gathered::Shutdown => return Ok(()),
                 Gathered::ConsumerLost(reason) => {
                     self.replace_consumer(&reason)?;
+                    self.renew_consumer().await?;
                     continue;
                 }
                 Gathered::Revoked(batch) => {
@@ -75,7 +81,7 @@ impl BatchLoop {
                 Gathered::Batch(batch) => batch,
             };
             match self.transact(&batch).await {
-                Ok(()) => {}
+                Ok(()) => self.lost_memberships = 0,
                 Err(Failure::Abort(reason)) => {
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; re-reading its records");
                     match self.producer.abort().await {
@@ -163,18 +169,24 @@ impl BatchLoop {
         self.producer.commit(next_offsets(batch)?, group).await
     }
 
-    /// The consumer's static membership was taken over. Right after the brokers were away
-    /// (longer than the session timeout), the taker is this router's own new session: join
-    /// again. Otherwise it is another process with this instance's name: this one stops.
+    /// The consumer's static membership was taken over. Its own session expiring (the group
+    /// coordinator away, the brokers restarted) ends that way: librdkafka rejoins with a new
+    /// member id under the same instance name. So join again, unless the producer is fenced
+    /// (a newer process with this name ran `init_transactions`) or memberships keep being
+    /// taken without a batch committed in between (another process with this name): then
+    /// this one stops.
     fn replace_consumer(&mut self, reason: &str) -> Result<(), Error> {
         if let Some(fenced) = self.producer.fenced() {
             return Err(Error::Fenced(fenced));
         }
-        if !hookline_kafka::context::outage_within(RECENT_OUTAGE_MS) {
-            return Err(Error::Fenced(reason.to_owned()));
+        self.lost_memberships += 1;
+        if self.lost_memberships > MAX_LOST_MEMBERSHIPS {
+            return Err(Error::Fenced(format!(
+                "{reason} ({} times without a batch committed)",
+                self.lost_memberships
+            )));
         }
         tracing::warn!(%reason, "events consumer lost its group membership; joining again");
-        self.consumer = consumer::start(&self.config, &self.transactional_id)?;
         Ok(())
     }
 
@@ -195,22 +207,27 @@ impl BatchLoop {
         Ok(())
     }
 
-    /// Rewinds the batch's partitions to their committed offsets, retrying until it works:
-    /// reading on without it would skip the records of the dropped batch.
+    /// Rewinds to the committed offsets by replacing the consumer: a static member that
+    /// closes does not leave the group, so the new consumer takes the same partitions back at
+    /// once and starts them at their committed offsets. (Seeking the old consumer instead
+    /// could leave it reading nothing after a coordinator change.)
     async fn rewind(&mut self, batch: &[OwnedMessage]) -> Result<(), Error> {
-        let partitions: Vec<i32> = partitions_of(batch).keys().copied().collect();
-        let topic = self.config.topic_events.clone();
-        while let Err(e) = consumer::rewind(&self.consumer, &topic, partitions.clone()).await {
-            if matches!(&e, hookline_kafka::KafkaError::Client(c) if consumer::is_fatal(c)) {
-                // A new consumer starts from the committed offsets: the rewind is done.
-                return self.replace_consumer(&e.to_string());
-            }
-            tracing::warn!(error = %e, "rewinding the events consumer; retrying");
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        tracing::debug!(
+            records = batch.len(),
+            "re-reading from the committed offsets"
+        );
+        self.renew_consumer().await
+    }
+
+    /// Closes the consumer, then joins again with a new one under the same instance name
+    /// (never two at once: they would fence each other).
+    async fn renew_consumer(&mut self) -> Result<(), Error> {
+        let new = consumer::create(&self.config, &self.transactional_id)?;
+        let old = std::mem::replace(&mut self.consumer, new);
+        // Closing may wait for the group coordinator: not on this task, and not for ever.
+        let close = tokio::task::spawn_blocking(move || drop(old));
+        let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
+        consumer::subscribe(&self.consumer, &self.config)?;
         Ok(())
     }
 }

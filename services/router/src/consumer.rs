@@ -4,11 +4,11 @@
 //!
 //! Rebalance callbacks run only inside `recv`. The router calls `recv` only while it gathers
 //! a batch, never while a transaction is open, so a revocation can only land between two
-//! transactions: the batch loop then drops what it gathered and rewinds (see `batch.rs`).
+//! transactions: the batch loop then drops what it gathered and rewinds (see `batch.rs`) by
+//! replacing the consumer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
@@ -16,7 +16,7 @@ use hookline_kafka::rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
+use hookline_kafka::rdkafka::{ClientContext, TopicPartitionList};
 
 /// Counts revocations (and rebalance errors, which may have lost partitions).
 #[derive(Default)]
@@ -78,53 +78,25 @@ pub fn start(
     config: &Config,
     instance_id: &str,
 ) -> Result<Arc<EventConsumer>, hookline_kafka::KafkaError> {
+    let consumer = create(config, instance_id)?;
+    subscribe(&consumer, config)?;
+    Ok(consumer)
+}
+
+/// Creates the consumer, not yet subscribed (it joins the group when subscribed).
+pub fn create(
+    config: &Config,
+    instance_id: &str,
+) -> Result<Arc<EventConsumer>, hookline_kafka::KafkaError> {
     let mut c = hookline_kafka::group_consumer_config(config, "router")?;
     c.set("group.instance.id", instance_id);
     let consumer: EventConsumer = c.create_with_context(RouterContext::default())?;
-    consumer.subscribe(&[&config.topic_events])?;
     Ok(Arc::new(consumer))
 }
 
-/// Moves `partitions` of `topic` back to their committed offsets (the beginning when nothing
-/// was committed yet), so records of an aborted transaction are read again. Partitions no
-/// longer assigned are skipped: their new owner starts from the committed offsets anyway.
-pub async fn rewind(
-    consumer: &Arc<EventConsumer>,
-    topic: &str,
-    partitions: Vec<i32>,
+pub fn subscribe(
+    consumer: &EventConsumer,
+    config: &Config,
 ) -> Result<(), hookline_kafka::KafkaError> {
-    let consumer = consumer.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<(), hookline_kafka::KafkaError> {
-        let assigned = consumer.assignment()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            if assigned.find_partition(&topic, p).is_some() {
-                tpl.add_partition(&topic, p);
-            }
-        }
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
-        let mut seek = TopicPartitionList::new();
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            seek.add_partition_offset(&topic, e.partition(), offset)?;
-        }
-        // A partition left where it was would skip the aborted records: fail so the caller
-        // tries again before reading on.
-        for e in consumer
-            .seek_partitions(seek, Duration::from_secs(10))?
-            .elements()
-        {
-            e.error()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| hookline_kafka::KafkaError::Thread(e.to_string()))?
+    Ok(consumer.subscribe(&[&config.topic_events])?)
 }

@@ -93,6 +93,7 @@ async fn route_until_shutdown(
         consumer,
         producer,
         shutdown: shutdown.clone(),
+        lost_memberships: 0,
     }
     .run()
     .await;
