@@ -13,9 +13,6 @@ const KILL_AT: usize = 300;
 const DELIVERY_DEADLINE_SECS: u64 = 120;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known failure: after the leader is killed the router and the worker stop making \
-            progress (the worker's group session expires and it is not given its partitions \
-            back); run it with `--ignored` while fixing it"]
 async fn cluster_leader_killed() {
     let _serial = SERIAL.lock().await;
     let kafka = Kafka::start(3).await;

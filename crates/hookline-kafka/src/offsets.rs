@@ -56,7 +56,10 @@ impl OffsetTracker {
             return String::new();
         };
         let base = p.committable();
-        let mut out = String::new();
+        // Alternating run lengths from `base`: not done, done, not done, ... (base 36); the
+        // first run is never empty, since `base` is the lowest pending offset.
+        let mut runs: Vec<i64> = Vec::new();
+        let mut at = base;
         let mut ranges: Vec<(i64, i64)> = Vec::new();
         for &o in &p.pending {
             match ranges.last_mut() {
@@ -67,23 +70,26 @@ impl OffsetTracker {
         let mut upto = p.next;
         let mut body = String::new();
         for (a, b) in ranges {
-            let item = if a == b {
-                format!("{}", a - base)
-            } else {
-                format!("{}-{}", a - base, b - base)
-            };
+            let (done, pending) = (a - at, b - a + 1);
+            let mut item = String::new();
+            if !runs.is_empty() {
+                item.push_str(&base36(done));
+                item.push('.');
+            }
+            item.push_str(&base36(pending));
             if body.len() + item.len() + 1 > METADATA_BUDGET - 48 {
                 // Out of room: from here on nothing counts as done.
                 upto = a;
                 break;
             }
             if !body.is_empty() {
-                body.push(',');
+                body.push('.');
             }
             body.push_str(&item);
+            runs.push(pending);
+            at = b + 1;
         }
-        out.push_str(&format!("{METADATA_TAG};{};{body}", upto - base));
-        out
+        format!("{METADATA_TAG};{};{body}", base36(upto - base))
     }
 
     /// Forgets a partition that was revoked.
@@ -92,9 +98,23 @@ impl OffsetTracker {
     }
 }
 
+fn base36(mut n: i64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    if n <= 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
 /// How much commit metadata a partition gets (brokers accept 4 KiB by default).
 pub const METADATA_BUDGET: usize = 3000;
-const METADATA_TAG: &str = "hl1";
+const METADATA_TAG: &str = "hl2";
 
 /// Which records past a committed offset are already done, read from commit metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,17 +133,17 @@ impl DoneFilter {
         if parts.next()? != METADATA_TAG {
             return None;
         }
-        let upto = base + parts.next()?.parse::<i64>().ok()?;
+        let upto = base + i64::from_str_radix(parts.next()?, 36).ok()?;
         let mut pending = Vec::new();
-        for item in parts.next()?.split(',').filter(|s| !s.is_empty()) {
-            let (a, b) = match item.split_once('-') {
-                Some((a, b)) => (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?),
-                None => {
-                    let a = item.parse::<i64>().ok()?;
-                    (a, a)
-                }
-            };
-            pending.push((base + a, base + b));
+        let mut at = base;
+        let mut not_done = true;
+        for run in parts.next()?.split('.').filter(|s| !s.is_empty()) {
+            let n = i64::from_str_radix(run, 36).ok()?;
+            if not_done {
+                pending.push((at, at + n - 1));
+            }
+            at += n;
+            not_done = !not_done;
         }
         (upto > base).then_some(Self {
             base,

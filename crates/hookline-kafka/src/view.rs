@@ -66,6 +66,8 @@ fn now_ms() -> i64 {
 }
 
 const REFRESH: Duration = Duration::from_millis(100);
+/// Failed watermark queries in a row after which the watermark client is made anew.
+const WATERMARK_FAILURES_BEFORE_RENEW: u32 = 2;
 
 impl<V: Send + Sync + 'static> TopicView<V> {
     /// Starts reading `topic` from the beginning (once the topic exists). `apply` maps a
@@ -85,8 +87,9 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         // Watermarks are asked on a client of their own: the broker answers one connection's
         // requests in order, so on the reading client a watermark query would first wait out
         // the pending fetch long-poll (`fetch.wait.max.ms`, 500 ms by default).
+        let watermarks_config = crate::client_config(config)?;
         let watermarks: BaseConsumer<KafkaContext> =
-            crate::client_config(config)?.create_with_context(KafkaContext)?;
+            watermarks_config.create_with_context(KafkaContext)?;
         let table = Arc::new(RwLock::new(HashMap::new()));
         let (tx, rx) = watch::channel(ViewState::default());
         let view = Self {
@@ -99,6 +102,8 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         let reader = Reader {
             consumer,
             watermarks,
+            watermarks_config,
+            watermark_failures: 0,
             topic: topic.to_owned(),
             partitions: Vec::new(),
             table,
@@ -172,6 +177,10 @@ impl<V: Send + Sync + 'static> TopicView<V> {
 struct Reader<V, F> {
     consumer: BaseConsumer<KafkaContext>,
     watermarks: BaseConsumer<KafkaContext>,
+    /// To make the watermark client anew: one that lost the leader of a partition (its
+    /// broker died) may keep timing out although the partition has a new leader.
+    watermarks_config: rdkafka::ClientConfig,
+    watermark_failures: u32,
     topic: String,
     partitions: Vec<i32>,
     table: Arc<RwLock<HashMap<String, V>>>,
@@ -288,12 +297,24 @@ where
         }
     }
 
+    fn renew_watermarks_client(&mut self) {
+        match self.watermarks_config.create_with_context(KafkaContext) {
+            Ok(c) => {
+                tracing::info!(topic = %self.topic, "watermark queries kept failing; new client");
+                self.watermarks = c;
+                self.watermark_failures = 0;
+            }
+            Err(e) => tracing::warn!(topic = %self.topic, error = %e, "watermark client"),
+        }
+    }
+
     /// Returns the time the watermarks were asked for, if every partition has reached them.
-    fn check_caught_up(&self, positions: &HashMap<i32, i64>) -> Option<i64> {
+    fn check_caught_up(&mut self, positions: &HashMap<i32, i64>) -> Option<i64> {
         let asked_at = now_ms();
         // The broker may place transaction markers past the last record; the consumer's own
         // position accounts for those.
         let own = self.consumer.position().ok();
+        let mut caught_up = true;
         for p in &self.partitions {
             let (low, high) =
                 match self
@@ -303,6 +324,10 @@ where
                     Ok(w) => w,
                     Err(e) => {
                         tracing::debug!(topic = %self.topic, error = %e, "watermarks");
+                        self.watermark_failures += 1;
+                        if self.watermark_failures >= WATERMARK_FAILURES_BEFORE_RENEW {
+                            self.renew_watermarks_client();
+                        }
                         return None;
                     }
                 };
@@ -313,9 +338,11 @@ where
                 .and_then(|e| e.offset().to_raw())
                 .unwrap_or(0);
             if low < high && mine.max(consumer_pos) < high {
-                return None;
+                caught_up = false;
             }
         }
-        Some(asked_at)
+        // Every partition answered.
+        self.watermark_failures = 0;
+        caught_up.then_some(asked_at)
     }
 }

@@ -130,6 +130,7 @@ impl ConsumerContext for SourceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(partitions = ?partitions_of(tpl), "deliveries partitions assigned");
                 self.assign(consumer, tpl);
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
