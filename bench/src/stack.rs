@@ -23,7 +23,7 @@ const SERVICES: [(&str, &str); 5] = [
 ];
 
 /// Topic settings and their suffix; every topic gets the run's prefix.
-const TOPICS: [&str; 13] = [
+const TOPICS: [&str; 14] = [
     "subscriptions",
     "secrets",
     "events",
@@ -35,6 +35,7 @@ const TOPICS: [&str; 13] = [
     "quarantine",
     "claims",
     "event_types",
+    "subscription_commands",
     "retry_lane",
     "parked",
 ];

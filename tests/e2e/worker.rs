@@ -353,3 +353,88 @@ async fn a_subscription_may_opt_out_of_ordering() {
     );
     stack.stop().await;
 }
+
+/// The latest state of subscription `id` on the subscriptions topic, once `until` holds.
+async fn latest_state(
+    stack: &Stack,
+    id: &str,
+    until: impl Fn(&Subscription) -> bool,
+) -> Subscription {
+    let topic = stack.config.topic_subscriptions.clone();
+    let latest = |v: &[Vec<u8>]| {
+        v.iter()
+            .rev()
+            .filter_map(|b| Subscription::decode(b.as_slice()).ok())
+            .find(|s| s.id == id)
+    };
+    let records = stack
+        .read_topic(&topic, |v| latest(v).is_some_and(|s| until(&s)))
+        .await;
+    latest(&records).expect("the subscription's state")
+}
+
+async fn send_command(stack: &Stack, command: &hookline_proto::v1::SubscriptionCommand) {
+    let payload = command.encode_to_vec();
+    stack
+        .producer()
+        .send(
+            FutureRecord::to(&stack.config.topic_subscription_commands)
+                .key(&command.subscription_id)
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("command written");
+}
+
+/// A 410's disable is applied by the subscription API on the state it holds then: it keeps
+/// an edit made meanwhile, and is dropped when the subscription changed since the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabling_never_reverts_an_edit() {
+    // One partition: the commands are applied in the order they were sent.
+    let stack = Stack::start(|c| c.topic_partitions = 1).await;
+    let (a, _) = stack
+        .fynapse_subscription("a", "http://127.0.0.1:9/a", json!([]))
+        .await;
+    let (b, _) = stack
+        .fynapse_subscription("b", "http://127.0.0.1:9/b", json!([]))
+        .await;
+    let seen = latest_state(&stack, &a, |_| true).await.version;
+    // An edit lands after the attempt that saw `seen`.
+    let url = format!("{}/api/v1/event-deliveries/subscriptions/{a}", stack.api);
+    let (status, _) = stack
+        .call(
+            reqwest::Method::PATCH,
+            &url,
+            TOKEN_A,
+            Some(json!({"description": "fixed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let edited = latest_state(&stack, &a, |s| s.version > seen).await;
+    let command = |id: &str, version: u64| hookline_proto::v1::SubscriptionCommand {
+        subscription_id: id.to_owned(),
+        disable: true,
+        seen_version: version,
+        reason: "endpoint answered 410 Gone".into(),
+        at_ms: hookline_events::time_fmt::now_ms(),
+    };
+    // The stale command is dropped; the next one (for b) shows it was read.
+    send_command(&stack, &command(&a, seen)).await;
+    let b_seen = latest_state(&stack, &b, |s| s.version > 0).await.version;
+    send_command(&stack, &command(&b, b_seen)).await;
+    latest_state(&stack, &b, |s| !s.enabled).await;
+    let still = latest_state(&stack, &a, |s| s.version >= edited.version).await;
+    assert!(
+        still.enabled,
+        "a subscription edited since the attempt stays enabled"
+    );
+    assert_eq!(still.version, edited.version);
+    // A command for the current version disables it and keeps the edit.
+    send_command(&stack, &command(&a, edited.version)).await;
+    let disabled = latest_state(&stack, &a, |s| !s.enabled).await;
+    assert_eq!(disabled.description.as_deref(), Some("fixed"));
+    assert_eq!(disabled.version, edited.version + 1);
+    stack.stop().await;
+}

@@ -84,6 +84,9 @@ pub struct Config {
     pub topic_claims: String,
     /// Subscription API: event types registered by admins for the Synctera catalog (compacted).
     pub topic_event_types: String,
+    /// Changes other services ask of the subscription API (a 410 disabling a subscription),
+    /// applied through its write path (delete policy).
+    pub topic_subscription_commands: String,
     /// Subscription API: largest accepted request body in bytes; larger ones get 413.
     pub api_body_limit: usize,
     /// Subscription API: how long the previous secret version keeps signing after a rotation.
@@ -171,6 +174,7 @@ impl Default for Config {
             master_key_id: "k1".into(),
             topic_claims: "hookline.claims".into(),
             topic_event_types: "hookline.event-types".into(),
+            topic_subscription_commands: "hookline.subscription-commands".into(),
             api_body_limit: 64 * 1024,
             secret_rotation_overlap: "24h".into(),
             retry_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),
@@ -355,6 +359,7 @@ impl Config {
             (&self.topic_parked, true),
             (&self.topic_claims, true),
             (&self.topic_event_types, true),
+            (&self.topic_subscription_commands, false),
         ]
     }
 }

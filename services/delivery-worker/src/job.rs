@@ -6,7 +6,9 @@ use hookline_config::Config;
 use hookline_events::time_fmt::now_ms;
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_proto::Message as _;
-use hookline_proto::v1::{Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Subscription};
+use hookline_proto::v1::{
+    Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Subscription, SubscriptionCommand,
+};
 use hookline_runtime::CancellationToken;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
@@ -35,7 +37,7 @@ pub struct Context {
     in_memory_max: Duration,
     topic_attempts: String,
     topic_dead_letters: String,
-    topic_subscriptions: String,
+    topic_subscription_commands: String,
     shutdown: CancellationToken,
 }
 
@@ -57,7 +59,7 @@ impl Context {
             in_memory_max: config.retry_in_memory_max()?,
             topic_attempts: config.topic_attempts.clone(),
             topic_dead_letters: config.topic_dead_letters.clone(),
-            topic_subscriptions: config.topic_subscriptions.clone(),
+            topic_subscription_commands: config.topic_subscription_commands.clone(),
             shutdown,
         })
     }
@@ -194,7 +196,7 @@ impl Context {
                         .await;
                 }
                 (Verdict::Gone, _) => {
-                    self.disable(sub).await;
+                    self.disable(&sub, "endpoint answered 410 Gone").await;
                     return self
                         .dead_letter(
                             &job,
@@ -262,28 +264,24 @@ impl Context {
         }
     }
 
-    /// 410 Gone: the subscription is disabled by writing its next state, only if it is still
-    /// the state the attempt was made with once the view has caught up with every change
-    /// acknowledged until now: an edit made since (a new URL, say) is never reverted, and
-    /// its endpoint gets its own chance.
-    async fn disable(&self, attempted: Subscription) {
-        self.subscriptions.sync().await;
-        let Some(mut sub) = self.subscriptions.get(&attempted.id) else {
-            return;
+    /// 410 Gone: asks the subscription API to disable the subscription, unless it changed
+    /// since the version the attempt was made with. The API applies it through its own write
+    /// path, on the state it holds then: the worker never writes a subscription, so it can
+    /// revert no edit. The command waits out a broker outage.
+    async fn disable(&self, attempted: &Subscription, reason: &str) {
+        let command = SubscriptionCommand {
+            subscription_id: attempted.id.clone(),
+            disable: true,
+            seen_version: attempted.version,
+            reason: reason.to_owned(),
+            at_ms: now_ms(),
         };
-        if sub.version != attempted.version || !sub.enabled {
-            tracing::info!(subscription_id = %sub.id, "410 Gone, but the subscription changed since the attempt; not disabled");
-            return;
-        }
-        sub.enabled = false;
-        sub.version += 1;
-        sub.updated_at_ms = now_ms();
-        let payload = sub.encode_to_vec();
-        let record = FutureRecord::to(&self.topic_subscriptions)
-            .key(&sub.id)
+        let payload = command.encode_to_vec();
+        let record = FutureRecord::to(&self.topic_subscription_commands)
+            .key(&attempted.id)
             .payload(&payload);
         if let Err((e, _)) = self.producer.send(record, PRODUCE_TIMEOUT).await {
-            tracing::error!(subscription_id = %sub.id, error = %e, "could not disable subscription");
+            tracing::error!(subscription_id = %attempted.id, error = %e, "could not ask to disable the subscription");
         }
     }
 }

@@ -9,10 +9,13 @@
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
 //! - `input`: field limits, path parameters, pagination.
 //! - `routes`: the one route table the router and the OpenAPI document are checked against.
+//! - `commands`: changes other services ask for (a 410 disabling a subscription), applied
+//!   through the same write path.
 #![forbid(unsafe_code)]
 
 mod catalog;
 mod claims;
+mod commands;
 mod fynapse;
 mod input;
 mod routes;
@@ -84,7 +87,13 @@ pub async fn run(
         }
     };
     tokio::spawn(ready);
+    let commands = tokio::spawn(commands::run(
+        config.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     let served = hookline_runtime::serve(listener, app, shutdown).await;
+    let _ = commands.await;
     store.stop();
     Ok(served?)
 }

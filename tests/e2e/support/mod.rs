@@ -79,6 +79,7 @@ impl Stack {
             topic_parked: t("parked"),
             topic_claims: t("claims"),
             topic_event_types: t("event-types"),
+            topic_subscription_commands: t("subscription-commands"),
             topic_quarantine: t("quarantine"),
             group_prefix: format!("t{id}"),
             create_topics: false,

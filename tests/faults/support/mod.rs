@@ -106,6 +106,7 @@ pub fn config(bootstrap: &str, replication: i32, min_insync: i32) -> Config {
         topic_parked: t("parked"),
         topic_claims: t("claims"),
         topic_event_types: t("event-types"),
+        topic_subscription_commands: t("subscription-commands"),
         topic_quarantine: t("quarantine"),
         group_prefix: format!("f{id}"),
         router_instance: format!("f{id}-router-0"),
