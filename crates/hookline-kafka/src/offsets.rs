@@ -55,41 +55,18 @@ impl OffsetTracker {
         let Some(p) = self.partitions.get(&partition) else {
             return String::new();
         };
-        let base = p.committable();
-        // Alternating run lengths from `base`: not done, done, not done, ... (base 36); the
-        // first run is never empty, since `base` is the lowest pending offset.
-        let mut runs: Vec<i64> = Vec::new();
-        let mut at = base;
-        let mut ranges: Vec<(i64, i64)> = Vec::new();
-        for &o in &p.pending {
-            match ranges.last_mut() {
-                Some((_, end)) if *end + 1 == o => *end = o,
-                _ => ranges.push((o, o)),
-            }
+        // Run lengths suit a few long runs; a bitmap suits finished and unfinished records
+        // interleaved (many keys at once). The one that says more, in fewer bytes.
+        let runs = p.runs_metadata();
+        let bits = p.bitmap_metadata();
+        let covered =
+            |m: &str| DoneFilter::parse(p.committable(), m).map_or(0, |f| f.upto - f.base);
+        match covered(&bits).cmp(&covered(&runs)) {
+            std::cmp::Ordering::Greater => bits,
+            std::cmp::Ordering::Less => runs,
+            std::cmp::Ordering::Equal if bits.len() < runs.len() => bits,
+            std::cmp::Ordering::Equal => runs,
         }
-        let mut upto = p.next;
-        let mut body = String::new();
-        for (a, b) in ranges {
-            let (done, pending) = (a - at, b - a + 1);
-            let mut item = String::new();
-            if !runs.is_empty() {
-                item.push_str(&base36(done));
-                item.push('.');
-            }
-            item.push_str(&base36(pending));
-            if body.len() + item.len() + 1 > METADATA_BUDGET - 48 {
-                // Out of room: from here on nothing counts as done.
-                upto = a;
-                break;
-            }
-            if !body.is_empty() {
-                body.push('.');
-            }
-            body.push_str(&item);
-            runs.push(pending);
-            at = b + 1;
-        }
-        format!("{METADATA_TAG};{};{body}", base36(upto - base))
     }
 
     /// Forgets a partition that was revoked.
@@ -115,6 +92,8 @@ fn base36(mut n: i64) -> String {
 /// How much commit metadata a partition gets (brokers accept 4 KiB by default).
 pub const METADATA_BUDGET: usize = 3000;
 const METADATA_TAG: &str = "hl2";
+const BITMAP_DIGITS: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Which records past a committed offset are already done, read from commit metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +112,29 @@ impl DoneFilter {
         if parts.next()? != METADATA_TAG {
             return None;
         }
-        let upto = base + i64::from_str_radix(parts.next()?, 36).ok()?;
+        let span = parts.next()?;
+        if let Some(span) = span.strip_prefix('b') {
+            let upto = base + i64::from_str_radix(span, 36).ok()?;
+            let mut pending: Vec<(i64, i64)> = Vec::new();
+            for (c, ch) in parts.next()?.bytes().enumerate() {
+                let v = BITMAP_DIGITS.iter().position(|d| *d == ch)?;
+                for bit in 0..6 {
+                    let o = base + (c * 6 + bit) as i64;
+                    if v & (1 << bit) != 0 && o < upto {
+                        match pending.last_mut() {
+                            Some((_, end)) if *end + 1 == o => *end = o,
+                            _ => pending.push((o, o)),
+                        }
+                    }
+                }
+            }
+            return (upto > base).then_some(Self {
+                base,
+                upto,
+                pending,
+            });
+        }
+        let upto = base + i64::from_str_radix(span, 36).ok()?;
         let mut pending = Vec::new();
         let mut at = base;
         let mut not_done = true;
@@ -168,6 +169,61 @@ impl DoneFilter {
 }
 
 impl Partition {
+    /// Alternating run lengths from the committable offset: not done, done, ... (base 36).
+    fn runs_metadata(&self) -> String {
+        let base = self.committable();
+        let mut runs: Vec<i64> = Vec::new();
+        let mut at = base;
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for &o in &self.pending {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        let mut upto = self.next;
+        let mut body = String::new();
+        for (a, b) in ranges {
+            let (done, pending) = (a - at, b - a + 1);
+            let mut item = String::new();
+            if !runs.is_empty() {
+                item.push_str(&base36(done));
+                item.push('.');
+            }
+            item.push_str(&base36(pending));
+            if body.len() + item.len() + 1 > METADATA_BUDGET - 48 {
+                // Out of room: from here on nothing counts as done.
+                upto = a;
+                break;
+            }
+            if !body.is_empty() {
+                body.push('.');
+            }
+            body.push_str(&item);
+            runs.push(pending);
+            at = b + 1;
+        }
+        format!("{METADATA_TAG};{};{body}", base36(upto - base))
+    }
+
+    /// One bit per record from the committable offset (set: not done), six to a character.
+    fn bitmap_metadata(&self) -> String {
+        let base = self.committable();
+        let room = (METADATA_BUDGET - 48) as i64 * 6;
+        let upto = self.next.min(base + room);
+        let len = (upto - base).max(0) as usize;
+        let mut bits = vec![0u8; len.div_ceil(6)];
+        for &o in self.pending.range(base..upto) {
+            let i = (o - base) as usize;
+            bits[i / 6] |= 1 << (i % 6);
+        }
+        let body: String = bits
+            .iter()
+            .map(|b| BITMAP_DIGITS[*b as usize] as char)
+            .collect();
+        format!("{METADATA_TAG};b{};{body}", base36(upto - base))
+    }
+
     fn committable(&self) -> i64 {
         self.pending.first().copied().unwrap_or(self.next)
     }
@@ -211,6 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn both_forms_say_exactly_what_is_not_done() {
+        // A few long runs (run lengths) and a fine interleaving (bitmap), each read back.
+        for pattern in [|o: i64| (o / 500) % 2 == 0, |o: i64| o % 3 == 0] {
+            let mut t = OffsetTracker::default();
+            for o in 0..5_000 {
+                t.begin(0, o);
+                if !pattern(o) || o == 0 {
+                    continue;
+                }
+                t.finish(0, o);
+            }
+            let base = t.committable()[0].1;
+            let f = DoneFilter::parse(base, &t.commit_metadata(0)).unwrap();
+            for o in base..5_000 {
+                let done = o != 0 && pattern(o);
+                assert_eq!(f.done(o), done && !f.passed(o), "offset {o}");
+            }
+            assert!(f.passed(5_000));
+        }
+    }
+
+    #[test]
     fn metadata_past_its_budget_counts_nothing_beyond_as_done() {
         let mut t = OffsetTracker::default();
         for o in 0..20_000 {
@@ -224,7 +302,8 @@ mod tests {
         let f = DoneFilter::parse(0, &meta).unwrap();
         // Every odd offset below the cut is done, nothing at or after it.
         let cut = (0..20_000).find(|o| f.passed(*o)).unwrap();
-        assert!(cut > 100 && cut < 20_000);
+        // Interleaved: the bitmap form, six records a byte.
+        assert!(cut > 15_000 && cut < 20_000, "{cut}");
         assert!((0..cut).all(|o| f.done(o) == (o % 2 == 1)));
         assert!((cut..20_000).all(|o| !f.done(o)));
     }

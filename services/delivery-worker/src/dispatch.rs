@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::job::{Context, Outcome};
 use crate::lane::{LaneEvent, LaneReport, Lanes};
+use crate::ownership::Ownership;
 use crate::park::{Action, MainRef, Parking};
 use crate::queue::{Item, Key, Origin, Queues};
 use crate::source::{Input, Source, lock};
@@ -54,21 +55,6 @@ enum Msg {
     },
 }
 
-/// A `deliveries` partition this worker owns.
-struct Owned {
-    epoch: u64,
-    /// Cancelled when the partition is revoked: its jobs stop waiting between attempts.
-    stop: CancellationToken,
-    /// Jobs read before its parked states were adopted, held in order.
-    held: Option<Vec<(MainRef, Option<Box<DeliveryJob>>)>>,
-}
-
-struct Revoking {
-    partitions: Vec<(i32, u64)>,
-    deadline: Instant,
-    reply: std::sync::mpsc::Sender<()>,
-}
-
 pub struct Channels {
     pub inputs: mpsc::UnboundedReceiver<Input>,
     pub writes: mpsc::UnboundedSender<Write>,
@@ -86,12 +72,7 @@ pub struct Dispatcher {
     lanes: Lanes,
     flying: HashMap<(String, Key), Origin>,
     in_flight: usize,
-    /// Attempts under way per (partition, epoch) of `deliveries`.
-    main_in_flight: HashMap<(i32, u64), usize>,
-    owned: HashMap<i32, Owned>,
-    next_epoch: u64,
-    revoking: Vec<Revoking>,
-    held: usize,
+    ownership: Ownership<std::sync::mpsc::Sender<()>>,
     channels: Channels,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -126,11 +107,7 @@ impl Dispatcher {
             parking: Parking::default(),
             flying: HashMap::new(),
             in_flight: 0,
-            main_in_flight: HashMap::new(),
-            owned: HashMap::new(),
-            next_epoch: 0,
-            revoking: Vec::new(),
-            held: 0,
+            ownership: Ownership::default(),
             channels,
             tx,
             rx,
@@ -164,14 +141,14 @@ impl Dispatcher {
 
     /// Jobs wait in memory up to `worker_buffer`; past it, reading pauses.
     fn is_full(&self) -> bool {
-        self.queues.queued() + self.held + self.parking.appends_in_flight()
+        self.queues.queued() + self.ownership.held() + self.parking.appends_in_flight()
             >= self.config.worker_buffer
     }
 
     /// After shutdown: attempts under way finish within the grace time; those that do count.
     async fn drain(&mut self) {
-        for revoking in self.revoking.drain(..) {
-            let _ = revoking.reply.send(());
+        for reply in self.ownership.drain_revoking() {
+            let _ = reply.send(());
         }
         let deadline = tokio::time::Instant::now() + self.grace;
         while self.in_flight > 0 {
@@ -193,9 +170,7 @@ impl Dispatcher {
     }
 
     fn current(&self, m: &MainRef) -> bool {
-        self.owned
-            .get(&m.partition)
-            .is_some_and(|o| o.epoch == m.epoch)
+        self.ownership.is_current(m)
     }
 
     fn finish_main(&mut self, m: MainRef) {
@@ -244,13 +219,10 @@ impl Dispatcher {
             }
             let stop = match origin {
                 Origin::Main(m) => {
-                    *self
-                        .main_in_flight
-                        .entry((m.partition, m.epoch))
-                        .or_default() += 1;
-                    self.owned
-                        .get(&m.partition)
-                        .map_or_else(|| self.shutdown.clone(), |o| o.stop.clone())
+                    self.ownership.started(&m);
+                    self.ownership
+                        .stop_token(m.partition)
+                        .unwrap_or_else(|| self.shutdown.clone())
                 }
                 Origin::Lane { .. } => self.shutdown.clone(),
             };
@@ -275,26 +247,23 @@ impl Dispatcher {
                 offset,
                 job,
             } => {
-                if !self.owned.contains_key(&partition) {
+                let epoch = match self.ownership.epoch(partition) {
+                    Some(epoch) => epoch,
                     // Read before its assignment was reported: take it as the report.
-                    self.assign(partition);
-                }
-                let owned = self.owned.get_mut(&partition).expect("assigned");
+                    None => self.assign(partition),
+                };
                 let m = MainRef {
                     partition,
                     offset,
-                    epoch: owned.epoch,
+                    epoch,
                 };
                 lock(&self.tracker).begin(partition, offset);
-                if let Some(held) = owned.held.as_mut() {
-                    held.push((m, job));
-                    self.held += 1;
-                } else {
+                if let Some((m, job)) = self.ownership.hold(m, job) {
                     self.on_main(m, job);
                 }
             }
             Input::Done { partition, offset } => {
-                if !self.owned.contains_key(&partition) {
+                if self.ownership.epoch(partition).is_none() {
                     self.assign(partition);
                 }
                 let mut tracker = lock(&self.tracker);
@@ -303,7 +272,7 @@ impl Dispatcher {
             }
             Input::Assigned(partitions) => {
                 for p in partitions {
-                    if !self.owned.contains_key(&p) {
+                    if self.ownership.epoch(p).is_none() {
                         self.assign(p);
                     }
                 }
@@ -317,17 +286,10 @@ impl Dispatcher {
     }
 
     /// A partition is ours: hold its jobs until its parked subscriptions are adopted.
-    fn assign(&mut self, partition: i32) {
-        self.next_epoch += 1;
-        let epoch = self.next_epoch;
-        self.owned.insert(
-            partition,
-            Owned {
-                epoch,
-                stop: self.shutdown.child_token(),
-                held: Some(Vec::new()),
-            },
-        );
+    fn assign(&mut self, partition: i32) -> u64 {
+        let epoch = self
+            .ownership
+            .assign(partition, self.shutdown.child_token());
         let (view, tx) = (self.parked_view.clone(), self.tx.clone());
         self.tasks.spawn(async move {
             view.sync().await;
@@ -343,14 +305,13 @@ impl Dispatcher {
                 states,
             });
         });
+        epoch
     }
 
     fn adopt(&mut self, partition: i32, epoch: u64, states: Vec<ParkedState>) {
-        let Some(owned) = self.owned.get_mut(&partition).filter(|o| o.epoch == epoch) else {
+        let Some(held) = self.ownership.adopted(partition, epoch) else {
             return;
         };
-        let held = owned.held.take().unwrap_or_default();
-        self.held -= held.len();
         for state in states {
             let (sub, cursor) = (state.subscription_id.clone(), state.cursor);
             if self.parking.adopt(state, &mut self.actions) {
@@ -363,17 +324,13 @@ impl Dispatcher {
     }
 
     fn revoke(&mut self, partitions: Vec<i32>, lost: bool, reply: std::sync::mpsc::Sender<()>) {
-        let mut waiting = Vec::new();
-        for p in &partitions {
-            let Some(owned) = self.owned.remove(p) else {
-                continue;
-            };
-            owned.stop.cancel();
-            self.held -= owned.held.map_or(0, |h| h.len());
-            for sub in self.parking.drop_partition(*p, &mut self.actions) {
+        // Lost partitions too: what finishes in the grace time is remembered by the source.
+        let deadline = Instant::now() + self.grace;
+        let (revoked, at_once) = self.ownership.revoke(&partitions, deadline, reply);
+        for (p, _) in revoked {
+            for sub in self.parking.drop_partition(p, &mut self.actions) {
                 self.queues.drop_where(&sub, |i| !i.is_main());
             }
-            waiting.push((*p, owned.epoch));
         }
         let dropped = self.queues.drop_partitions(&partitions);
         tracing::info!(
@@ -382,33 +339,14 @@ impl Dispatcher {
             lost,
             "stopped revoked partitions' work"
         );
-        let revoking = Revoking {
-            partitions: waiting,
-            deadline: Instant::now() + self.grace,
-            reply,
-        };
-        // Lost partitions too: what finishes in the grace time is remembered by the source.
-        if self.revoked_idle(&revoking) {
-            let _ = revoking.reply.send(());
-        } else {
-            self.revoking.push(revoking);
+        if let Some(reply) = at_once {
+            let _ = reply.send(());
         }
     }
 
-    fn revoked_idle(&self, r: &Revoking) -> bool {
-        r.partitions
-            .iter()
-            .all(|pe| self.main_in_flight.get(pe).copied().unwrap_or(0) == 0)
-    }
-
-    fn check_revoking(&mut self) {
-        let now = Instant::now();
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revoking)
-            .into_iter()
-            .partition(|r| now >= r.deadline || self.revoked_idle(r));
-        self.revoking = waiting;
-        for r in done {
-            let _ = r.reply.send(());
+    fn answer_revocations(&mut self) {
+        for reply in self.ownership.answerable(Instant::now()) {
+            let _ = reply.send(());
         }
     }
 
@@ -468,15 +406,8 @@ impl Dispatcher {
                 self.queues.finish(&sub, &key);
                 drop(permit);
                 if let Origin::Main(m) = origin {
-                    let pe = (m.partition, m.epoch);
-                    if let Some(n) = self.main_in_flight.get_mut(&pe) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.main_in_flight.remove(&pe);
-                        }
-                    }
-                    if !self.revoking.is_empty() {
-                        self.check_revoking();
+                    for reply in self.ownership.finished(&m, Instant::now()) {
+                        let _ = reply.send(());
                     }
                 }
                 self.on_done(&sub, &key, origin, outcome);
@@ -601,9 +532,7 @@ impl Dispatcher {
 
     fn on_tick(&mut self) {
         self.parking.on_tick(&mut self.actions);
-        if !self.revoking.is_empty() {
-            self.check_revoking();
-        }
+        self.answer_revocations();
     }
 
     /// Carries out what the parking machine decided.

@@ -10,7 +10,6 @@
 //! others' go on, and once it has permits again the reader goes back to where it stalled.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_config::Config;
@@ -23,7 +22,11 @@ use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
 use hookline_runtime::CancellationToken;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use self::cursors::Cursors;
+
+mod cursors;
 
 /// What a lane reader reports, for one subscription and one reading (`generation`).
 pub enum LaneEvent {
@@ -88,7 +91,7 @@ impl Lanes {
                 partition,
                 permits: self.permits,
                 events: self.events.clone(),
-                subs: HashMap::new(),
+                subs: Cursors::default(),
                 assigned_at: None,
                 assigned: false,
                 reposition: None,
@@ -136,20 +139,12 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
-struct SubRead {
-    generation: u64,
-    /// The next offset of this subscription to hand over.
-    next: i64,
-    permits: Arc<Semaphore>,
-    stalled: bool,
-}
-
 struct Reader {
     config: Config,
     partition: i32,
     permits: usize,
     events: mpsc::UnboundedSender<LaneReport>,
-    subs: HashMap<String, SubRead>,
+    subs: Cursors,
     /// Where the current reading of the partition started; an end-of-partition counts for a
     /// subscription only when its reading started at or after it.
     assigned_at: Option<i64>,
@@ -210,10 +205,6 @@ impl Reader {
         }
     }
 
-    fn lowest_wanted(&self) -> Option<i64> {
-        self.subs.values().map(|s| s.next).min()
-    }
-
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
@@ -241,33 +232,18 @@ impl Reader {
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Read { sub, cursor, generation }) => {
-                        self.subs.insert(sub, SubRead {
-                            generation,
-                            next: cursor,
-                            permits: Arc::new(Semaphore::new(self.permits)),
-                            stalled: false,
-                        });
-                        // Start over at the lowest offset wanted: a fresh assignment also
+                        self.subs.read(sub, cursor, generation, self.permits);
+                        // Start over at the lowest offset wanted: reading from there also
                         // reports the end of the partition anew.
-                        if let Some(at) = self.lowest_wanted() {
+                        if let Some(at) = self.subs.lowest_wanted() {
                             self.position_at(&consumer, at);
                         }
                     }
-                    Some(Command::Stop { sub }) => {
-                        self.subs.remove(&sub);
-                    }
+                    Some(Command::Stop { sub }) => self.subs.stop(&sub),
                 },
                 _ = tick.tick() => {
                     // A stalled subscription with room again: go back to where it stalled.
-                    let back: Option<i64> = self
-                        .subs
-                        .values_mut()
-                        .filter(|s| s.stalled && s.permits.available_permits() > 0)
-                        .map(|s| {
-                            s.stalled = false;
-                            s.next
-                        })
-                        .min();
+                    let back = self.subs.resume_stalled();
                     if let Some(at) = back.into_iter().chain(self.reposition).min() {
                         self.position_at(&consumer, at);
                     }
@@ -278,24 +254,15 @@ impl Reader {
                         let Some(sub) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                             continue;
                         };
-                        let Some(read) = self.subs.get_mut(sub) else {
-                            continue;
-                        };
-                        if offset < read.next || read.stalled {
-                            continue;
-                        }
-                        let Ok(permit) = read.permits.clone().try_acquire_owned() else {
-                            read.stalled = true;
+                        let Some((generation, permit)) = self.subs.take(sub, offset) else {
                             continue;
                         };
                         let Some(Ok(job)) = m.payload().map(DeliveryJob::decode) else {
                             tracing::warn!(offset, "undecodable retry-lane record skipped");
-                            read.next = offset + 1;
                             continue;
                         };
-                        read.next = offset + 1;
                         let event = LaneEvent::Job { offset, job: Box::new(job), permit };
-                        if self.events.send((sub.to_owned(), read.generation, event)).is_err() {
+                        if self.events.send((sub.to_owned(), generation, event)).is_err() {
                             return;
                         }
                     }
@@ -307,15 +274,9 @@ impl Reader {
                         let (Some(next), Some(from)) = (next, self.assigned_at) else {
                             continue;
                         };
-                        for (sub, read) in &mut self.subs {
-                            // Caught up only if this assignment started at or below where the
-                            // subscription's reading starts, and nothing of it was skipped.
-                            if read.stalled || read.next < from {
-                                continue;
-                            }
-                            read.next = read.next.max(next);
+                        for (sub, generation) in self.subs.caught_up(next, from) {
                             let event = LaneEvent::CaughtUp { next };
-                            if self.events.send((sub.clone(), read.generation, event)).is_err() {
+                            if self.events.send((sub, generation, event)).is_err() {
                                 return;
                             }
                         }

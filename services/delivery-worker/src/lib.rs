@@ -7,6 +7,8 @@
 //! - `dispatch`: the one task that owns the queues, starts jobs and drives parking; it never
 //!   waits on I/O.
 //! - `queue`: per-subscription, per-key queues (strict order per key, limits per subscription).
+//! - `ownership`: which `deliveries` partitions are ours, since when, and revocations that
+//!   wait for their attempts (no I/O).
 //! - `park`: parking in the retry lane, a state machine without I/O.
 //! - `writer`: the parking machine's Kafka writes (lane appends, parked-state records).
 //! - `lane`: one retry-lane reader per lane partition, shared by its parked subscriptions.
@@ -22,6 +24,7 @@ mod dispatch;
 mod http;
 mod job;
 mod lane;
+mod ownership;
 mod park;
 mod queue;
 mod retry;
