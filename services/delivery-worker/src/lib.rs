@@ -82,8 +82,6 @@ pub async fn run(
         _ = shutdown.cancelled() => { ctx.stop(); parked.stop(); return Ok(()); }
     }
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-    // The consumer outlives the dispatcher: it commits what the dispatcher finished, then
-    // leaves the group.
     let source_stop = CancellationToken::new();
     let (source, inputs, consumer) = source::start(
         &config,
@@ -95,6 +93,28 @@ pub async fn run(
     health.set_ready(true);
     tracing::info!(topic = %config.topic_deliveries, "delivery worker ready");
 
+    // On shutdown the consumer leaves first, while the dispatcher still runs: closing it
+    // revokes every partition through the dispatcher, which lets the attempts under way finish
+    // within the grace time and answers; the revocation then commits what finished (with a
+    // group generation still valid) and the consumer leaves the group. Only then does the
+    // dispatcher stop.
+    let dispatcher_stop = CancellationToken::new();
+    let leave = {
+        let (shutdown, source_stop, dispatcher_stop) = (
+            shutdown.clone(),
+            source_stop.clone(),
+            dispatcher_stop.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = dispatcher_stop.cancelled() => {}
+            }
+            source_stop.cancel();
+            let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+            dispatcher_stop.cancel();
+        })
+    };
     let dispatcher = dispatch::Dispatcher::new(
         ctx.clone(),
         config.clone(),
@@ -106,11 +126,11 @@ pub async fn run(
             writes,
             acks,
         },
-        shutdown.clone(),
+        dispatcher_stop.clone(),
     )?;
     dispatcher.run().await;
-    source_stop.cancel();
-    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    dispatcher_stop.cancel();
+    let _ = leave.await;
     health.set_ready(false);
     parked.stop();
     ctx.stop();
