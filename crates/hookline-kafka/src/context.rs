@@ -35,6 +35,12 @@ pub fn brokers_reachable() -> bool {
     now_ms() - LAST_ALL_DOWN_MS.load(Ordering::Relaxed) > OUTAGE_HOLD_MS
 }
 
+/// Whether some client of this process found every broker down within the last `ms`.
+pub fn outage_within(ms: i64) -> bool {
+    let last = LAST_ALL_DOWN_MS.load(Ordering::Relaxed);
+    last > 0 && now_ms() - last <= ms
+}
+
 /// Records an "all brokers down" report; logs it if the outage was not logged lately.
 pub fn note_all_brokers_down(reason: &str) {
     let now = now_ms();

@@ -36,6 +36,9 @@ pub const LINGER: Duration = Duration::from_millis(5);
 /// Memberships lost in a row (no batch committed in between) before this router concludes
 /// another process runs under its name.
 const MAX_LOST_MEMBERSHIPS: u32 = 3;
+/// How long after a broker outage a fenced producer counts as this router's own transaction
+/// having timed out.
+const RECENT_OUTAGE_MS: i64 = 180_000;
 /// How long a replaced consumer may take to close before its successor joins anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -86,7 +89,7 @@ impl BatchLoop {
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; re-reading its records");
                     match self.producer.abort().await {
                         Ok(()) => {}
-                        Err(Failure::Fenced(reason)) => return Err(Error::Fenced(reason)),
+                        Err(Failure::Fenced(reason)) => self.fenced(reason).await?,
                         Err(Failure::Fatal(reason) | Failure::Abort(reason)) => {
                             self.replace_producer(&reason).await?
                         }
@@ -97,7 +100,10 @@ impl BatchLoop {
                     self.replace_producer(&reason).await?;
                     self.rewind(&batch).await?;
                 }
-                Err(Failure::Fenced(reason)) => return Err(Error::Fenced(reason)),
+                Err(Failure::Fenced(reason)) => {
+                    self.fenced(reason).await?;
+                    self.rewind(&batch).await?;
+                }
             }
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -190,13 +196,29 @@ impl BatchLoop {
         Ok(())
     }
 
+    /// The producer was fenced. Right after the brokers were away, that is this router's own
+    /// transaction having timed out meanwhile (the coordinator bumped its epoch): a new
+    /// producer takes over. Otherwise a newer process runs under this name: this one stops.
+    async fn fenced(&mut self, reason: String) -> Result<(), Error> {
+        if !hookline_kafka::context::outage_within(RECENT_OUTAGE_MS) {
+            return Err(Error::Fenced(reason));
+        }
+        tracing::warn!(%reason, "producer fenced after a broker outage (its transaction timed out); replacing it");
+        self.new_producer().await
+    }
+
     async fn replace_producer(&mut self, reason: &str) -> Result<(), Error> {
         // Whatever the failing call said, a fenced producer must not be replaced: the new
-        // one would fence the newer instance in turn.
+        // one would fence the newer instance in turn (unless the fencing is the broker's own,
+        // after an outage).
         if let Some(fenced) = self.producer.fenced() {
-            return Err(Error::Fenced(fenced));
+            return self.fenced(fenced).await;
         }
         tracing::warn!(%reason, "transactional producer unusable; replacing it");
+        self.new_producer().await
+    }
+
+    async fn new_producer(&mut self) -> Result<(), Error> {
         // None when shutting down: the old producer's open transaction then times out on the
         // broker, or is aborted by the next instance with this id.
         if let Some(p) =
