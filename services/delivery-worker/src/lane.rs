@@ -122,6 +122,8 @@ impl Lanes {
     }
 }
 
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Reaching the end of the partition is how a reader learns it caught up, not an error.
 struct QuietEof;
 
@@ -191,7 +193,9 @@ impl Reader {
             }
             return;
         }
-        match consumer.seek(topic, self.partition, Offset::Offset(at), Duration::ZERO) {
+        // Synchronous: once it returns, nothing read before it is handed out, and the
+        // position (for end-of-partition reports) is the new one.
+        match consumer.seek(topic, self.partition, Offset::Offset(at), SEEK_TIMEOUT) {
             Ok(()) => {
                 self.assigned_at = Some(at);
                 self.reposition = None;
@@ -249,6 +253,8 @@ impl Reader {
                     }
                 }
                 msg = consumer.recv(), if !self.subs.is_empty() => match msg {
+                    // A position still to be taken: what arrives meanwhile is from the old one.
+                    _ if self.reposition.is_some() => continue,
                     Ok(m) => {
                         let offset = m.offset();
                         let Some(sub) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
@@ -267,6 +273,7 @@ impl Reader {
                         }
                     }
                     Err(KafkaError::PartitionEOF(_)) => {
+                        // (An end reported for the old position is not ours either; see above.)
                         let next = consumer
                             .position()
                             .ok()
