@@ -57,11 +57,9 @@ impl OffsetTracker {
         };
         // Run lengths suit a few long runs; a bitmap suits finished and unfinished records
         // interleaved (many keys at once). The one that says more, in fewer bytes.
-        let runs = p.runs_metadata();
-        let bits = p.bitmap_metadata();
-        let covered =
-            |m: &str| DoneFilter::parse(p.committable(), m).map_or(0, |f| f.upto - f.base);
-        match covered(&bits).cmp(&covered(&runs)) {
+        let (runs, runs_upto) = p.runs_metadata();
+        let (bits, bits_upto) = p.bitmap_metadata();
+        match bits_upto.cmp(&runs_upto) {
             std::cmp::Ordering::Greater => bits,
             std::cmp::Ordering::Less => runs,
             std::cmp::Ordering::Equal if bits.len() < runs.len() => bits,
@@ -170,7 +168,8 @@ impl DoneFilter {
 
 impl Partition {
     /// Alternating run lengths from the committable offset: not done, done, ... (base 36).
-    fn runs_metadata(&self) -> String {
+    /// Also returns the offset up to which it speaks.
+    fn runs_metadata(&self) -> (String, i64) {
         let base = self.committable();
         let mut runs: Vec<i64> = Vec::new();
         let mut at = base;
@@ -203,11 +202,14 @@ impl Partition {
             runs.push(pending);
             at = b + 1;
         }
-        format!("{METADATA_TAG};{};{body}", base36(upto - base))
+        (
+            format!("{METADATA_TAG};{};{body}", base36(upto - base)),
+            upto,
+        )
     }
 
     /// One bit per record from the committable offset (set: not done), six to a character.
-    fn bitmap_metadata(&self) -> String {
+    fn bitmap_metadata(&self) -> (String, i64) {
         let base = self.committable();
         let room = (METADATA_BUDGET - 48) as i64 * 6;
         let upto = self.next.min(base + room);
@@ -221,7 +223,10 @@ impl Partition {
             .iter()
             .map(|b| BITMAP_DIGITS[*b as usize] as char)
             .collect();
-        format!("{METADATA_TAG};b{};{body}", base36(upto - base))
+        (
+            format!("{METADATA_TAG};b{};{body}", base36(upto - base)),
+            upto,
+        )
     }
 
     fn committable(&self) -> i64 {

@@ -314,7 +314,6 @@ where
         // The broker may place transaction markers past the last record; the consumer's own
         // position accounts for those.
         let own = self.consumer.position().ok();
-        let mut caught_up = true;
         for p in &self.partitions {
             let (low, high) =
                 match self
@@ -338,11 +337,12 @@ where
                 .and_then(|e| e.offset().to_raw())
                 .unwrap_or(0);
             if low < high && mine.max(consumer_pos) < high {
-                caught_up = false;
+                // Behind: no need to ask the other partitions now.
+                self.watermark_failures = 0;
+                return None;
             }
         }
-        // Every partition answered.
         self.watermark_failures = 0;
-        caught_up.then_some(asked_at)
+        Some(asked_at)
     }
 }

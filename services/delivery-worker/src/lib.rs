@@ -83,12 +83,7 @@ pub async fn run(
     }
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let source_stop = CancellationToken::new();
-    let (source, inputs, consumer) = source::start(
-        &config,
-        tracker.clone(),
-        health.clone(),
-        source_stop.clone(),
-    )?;
+    let (source, inputs, consumer) = source::start(&config, tracker.clone(), source_stop.clone())?;
     let (writes, acks) = writer::start(&config)?;
     health.set_ready(true);
     tracing::info!(topic = %config.topic_deliveries, "delivery worker ready");

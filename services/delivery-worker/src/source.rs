@@ -17,7 +17,8 @@
 //! - Done offsets are committed every [`COMMIT_EVERY`], and once more when the source stops,
 //!   before the consumer closes and leaves the group.
 //! - Broker trouble (all brokers down, transport errors, coordinator moves) is weather: it is
-//!   logged, readiness goes false, and the consumer carries on when the brokers are back.
+//!   logged (and readiness goes false) by the shared client context, and the consumer carries
+//!   on when the brokers are back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,7 @@ use hookline_kafka::rdkafka::types::RDKafkaRespErr;
 use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
-use hookline_runtime::{CancellationToken, Health};
+use hookline_runtime::CancellationToken;
 use tokio::sync::mpsc;
 
 /// How often finished offsets are committed.
@@ -73,7 +74,6 @@ struct Shared {
     topic: String,
     full: AtomicBool,
     paused: AtomicBool,
-    brokers_down: AtomicBool,
     /// Where this worker finished partitions it no longer has, in case they come back.
     finished: Mutex<HashMap<i32, i64>>,
     /// Records past the committed offset that the previous owner finished (commit metadata).
@@ -96,10 +96,6 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        use hookline_kafka::rdkafka::types::RDKafkaErrorCode as Code;
-        if error.rdkafka_error_code() == Some(Code::AllBrokersDown) {
-            self.shared.brokers_down.store(true, Ordering::Relaxed);
-        }
         KafkaContext.error(error, reason);
     }
 }
@@ -290,7 +286,6 @@ impl Source {
 pub fn start(
     config: &Config,
     tracker: Arc<Mutex<OffsetTracker>>,
-    health: Health,
     stop: CancellationToken,
 ) -> Result<
     (
@@ -307,7 +302,6 @@ pub fn start(
         topic: config.topic_deliveries.clone(),
         full: AtomicBool::new(false),
         paused: AtomicBool::new(false),
-        brokers_down: AtomicBool::new(false),
         finished: Mutex::new(HashMap::new()),
         done: Mutex::new(HashMap::new()),
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
@@ -325,7 +319,7 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("deliveries".into())
-        .spawn(move || poll_loop(consumer, shared, health, stop))
+        .spawn(move || poll_loop(consumer, shared, stop))
         .map_err(crate::Error::Io)?;
     Ok((source, rx, thread))
 }
@@ -343,14 +337,8 @@ fn already_done(shared: &Shared, partition: i32, offset: i64) -> bool {
     filter.done(offset)
 }
 
-fn poll_loop(
-    consumer: BaseConsumer<SourceContext>,
-    shared: Arc<Shared>,
-    health: Health,
-    stop: CancellationToken,
-) {
+fn poll_loop(consumer: BaseConsumer<SourceContext>, shared: Arc<Shared>, stop: CancellationToken) {
     let mut last_commit = Instant::now();
-    let mut last_probe = Instant::now();
     while !stop.is_cancelled() {
         let full = shared.full.load(Ordering::Relaxed);
         if full != shared.paused.load(Ordering::Relaxed)
@@ -367,7 +355,6 @@ fn poll_loop(
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                shared.brokers_down.store(false, Ordering::Relaxed);
                 let (partition, offset) = (m.partition(), m.offset());
                 if already_done(&shared, partition, offset) {
                     if shared
@@ -401,21 +388,7 @@ fn poll_loop(
             commit_partitions(&consumer, &shared, &[], CommitMode::Async);
             last_commit = Instant::now();
         }
-        // While the brokers are away, ask for metadata now and then: an answer means they
-        // are back (librdkafka reports the loss, not the return).
-        if shared.brokers_down.load(Ordering::Relaxed) && last_probe.elapsed() >= COMMIT_EVERY {
-            last_probe = Instant::now();
-            if consumer
-                .fetch_metadata(Some(&shared.topic), Duration::from_millis(500))
-                .is_ok()
-            {
-                shared.brokers_down.store(false, Ordering::Relaxed);
-                tracing::info!("deliveries consumer: brokers reachable again");
-            }
-        }
-        health.set_ready(!shared.brokers_down.load(Ordering::Relaxed));
     }
-    health.set_ready(false);
     commit_partitions(&consumer, &shared, &[], CommitMode::Sync);
     // Leaving the group revokes what is left; the dispatcher is gone by then and the
     // callback does not wait for it.

@@ -77,8 +77,7 @@ async fn apply(
     if !command.disable {
         return Ok(());
     }
-    let _change = store.write_lock.lock().await;
-    store.sync().await;
+    let _change = store.lock_synced().await;
     let Some(mut sub) = store.subscriptions.get(&command.subscription_id) else {
         return Ok(());
     };

@@ -41,9 +41,15 @@ impl Store {
         who: &Principal,
     ) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
         who.require(Role::Editor)?;
+        Ok(self.lock_synced().await)
+    }
+
+    /// One change at a time in this process, on views that hold everything acknowledged
+    /// before it (a change another service asked for goes through here too).
+    pub async fn lock_synced(&self) -> tokio::sync::MutexGuard<'_, ()> {
         let guard = self.write_lock.lock().await;
         self.sync().await;
-        Ok(guard)
+        guard
     }
 
     /// The subscription `id` of `dialect`, if `who` may see it; else a 404 naming `what`.
