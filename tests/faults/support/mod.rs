@@ -130,6 +130,8 @@ pub fn config(bootstrap: &str, replication: i32, min_insync: i32) -> Config {
         egress_allow: "127.0.0.1/32".into(),
         log_format: "pretty".into(),
         log_level: std::env::var("HOOKLINE_FAULTS_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        // librdkafka's own debugging for a failure hunt, e.g. `debug=cgrp,eos`.
+        kafka_properties: std::env::var("HOOKLINE_FAULTS_KAFKA_PROPERTIES").unwrap_or_default(),
         shutdown_grace: "2s".into(),
         ..Config::default()
     };
