@@ -113,6 +113,9 @@ pub struct Config {
     /// Retries due within this wait in memory (the key stays blocked); longer ones park the
     /// subscription in the retry lane.
     pub retry_in_memory_max: String,
+    /// A subscription whose every attempt failed for this long is disabled (and
+    /// `hookline.subscription.disabled` published); `0s` never disables.
+    pub auto_disable_after: String,
     /// Retry lane: jobs of parked subscriptions, keyed by subscription id (delete policy).
     pub topic_retry_lane: String,
     /// Parked-state records of parked subscriptions (compacted).
@@ -187,6 +190,7 @@ impl Default for Config {
             subscription_buffer: 1000,
             worker_buffer: 20_000,
             retry_in_memory_max: "10s".into(),
+            auto_disable_after: "5days".into(),
             topic_retry_lane: "hookline.retry-lane".into(),
             topic_parked: "hookline.parked".into(),
             egress_allow: String::new(),
@@ -249,6 +253,7 @@ impl Config {
             }
         }
         self.retry_in_memory_max()?;
+        self.auto_disable_after()?;
         self.secret_rotation_overlap()?;
         if self.api_body_limit < 1024 {
             return Err(invalid("api_body_limit", "must be at least 1024 bytes"));
@@ -319,6 +324,12 @@ impl Config {
 
     pub fn retry_in_memory_max(&self) -> Result<Duration, ConfigError> {
         duration("retry_in_memory_max", &self.retry_in_memory_max)
+    }
+
+    /// `None`: never.
+    pub fn auto_disable_after(&self) -> Result<Option<Duration>, ConfigError> {
+        duration("auto_disable_after", &self.auto_disable_after)
+            .map(|d| (!d.is_zero()).then_some(d))
     }
 
     pub fn secret_rotation_overlap(&self) -> Result<Duration, ConfigError> {

@@ -4,8 +4,10 @@
 //! - [`decode_balance`]: a `balances` record into [`BalanceRow`], the balance kept exact.
 //! - [`delivery_id`]: the stable id of an (event, subscription) pair.
 //! - [`payload`]: the Fynapse envelope and the Synctera `WebhookRequest` bodies.
+//! - [`operational`]: Hookline's own `hookline.*` events.
 #![forbid(unsafe_code)]
 
+pub mod operational;
 pub mod payload;
 mod record;
 pub mod time_fmt;

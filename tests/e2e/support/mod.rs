@@ -94,7 +94,8 @@ impl Stack {
             // Receivers listen on 127.0.0.1; nothing else is allowed past the egress guard.
             egress_allow: "127.0.0.1/32".into(),
             log_format: "pretty".into(),
-            log_level: "warn".into(),
+            // `HOOKLINE_TEST_LOG_LEVEL` (with `HOOKLINE_TEST_LOGS=1`) for a failure hunt.
+            log_level: std::env::var("HOOKLINE_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
             shutdown_grace: "2s".into(),
             ..Config::default()
         };
