@@ -101,6 +101,11 @@ pub struct Config {
     pub http_timeout: String,
     pub http_connect_timeout: String,
     pub response_body_limit: usize,
+    /// The delivery workers' consumer group protocol: `consumer` (KIP-848, Kafka 4.0 and
+    /// later: a worker hands a partition on only after committing it, whatever else the group
+    /// is doing) or `classic` (older clusters). With `consumer`, the session timeout and
+    /// heartbeat interval are the brokers' `group.consumer.*` settings.
+    pub worker_group_protocol: String,
     /// Deliveries in flight per worker process.
     pub worker_concurrency: usize,
     /// Deliveries in flight per subscription (across its ordering keys).
@@ -191,6 +196,7 @@ impl Default for Config {
             worker_buffer: 20_000,
             retry_in_memory_max: "10s".into(),
             auto_disable_after: "5days".into(),
+            worker_group_protocol: "consumer".into(),
             topic_retry_lane: "hookline.retry-lane".into(),
             topic_parked: "hookline.parked".into(),
             egress_allow: String::new(),
@@ -254,6 +260,15 @@ impl Config {
         }
         self.retry_in_memory_max()?;
         self.auto_disable_after()?;
+        if !matches!(self.worker_group_protocol.as_str(), "consumer" | "classic") {
+            return Err(invalid(
+                "worker_group_protocol",
+                format!(
+                    "{:?}: expected consumer or classic",
+                    self.worker_group_protocol
+                ),
+            ));
+        }
         self.secret_rotation_overlap()?;
         if self.api_body_limit < 1024 {
             return Err(invalid("api_body_limit", "must be at least 1024 bytes"));

@@ -307,6 +307,16 @@ pub fn start(
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
     });
     let mut c = hookline_kafka::group_consumer_config(config, "delivery-worker")?;
+    if config.worker_group_protocol == "consumer" {
+        // KIP-848: the coordinator moves a partition only once its owner has revoked it, and
+        // a commit with the member's current epoch is accepted during any rebalance, so a
+        // revocation's commit gets through (with the classic protocol one that falls in the
+        // middle of a rebalance is refused, and the next owner repeats the work).
+        c.remove("partition.assignment.strategy")
+            .remove("session.timeout.ms")
+            .remove("heartbeat.interval.ms")
+            .set("group.protocol", "consumer");
+    }
     // A worker holds at most `worker_buffer` jobs; librdkafka's read-ahead stays small too.
     c.set("queued.max.messages.kbytes", "8192")
         .set("fetch.wait.max.ms", "100");
