@@ -280,7 +280,11 @@ async fn limits_hold_at_their_boundaries() {
     let config = api_config().await;
     let api = Api::start(&config).await;
     let url_of = |len: usize| format!("https://e.com/{}", "u".repeat(len - "https://e.com/".len()));
-    let types = |n: usize| (0..n).map(|i| format!("T{i}.CREATED")).collect::<Vec<_>>();
+    let types = |n: usize| {
+        (0..n)
+            .map(|i| ["ACCOUNT.CREATED", "CARD.*"][i % 2])
+            .collect::<Vec<_>>()
+    };
     let ok = [
         json!({"name": "u", "endpointUrl": url_of(1000)}),
         json!({"name": "t", "endpointUrl": "https://e.com", "eventTypes": types(100)}),
