@@ -130,7 +130,7 @@ async fn each_dialect_keeps_its_secrets_to_itself() {
     let borrow = json!({"name": "borrow", "endpointUrl": "https://e.com",
         "secretRef": webhook_secret});
     let got = api.call(M::POST, SUBS, TOKEN_A, Some(borrow)).await;
-    assert_refused(&got, 400, "secretRef", "a webhook's secret");
+    assert_refused(&got, 409, "secretRef", "a webhook's secret");
 
     // The Synctera dialect's own: read (no value) and rotate (value once).
     let own = format!("{HOOKS}/{id}/secret");

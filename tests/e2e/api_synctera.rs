@@ -95,7 +95,7 @@ async fn webhooks_round_trip_as_in_the_seed() {
             Some(json!({"tenant": TENANT_A})),
         )
         .await;
-    assert_refused(&move_it, 400, "tenant", "tenant change");
+    assert_refused(&move_it, 409, "tenant", "tenant change");
 
     assert_eq!(api.call(M::DELETE, &one, TOKEN_A, None).await.0, 204);
     assert_eq!(api.call(M::GET, &one, TOKEN_A, None).await.0, 404);

@@ -172,9 +172,10 @@ fn name_taken(store: &Store, tenant: &str, name: &str, except_id: &str) -> bool 
 fn secret_exists(store: &Store, tenant: &str, name: &str) -> Result<(), ApiError> {
     match secrets::fynapse_secret(store, tenant, name) {
         Some(_) => Ok(()),
-        None => Err(ApiError::invalid(
+        // Valid by the document, refused by the state: a conflict, as a taken name is.
+        None => Err(ApiError::conflict(
             "secretRef",
-            format!("no secret named {name:?}"),
+            format!("no secret named {name:?}: create it first"),
         )),
     }
 }

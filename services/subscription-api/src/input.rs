@@ -159,7 +159,7 @@ fn encode_cursor(key: &str) -> String {
 }
 
 fn decode_cursor(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > CURSOR_MAX {
+    if !text.len().is_multiple_of(2) || text.len() > CURSOR_MAX {
         return None;
     }
     let digit = |c: u8| match c {

@@ -181,6 +181,10 @@ pub fn constrained() -> serde_json::Value {
             property[k] = v.clone();
         }
     }
+    // PATCH may leave them out but not clear them.
+    for field in ["name", "endpointUrl"] {
+        schemas["PatchSubscription"]["properties"][field]["type"] = "string".into();
+    }
     for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
         for op in item.as_object_mut().expect("path item").values_mut() {
             let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {

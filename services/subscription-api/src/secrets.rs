@@ -148,9 +148,9 @@ pub async fn write_new(
     Ok((secret, value))
 }
 
-/// Gives `secret` a new value that signs from now on; the older versions still sign until now
-/// + `overlap` (zero: they stop at once). Returns the stored record and the new value. The
-/// caller holds `write_lock` and has synced the secrets view.
+/// Gives `secret` a new value that signs from now on; the older versions still sign until
+/// `overlap` from now (zero: they stop at once). Returns the stored record and the new value.
+/// The caller holds `write_lock` and has synced the secrets view.
 pub async fn rotate_value(
     store: &Store,
     mut secret: Secret,

@@ -58,7 +58,7 @@ pub struct PatchWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub metadata: Option<Option<String>>,
-    /// May only repeat the webhook's tenant.
+    /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
 }
 
@@ -219,7 +219,9 @@ pub async fn get(
     request_body = PatchWebhook,
     responses((status = 200, body = WebhookOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`tenant` is not the webhook's", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     who: Principal,
@@ -230,7 +232,8 @@ pub async fn patch(
     let _change = store.change(&who).await?;
     let mut sub = find(&state, &who, &id)?;
     if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
-        return Err(ApiError::invalid(
+        // Valid by the document, refused by the state: a conflict.
+        return Err(ApiError::conflict(
             "tenant",
             "a webhook's tenant cannot change",
         ));
