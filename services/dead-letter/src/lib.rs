@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use hookline_auth::{HasTokens, Principal, Role, TokenTable};
@@ -17,9 +17,10 @@ use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeadLetter;
-use hookline_runtime::{ApiError, CancellationToken, Health};
+use hookline_runtime::{ApiError, CancellationToken, Health, JsonQuery};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,7 +77,8 @@ pub async fn run(
             letters: letters.clone(),
             tokens,
         })
-        .merge(hookline_runtime::health_routes(health.clone()));
+        .merge(hookline_runtime::health_routes(health.clone(), document()));
+    let app = hookline_runtime::json_fallbacks(app);
     {
         let (letters, health) = (letters.clone(), health.clone());
         tokio::spawn(async move {
@@ -89,15 +91,49 @@ pub async fn run(
     Ok(served?)
 }
 
-#[derive(Deserialize)]
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hookline dead letters",
+        description = "Deliveries that exhausted their retries or could not be delivered, \
+            newest first. Every call but health and this document carries `Authorization: \
+            Bearer <token>`; a viewer sees its tenant's, an admin every tenant's. Errors are \
+            JSON `{code, message, field}`."
+    ),
+    paths(list),
+    components(schemas(ErrorOut))
+)]
+struct DeadLetterDoc;
+
+fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = DeadLetterDoc::openapi();
+    hookline_runtime::add_common_components(&mut doc);
+    doc
+}
+
+/// The error body (see `hookline_runtime::ApiError`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorBody)]
+struct ErrorOut {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// Only this subscription's.
     subscription_id: Option<String>,
+    /// Only this event type's.
     event_type: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LetterOut {
     delivery_id: String,
@@ -111,13 +147,18 @@ struct LetterOut {
     last_error: Option<String>,
     dead_lettered_at: String,
     #[serde(skip)]
+    #[schema(ignore)]
     at_ms: i64,
 }
 
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead-letters", params(Filter),
+    responses((status = 200, description = "Newest first", body = Vec<LetterOut>),
+        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
+        (status = 403, body = ErrorOut)))]
 async fn list(
     State(state): State<AppState>,
     who: Principal,
-    Query(filter): Query<Filter>,
+    JsonQuery(filter): JsonQuery<Filter>,
 ) -> Result<Json<Vec<LetterOut>>, ApiError> {
     who.require(Role::Viewer)?;
     let limit = filter.limit.unwrap_or(100);

@@ -74,7 +74,13 @@ pub async fn run(
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
-        hookline_runtime::health_routes(health.clone()),
+        hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
+            health.clone(),
+            hookline_runtime::base_document(
+                "Hookline delivery worker",
+                "The delivery worker signs and POSTs delivery jobs; over HTTP it serves only its health and this document.",
+            ),
+        )),
         shutdown.clone(),
     ));
     let parked = parked_view(&config)?;

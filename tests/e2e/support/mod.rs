@@ -192,6 +192,19 @@ impl Stack {
         call(method, url, token, body).await
     }
 
+    /// Registers event type `name` in the catalog (as the admin), so subscriptions may name it.
+    pub async fn register_event_type(&self, name: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/admin/v1/event-types", self.api),
+                TOKEN_ADMIN,
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
+    }
+
     /// Creates a Fynapse subscription for tenant A with an auto-created secret; returns
     /// (subscription id, secret value).
     pub async fn fynapse_subscription(
