@@ -96,11 +96,7 @@ pub const SEED_EVENT_TYPES: &[&str] = &[
 ];
 
 /// The operational events Hookline publishes to the events topic itself.
-pub const OPERATIONAL_EVENT_TYPES: &[&str] = &[
-    "hookline.delivery.exhausted",
-    "hookline.delivery.recovered",
-    "hookline.subscription.disabled",
-];
+pub const OPERATIONAL_EVENT_TYPES: &[&str] = &hookline_events::operational::TYPES;
 
 /// The built-in catalog: the seeds' types, then the operational ones.
 pub fn built_in() -> impl Iterator<Item = &'static str> {
