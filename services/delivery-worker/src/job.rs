@@ -189,9 +189,7 @@ impl Context {
                 _ => AttemptOutcome::Failed,
             };
             let attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
-            if !self.record_attempt(&job, &attempt).await {
-                return Outcome::HandedBack;
-            }
+            self.record_attempt(&job, &attempt).await;
             if self.failing_for_too_long(&sub, verdict == Verdict::Delivered) {
                 let reason = format!(
                     "every attempt failed for {}",
@@ -249,9 +247,10 @@ impl Context {
     /// Writes the attempt record and waits for the broker's acknowledgement: the job's
     /// offset (or lane cursor) moves only behind a durable record, so a crash loses none. A
     /// full producer queue is waited out; the producer never times a record out, so an
-    /// outage delays the acknowledgement. False when shutdown came first (the job is handed
-    /// back, and the attempt is made again by the next owner).
-    async fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) -> bool {
+    /// outage delays the acknowledgement. Shutdown does not cut this short (the attempt was
+    /// made: handing the job back would repeat it): the revocation's grace time bounds the
+    /// wait, after which the task is dropped and the job, not finished, goes to the next owner.
+    async fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
         let payload = attempt.encode_to_vec();
         loop {
             let record = FutureRecord::to(&self.topic_attempts)
@@ -260,27 +259,19 @@ impl Context {
             let ack = match self.producer.send_result(record) {
                 Ok(ack) => ack,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    if !self.sleep(QUEUE_FULL_PAUSE).await {
-                        return false;
-                    }
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                     continue;
                 }
                 Err((e, _)) => {
                     // Refused before it was queued (too large, ...): it would be refused again.
                     tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record refused");
-                    return true;
+                    return;
                 }
             };
-            return match self.shutdown.run_until_cancelled(ack).await {
-                None => false,
-                Some(Ok(Ok(_))) => true,
-                Some(Ok(Err((e, _)))) => {
-                    tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record refused");
-                    true
-                }
-                // The producer went away: only at shutdown.
-                Some(Err(_)) => false,
-            };
+            if let Ok(Err((e, _))) = ack.await {
+                tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record refused");
+            }
+            return;
         }
     }
 
