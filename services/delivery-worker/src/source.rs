@@ -74,8 +74,9 @@ struct Shared {
     topic: String,
     full: AtomicBool,
     paused: AtomicBool,
-    /// Where this worker finished partitions it no longer has, in case they come back.
-    finished: Mutex<HashMap<i32, i64>>,
+    /// Where this worker finished partitions it no longer has (the offset, and the commit
+    /// metadata naming what past it is finished too), in case they come back.
+    finished: Mutex<HashMap<i32, (i64, String)>>,
     /// Records past the committed offset that the previous owner finished (commit metadata).
     done: Mutex<HashMap<i32, DoneFilter>>,
     /// How long a revocation may wait for the dispatcher.
@@ -188,7 +189,7 @@ impl SourceContext {
         let mut finished = lock_any(&self.shared.finished);
         for (p, o) in tracker.committable() {
             if partitions.contains(&p) {
-                finished.insert(p, o);
+                finished.insert(p, (o, tracker.commit_metadata(p)));
             }
         }
         for p in &partitions {
@@ -215,9 +216,13 @@ impl SourceContext {
                 continue;
             };
             let theirs = elem.offset().to_raw().unwrap_or(-1);
-            if let Some(mine) = finished.remove(&p)
+            if let Some((mine, metadata)) = finished.remove(&p)
                 && mine > theirs
             {
+                // What it finished past that offset is not done again either.
+                if let Some(filter) = DoneFilter::parse(mine, &metadata) {
+                    done.insert(p, filter);
+                }
                 tracing::info!(
                     partition = p,
                     from = mine,
