@@ -81,6 +81,11 @@ impl Stack {
             topic_event_types: t("event-types"),
             topic_subscription_commands: t("subscription-commands"),
             topic_quarantine: t("quarantine"),
+            topic_replays: t("replays"),
+            ops_index_dir: std::env::temp_dir()
+                .join(format!("hookline-ops-index-t{id}"))
+                .display()
+                .to_string(),
             group_prefix: format!("t{id}"),
             create_topics: false,
             topic_partitions: 3,
