@@ -12,6 +12,7 @@ mod api_synctera;
 mod binaries;
 mod delivery;
 mod egress;
+mod operations;
 mod router;
 mod support;
 mod worker;
