@@ -441,7 +441,12 @@ async fn a_bulk_run_killed_mid_way_enqueues_each_delivery_once_and_the_index_reb
     .await;
     ops.kill();
     assert_eq!(progress["selected"], total, "{progress}");
-    eprintln!("killed at {} of {total} enqueued", progress["enqueued"]);
+    let at_kill = progress["enqueued"].as_u64().unwrap();
+    eprintln!("killed at {at_kill} of {total} enqueued");
+    assert!(
+        at_kill < total as u64,
+        "the kill came after the run had finished: {progress}"
+    );
 
     let ops = Service::start("hookline-dead-letter", &stack.config, &[]);
     wait_ready(&base).await;
