@@ -29,6 +29,7 @@ fn rss_kb(field: &str) -> u64 {
 /// Attempt `n`: two attempts per delivery, the first failing (503), the second succeeding.
 fn attempt(n: u64, base_ms: i64) -> Attempt {
     let delivery = n / 2;
+    let first = n & 1 == 0;
     let sub = delivery % SUBSCRIPTIONS;
     Attempt {
         delivery_id: format!("{delivery:032x}"),
@@ -39,13 +40,13 @@ fn attempt(n: u64, base_ms: i64) -> Attempt {
         attempt: (n % 2) as u32 + 1,
         started_at_ms: base_ms + (n / 10) as i64,
         duration_ms: 12,
-        status_code: if n % 2 == 0 { 503 } else { 200 },
-        outcome: if n % 2 == 0 {
+        status_code: if first { 503 } else { 200 },
+        outcome: if first {
             AttemptOutcome::Retryable as i32
         } else {
             AttemptOutcome::Succeeded as i32
         },
-        error_class: if n % 2 == 0 {
+        error_class: if first {
             "status".into()
         } else {
             String::new()
@@ -83,6 +84,7 @@ fn main() {
     let mut window_start = Instant::now();
     let mut peak_rss = 0;
     let mut n = 0u64;
+    let mut next_report = 1_000_000;
     while n < total {
         let mut batch = Batch::default();
         let end = (n + BATCH as u64).min(total);
@@ -99,7 +101,8 @@ fn main() {
         store.apply(batch).expect("apply");
         n = end;
         peak_rss = peak_rss.max(rss_kb("VmRSS:"));
-        if n % 1_000_000 == 0 || n == total {
+        if n >= next_report || n == total {
+            next_report += 1_000_000;
             let rate = 1_000_000f64.min(n as f64) / window_start.elapsed().as_secs_f64();
             println!(
                 "indexed {n:>10} attempts: {rate:>8.0}/s over the last million, RSS {} MB",
@@ -135,7 +138,8 @@ fn main() {
         limit: 50,
         oldest_first: false,
     };
-    let kinds: [(&str, fn(u64) -> Scope); 4] = [
+    type ScopeOf = fn(u64) -> Scope;
+    let kinds: [(&str, ScopeOf); 4] = [
         ("delivery attempts", |d| {
             Scope::Delivery(format!("{d:032x}"))
         }),

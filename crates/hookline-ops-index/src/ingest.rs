@@ -275,8 +275,8 @@ impl Ingest {
                 retention = self.retention();
                 sweeping = retention.is_some();
             }
-            if sweeping {
-                if let Some(c) = retention {
+            if let (true, Some(c)) = (sweeping, retention) {
+                {
                     let now = now_ms();
                     match self.store.sweep(
                         c.attempts.map(|r| now - r),

@@ -13,6 +13,13 @@ use crate::IndexError;
 use crate::keys::{self, PK_LEN, Pk};
 use crate::summary::Summary;
 
+type Entry<'a> = Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// Next offset to read per `topic/partition`.
@@ -38,7 +45,8 @@ const REPLAY_COUNT: TableDefinition<&str, u64> = TableDefinition::new("replay_de
 /// Entries one query may look at before it answers with what it found (and a cursor).
 pub const SCAN_BUDGET: usize = 20_000;
 
-/// One record of a folded topic.
+/// One record of a folded topic (a batch holds a bounded number of them).
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Job {
         partition: i32,
@@ -142,10 +150,12 @@ impl Store {
         let mut out = HashMap::new();
         for entry in table.iter().map_err(err)? {
             let (k, v) = entry.map_err(err)?;
-            if let Some((topic, p)) = k.value().rsplit_once('/') {
-                if let Ok(p) = p.parse() {
-                    out.insert((topic.to_owned(), p), v.value());
-                }
+            let parsed = k
+                .value()
+                .rsplit_once('/')
+                .and_then(|(topic, p)| Some((topic.to_owned(), p.parse::<i32>().ok()?)));
+            if let Some(key) = parsed {
+                out.insert(key, v.value());
             }
         }
         Ok(out)
@@ -402,11 +412,7 @@ impl Store {
         let mut items = Vec::new();
         let mut last: Option<Pk> = None;
         let mut scanned = 0usize;
-        let mut step = |entry: Result<
-            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
-            redb::StorageError,
-        >|
-         -> Result<bool, IndexError> {
+        let mut step = |entry: Entry<'_>| -> Result<bool, IndexError> {
             let (k, v) = entry.map_err(err)?;
             let key = k.value();
             let Some(pk) = key
@@ -515,14 +521,12 @@ impl Store {
                     txn.open_table(ATT_BY_TENANT).map_err(err)?,
                 ];
                 for pk in old {
-                    if let Some(v) = primary.remove(pk.as_slice()).map_err(err)? {
-                        if let Ok(a) = Attempt::decode(v.value()) {
-                            let values =
-                                [&a.delivery_id, &a.subscription_id, &a.event_id, &a.tenant];
-                            for (t, value) in indexes.iter_mut().zip(values) {
-                                t.remove(keys::with(&keys::prefix(value), &pk).as_slice())
-                                    .map_err(err)?;
-                            }
+                    let gone = primary.remove(pk.as_slice()).map_err(err)?;
+                    if let Some(a) = gone.and_then(|v| Attempt::decode(v.value()).ok()) {
+                        let values = [&a.delivery_id, &a.subscription_id, &a.event_id, &a.tenant];
+                        for (t, value) in indexes.iter_mut().zip(values) {
+                            t.remove(keys::with(&keys::prefix(value), &pk).as_slice())
+                                .map_err(err)?;
                         }
                     }
                     removed += 1;
@@ -537,13 +541,15 @@ impl Store {
                     txn.open_table(DEAD_BY_TENANT).map_err(err)?,
                 ];
                 for pk in old {
-                    if let Some(v) = primary.remove(pk.as_slice()).map_err(err)? {
-                        if let Some(job) = DeadLetter::decode(v.value()).ok().and_then(|d| d.job) {
-                            let values = [&job.delivery_id, &job.subscription_id, &job.tenant];
-                            for (t, value) in indexes.iter_mut().zip(values) {
-                                t.remove(keys::with(&keys::prefix(value), &pk).as_slice())
-                                    .map_err(err)?;
-                            }
+                    let gone = primary.remove(pk.as_slice()).map_err(err)?;
+                    if let Some(job) = gone
+                        .and_then(|v| DeadLetter::decode(v.value()).ok())
+                        .and_then(|d| d.job)
+                    {
+                        let values = [&job.delivery_id, &job.subscription_id, &job.tenant];
+                        for (t, value) in indexes.iter_mut().zip(values) {
+                            t.remove(keys::with(&keys::prefix(value), &pk).as_slice())
+                                .map_err(err)?;
                         }
                     }
                     removed += 1;
@@ -563,15 +569,13 @@ impl Store {
                 for k in old {
                     by_created.remove(k.as_slice()).map_err(err)?;
                     let id = String::from_utf8_lossy(&k[8..]).into_owned();
-                    if let Some(v) = deliveries.remove(id.as_str()).map_err(err)? {
-                        if let Ok(s) = Summary::decode(v.value()) {
-                            by_sub
-                                .remove(
-                                    del_by_sub_key(&s.subscription_id, s.created_ms, &id)
-                                        .as_slice(),
-                                )
-                                .map_err(err)?;
-                        }
+                    let gone = deliveries.remove(id.as_str()).map_err(err)?;
+                    if let Some(s) = gone.and_then(|v| Summary::decode(v.value()).ok()) {
+                        by_sub
+                            .remove(
+                                del_by_sub_key(&s.subscription_id, s.created_ms, &id).as_slice(),
+                            )
+                            .map_err(err)?;
                     }
                     removed += 1;
                 }

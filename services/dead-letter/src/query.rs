@@ -112,13 +112,11 @@ impl Params {
     /// `since` and `until`, with `since` < `until` when both are given.
     pub fn window(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
         let (since, until) = (self.time("since")?, self.time("until")?);
-        if let (Some(s), Some(u)) = (since, until) {
-            if u <= s {
-                return Err(ApiError::invalid(
-                    "until",
-                    "`until` must be later than `since`",
-                ));
-            }
+        if since.zip(until).is_some_and(|(s, u)| u <= s) {
+            return Err(ApiError::invalid(
+                "until",
+                "`until` must be later than `since`",
+            ));
         }
         Ok((since, until))
     }
