@@ -337,6 +337,34 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
     .await;
     assert_eq!(summary["replayId"], one["replayId"]);
 
+    // Every documented operation is routed.
+    let doc: Value = crate::support::client()
+        .get(format!("{ops}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{deliveryId}", "no-such-delivery")
+            .replace("{replayId}", "no-such-replay");
+        for method in item.as_object().unwrap().keys() {
+            let method = M::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (status, answer) =
+                call(method.clone(), &format!("{ops}{concrete}"), TOKEN_A, None).await;
+            assert!(
+                status != 405 && answer["code"] != "unknown_route",
+                "{method} {path}: {answer}"
+            );
+            assert!(status < 500, "{method} {path}: {status} {answer}");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, hookline_dead_letter::OPERATIONS.len());
+
     // A disabled subscription gets 409, and nothing starts.
     let (status, hook) = call(
         M::POST,
@@ -479,6 +507,25 @@ async fn a_bulk_run_killed_mid_way_enqueues_each_delivery_once_and_the_index_reb
     let one_url = format!("{base}/api/v1/event-deliveries/deliveries/{some}");
     let (_, one_before) = call(M::GET, &one_url, TOKEN_A, None).await;
     assert!(ops.terminate(30), "a clean stop");
+    // The checkpoint is kept with the index: a restart resumes from it.
+    {
+        let store = hookline_ops_index::Store::open(
+            std::path::Path::new(&stack.config.ops_index_dir),
+            4 << 20,
+        )
+        .expect("open the index");
+        let folded: i64 = store
+            .positions()
+            .unwrap()
+            .iter()
+            .filter(|((topic, _), _)| *topic == stack.config.topic_dead_letters)
+            .map(|(_, next)| *next)
+            .sum();
+        assert_eq!(
+            folded, total as i64,
+            "every dead letter folded, and recorded so"
+        );
+    }
     std::fs::remove_dir_all(&stack.config.ops_index_dir).expect("delete the index");
     let ops = Service::start("hookline-dead-letter", &stack.config, &[]);
     wait_ready(&base).await;
