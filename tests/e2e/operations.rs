@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::process::Service;
 use crate::support::receiver::Receiver;
-use crate::support::{Stack, TENANT_A, TOKEN_A, TOKEN_B, call, eventually};
+use crate::support::{Stack, TENANT_A, TOKEN_A, TOKEN_ADMIN, TOKEN_B, call, eventually};
 
 const VIEWER_A: &str = "test-token-viewer-a-0123456789";
 
@@ -350,7 +350,8 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path
             .replace("{deliveryId}", "no-such-delivery")
-            .replace("{replayId}", "no-such-replay");
+            .replace("{replayId}", "no-such-replay")
+            .replace("{id}", "no-such-record");
         for method in item.as_object().unwrap().keys() {
             let method = M::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, answer) =
@@ -364,6 +365,59 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
         }
     }
     assert_eq!(operations, hookline_dead_letter::OPERATIONS.len());
+
+    // An undecodable event: listed in quarantine (admin only), and republished it comes back
+    // through the router (still undecodable: quarantined again).
+    stack
+        .producer()
+        .send(
+            FutureRecord::to(&events).key("acc-q").payload("not json"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let quarantine = format!("{ops}/admin/v1/quarantine");
+    let listed = eventually(60, "the quarantined record listed", || async {
+        let (status, body) = call(M::GET, &quarantine, TOKEN_ADMIN, None).await;
+        assert_eq!(status, 200, "{body}");
+        (body["items"].as_array().map_or(0, Vec::len) == 1).then_some(body)
+    })
+    .await;
+    let item = &listed["items"][0];
+    assert_eq!(
+        (item["key"].as_str(), item["valuePreview"].as_str()),
+        (Some("acc-q"), Some("not json"))
+    );
+    assert_eq!(item["sourceTopic"].as_str(), Some(events.as_str()));
+    assert!(!item["reason"].as_str().unwrap().is_empty());
+    assert_eq!(call(M::GET, &quarantine, TOKEN_A, None).await.0, 403);
+    let id = item["id"].as_str().unwrap();
+    let (status, republished) = post(
+        &format!("{quarantine}/{id}/republish"),
+        TOKEN_ADMIN,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, republished["topic"].as_str()),
+        (202, Some(events.as_str())),
+        "{republished}"
+    );
+    eventually(60, "the republished record quarantined again", || async {
+        let (_, body) = call(M::GET, &quarantine, TOKEN_ADMIN, None).await;
+        (body["items"].as_array().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
+    let (status, e) = post(
+        &format!("{quarantine}/nonsense/republish"),
+        TOKEN_ADMIN,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((status, e["field"].as_str()), (400, Some("id")));
 
     // A disabled subscription gets 409, and nothing starts.
     let (status, hook) = call(

@@ -20,6 +20,7 @@ use hookline_proto::v1::{Attempt, DeadLetter, DeliveryJob};
 use tokio::sync::watch;
 
 use crate::store::{Batch, Record, Store};
+use crate::summary::Quarantined;
 use crate::{IndexError, IngestState, now_ms};
 
 /// Records per transaction, at most; and bytes of record values.
@@ -36,6 +37,7 @@ enum Kind {
     Job,
     Attempt,
     DeadLetter,
+    Quarantine,
 }
 
 pub(crate) struct Ingest {
@@ -79,6 +81,7 @@ impl Ingest {
                 (config.topic_deliveries.clone(), Kind::Job),
                 (config.topic_attempts.clone(), Kind::Attempt),
                 (config.topic_dead_letters.clone(), Kind::DeadLetter),
+                (config.topic_quarantine.clone(), Kind::Quarantine),
             ],
             partitions: Vec::new(),
             positions: HashMap::new(),
@@ -153,9 +156,13 @@ impl Ingest {
             .iter()
             .find(|(t, _)| t == msg.topic())
             .map(|(_, k)| *k)?;
-        let payload = msg.payload()?;
         let (partition, offset) = (msg.partition(), msg.offset());
+        if kind == Kind::Quarantine {
+            return Some(Record::Quarantined(quarantined(msg)));
+        }
+        let payload = msg.payload()?;
         let record = match kind {
+            Kind::Quarantine => None,
             Kind::Job => DeliveryJob::decode(payload).ok().map(|mut job| {
                 // Only the event's identity is kept: the job is read back from the topic.
                 if let Some(e) = job.event.as_mut() {
@@ -282,6 +289,7 @@ impl Ingest {
                         c.attempts.map(|r| now - r),
                         c.dead_letters.map(|r| now - r),
                         c.deliveries.map(|r| now - r),
+                        c.quarantine.map(|r| now - r),
                         SWEEP_CHUNK,
                     ) {
                         Ok(0) => sweeping = false,
@@ -357,6 +365,7 @@ impl Ingest {
             ms.push(value);
         }
         let (deliveries, attempts, dead_letters) = (ms.first()?, ms.get(1)?, ms.get(2)?);
+        let quarantine = ms.get(3).copied().flatten();
         // A summary lasts as long as anything about its delivery may.
         let longest = [deliveries, attempts, dead_letters]
             .iter()
@@ -365,7 +374,35 @@ impl Ingest {
             attempts: *attempts,
             dead_letters: *dead_letters,
             deliveries: longest,
+            quarantine,
         })
+    }
+}
+
+/// Longest value preview kept of a quarantined record.
+const PREVIEW: usize = 1024;
+
+fn quarantined(msg: &BorrowedMessage<'_>) -> Quarantined {
+    let text = |name: &str| {
+        hookline_kafka::header(msg, name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let value = msg.payload().unwrap_or_default();
+    let key = msg.key().unwrap_or_default();
+    Quarantined {
+        partition: msg.partition(),
+        offset: msg.offset(),
+        quarantined_ms: msg.timestamp().to_millis().unwrap_or_else(now_ms),
+        reason: text("hookline-quarantine-reason"),
+        source_topic: text("hookline-source-topic"),
+        source_partition: text("hookline-source-partition").parse().unwrap_or(-1),
+        source_offset: text("hookline-source-offset").parse().unwrap_or(-1),
+        key: String::from_utf8_lossy(&key[..key.len().min(256)]).into_owned(),
+        // A cut in the middle of a character becomes a replacement character.
+        value_preview: String::from_utf8_lossy(&value[..value.len().min(PREVIEW)]).into_owned(),
+        value_len: value.len() as u64,
+        content_type: text("content-type"),
     }
 }
 
@@ -374,6 +411,7 @@ struct Cutoffs {
     attempts: Option<i64>,
     dead_letters: Option<i64>,
     deliveries: Option<i64>,
+    quarantine: Option<i64>,
 }
 
 fn kafka(e: hookline_kafka::rdkafka::error::KafkaError) -> IndexError {

@@ -27,7 +27,7 @@ use hookline_config::Config;
 use tokio::sync::watch;
 
 pub use store::{Page, Scope, Store, Window};
-pub use summary::{State, Summary};
+pub use summary::{Quarantined, State, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

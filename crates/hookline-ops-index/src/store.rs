@@ -11,7 +11,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::IndexError;
 use crate::keys::{self, PK_LEN, Pk};
-use crate::summary::Summary;
+use crate::summary::{Quarantined, Summary};
 
 type Entry<'a> = Result<
     (
@@ -41,6 +41,8 @@ const DEL_BY_CREATED: Table = TableDefinition::new("deliveries_by_created");
 /// `prefix(replay id) ++ delivery id`: deliveries of a replay run that succeeded since.
 const REPLAY_DELIVERED: Table = TableDefinition::new("replay_delivered");
 const REPLAY_COUNT: TableDefinition<&str, u64> = TableDefinition::new("replay_delivered_count");
+/// Quarantined records by position: [`Quarantined`].
+const QUARANTINE: Table = TableDefinition::new("quarantine");
 
 /// Entries one query may look at before it answers with what it found (and a cursor).
 pub const SCAN_BUDGET: usize = 20_000;
@@ -66,6 +68,7 @@ pub enum Record {
         bytes: Vec<u8>,
         letter: DeadLetter,
     },
+    Quarantined(Quarantined),
 }
 
 /// Records and the positions they bring their partitions to, applied in one transaction.
@@ -133,6 +136,7 @@ impl Store {
                 DEL_BY_SUB,
                 DEL_BY_CREATED,
                 REPLAY_DELIVERED,
+                QUARANTINE,
             ] {
                 txn.open_table(t).map_err(err)?;
             }
@@ -179,6 +183,7 @@ impl Store {
             let mut dead_tenant = txn.open_table(DEAD_BY_TENANT).map_err(err)?;
             let mut replay_delivered = txn.open_table(REPLAY_DELIVERED).map_err(err)?;
             let mut replay_count = txn.open_table(REPLAY_COUNT).map_err(err)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(err)?;
             let load = |id: &str,
                         summaries: &mut HashMap<String, (Summary, i64)>|
              -> Result<(), IndexError> {
@@ -247,6 +252,12 @@ impl Store {
                                     .map_err(err)?;
                             }
                         }
+                    }
+                    Record::Quarantined(q) => {
+                        let pk = keys::pk(q.quarantined_ms, q.partition, q.offset);
+                        quarantine
+                            .insert(pk.as_slice(), q.encode_to_vec().as_slice())
+                            .map_err(err)?;
                     }
                     Record::DeadLetter {
                         partition,
@@ -458,6 +469,23 @@ impl Store {
         })
     }
 
+    /// Quarantined records, newest first.
+    pub fn quarantined(&self, window: &Window) -> Result<Page<Quarantined>, IndexError> {
+        self.list(QUARANTINE, None, &Scope::All, window, |b| {
+            Quarantined::decode(b).ok()
+        })
+    }
+
+    /// One quarantined record by its position key (its id in the API).
+    pub fn quarantined_at(&self, pk: &Pk) -> Result<Option<Quarantined>, IndexError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUARANTINE).map_err(err)?;
+        Ok(table
+            .get(pk.as_slice())
+            .map_err(err)?
+            .and_then(|v| Quarantined::decode(v.value()).ok()))
+    }
+
     /// A subscription's deliveries created in [`since_ms`, `until_ms`), oldest first, after
     /// `after` (a key this returned before), at most `limit`, with the key of each.
     pub fn deliveries_of(
@@ -506,11 +534,19 @@ impl Store {
         attempts_before: Option<i64>,
         dead_letters_before: Option<i64>,
         deliveries_before: Option<i64>,
+        quarantine_before: Option<i64>,
         max: usize,
     ) -> Result<usize, IndexError> {
         let txn = self.db.begin_write().map_err(err)?;
         let mut removed = 0;
         {
+            if let Some(cutoff) = quarantine_before {
+                let mut table = txn.open_table(QUARANTINE).map_err(err)?;
+                for pk in first_keys(&table, cutoff, max)? {
+                    table.remove(pk.as_slice()).map_err(err)?;
+                    removed += 1;
+                }
+            }
             if let Some(cutoff) = attempts_before {
                 let mut primary = txn.open_table(ATTEMPTS).map_err(err)?;
                 let old = first_keys(&primary, cutoff, max)?;
@@ -743,7 +779,7 @@ mod tests {
         let ids: Vec<&str> = rest.iter().map(|(_, id, _)| id.as_str()).collect();
         assert_eq!(ids, vec!["d3", "d4"]);
         // Retention removes the old entries and their index entries.
-        let removed = s.sweep(Some(1010), None, Some(1010), 1000).unwrap();
+        let removed = s.sweep(Some(1010), None, Some(1010), None, 1000).unwrap();
         assert_eq!(removed, 10 + 2);
         let page = s
             .attempts(

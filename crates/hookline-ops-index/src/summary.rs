@@ -262,3 +262,32 @@ mod tests {
         assert_eq!((s.event_id.as_str(), s.event_type.as_str()), ("e", "A.B"));
     }
 }
+
+/// What the index keeps of a quarantined record: why, where from, and a preview; the record
+/// itself stays on the quarantine topic (republishing reads it back).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quarantined {
+    #[prost(int32, tag = "1")]
+    pub partition: i32,
+    #[prost(int64, tag = "2")]
+    pub offset: i64,
+    #[prost(int64, tag = "3")]
+    pub quarantined_ms: i64,
+    #[prost(string, tag = "4")]
+    pub reason: String,
+    #[prost(string, tag = "5")]
+    pub source_topic: String,
+    #[prost(int32, tag = "6")]
+    pub source_partition: i32,
+    #[prost(int64, tag = "7")]
+    pub source_offset: i64,
+    #[prost(string, tag = "8")]
+    pub key: String,
+    /// The value's first bytes (lossy UTF-8).
+    #[prost(string, tag = "9")]
+    pub value_preview: String,
+    #[prost(uint64, tag = "10")]
+    pub value_len: u64,
+    #[prost(string, tag = "11")]
+    pub content_type: String,
+}

@@ -6,11 +6,13 @@
 //!   and the HTTP server.
 //! - `api.rs`: deliveries, attempts and dead letters (reads).
 //! - `replay.rs`: replay runs (one delivery, or by filter; recover) and their driver.
+//! - `quarantine.rs`: quarantined records (admin): list, republish.
 //! - `query.rs`: query-string checks; `openapi.rs`: the document at `/openapi.json`.
 #![forbid(unsafe_code)]
 
 mod api;
 mod openapi;
+mod quarantine;
 mod query;
 mod replay;
 
@@ -54,6 +56,7 @@ struct AppState {
     replays: TopicView<ReplayRun>,
     tokens: Arc<TokenTable>,
     producer: hookline_kafka::Producer,
+    config: Arc<Config>,
     topic_replays: String,
     in_memory_max_ms: i64,
     /// One replay creation at a time (a request sent twice starts one run).
@@ -99,6 +102,7 @@ pub async fn run(
         replays: replays.clone(),
         tokens,
         producer: hookline_kafka::producer(&config)?,
+        config: Arc::new(config.clone()),
         topic_replays: config.topic_replays.clone(),
         in_memory_max_ms: config.retry_in_memory_max()?.as_millis() as i64,
         create: Arc::default(),
@@ -116,6 +120,8 @@ pub async fn run(
         .route(DEAD_LETTER, get(api::dead_letter))
         .route(REPLAYS, post(replay::replay_bulk))
         .route(REPLAY, get(replay::get_run))
+        .route(QUARANTINE, get(quarantine::list))
+        .route(QUARANTINE_REPUBLISH, post(quarantine::republish))
         .layer(DefaultBodyLimit::max(config.api_body_limit))
         .with_state(state.clone())
         .merge(hookline_runtime::health_routes(health.clone()))

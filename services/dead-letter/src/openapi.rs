@@ -14,9 +14,11 @@ pub const DEAD_LETTERS: &str = "/api/v1/event-deliveries/dead-letters";
 pub const DEAD_LETTER: &str = "/api/v1/event-deliveries/dead-letters/{deliveryId}";
 pub const REPLAYS: &str = "/api/v1/event-deliveries/replays";
 pub const REPLAY: &str = "/api/v1/event-deliveries/replays/{replayId}";
+pub const QUARANTINE: &str = "/admin/v1/quarantine";
+pub const QUARANTINE_REPUBLISH: &str = "/admin/v1/quarantine/{id}/republish";
 
 /// Every documented (method, path), as routed by `lib.rs`.
-pub const OPERATIONS: [(&str, &str); 9] = [
+pub const OPERATIONS: [(&str, &str); 11] = [
     ("get", DELIVERY),
     ("get", DELIVERY_ATTEMPTS),
     ("post", DELIVERY_REPLAY),
@@ -25,6 +27,8 @@ pub const OPERATIONS: [(&str, &str); 9] = [
     ("get", DEAD_LETTER),
     ("post", REPLAYS),
     ("get", REPLAY),
+    ("get", QUARANTINE),
+    ("post", QUARANTINE_REPUBLISH),
     ("get", "/openapi.json"),
 ];
 
@@ -138,6 +142,8 @@ pub fn document() -> Value {
     ];
     dead_params.extend(window_params());
     dead_params.extend(page_params());
+    let mut quarantine_params = window_params();
+    quarantine_params.extend(page_params());
     let delivery_id = id_param(
         "deliveryId",
         "the delivery id (the `webhook-id` receivers get)",
@@ -166,6 +172,12 @@ pub fn document() -> Value {
                 "responses": ok("202", "ReplayStarted", &["404", "409", "413"])}},
             REPLAY: {"get": {"operationId": "getReplay", "summary": "A replay run: state, selected, enqueued, delivered so far",
                 "parameters": [id_param("replayId", "the run's id")], "responses": ok("200", "Replay", &["404"])}},
+            QUARANTINE: {"get": {"operationId": "listQuarantine", "summary": "Records the router could not decode, with the reason (admin)",
+                "parameters": quarantine_params, "responses": ok("200", "QuarantineList", &[])}},
+            QUARANTINE_REPUBLISH: {"post": {"operationId": "republishQuarantined", "summary": "Publish a quarantined record again, unchanged, to the topic it came from (admin)",
+                "parameters": [json!({"name": "id", "in": "path", "required": true, "description": "the record's id from the list",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{27}$"}})],
+                "responses": ok("202", "Republished", &["404"])}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "the document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
         },
@@ -204,6 +216,14 @@ pub fn document() -> Value {
                     "subscriptionId": text(), "since": time(), "until": {"type": ["string", "null"], "format": "date-time", "description": "later than `since`; default: now"},
                     "outcome": {"type": ["string", "null"], "enum": ["succeeded", "failed", null], "description": "`failed`: recover (dead-lettered deliveries only); absent: every finished delivery"},
                     "eventTypes": {"type": ["array", "null"], "maxItems": 100, "items": text()}}},
+                "Quarantined": {"type": "object", "required": ["id", "reason", "quarantinedAt", "sourceTopic", "sourcePartition", "sourceOffset", "key", "valuePreview", "valueBytes"], "properties": {
+                    "id": {"type": "string"}, "reason": {"type": "string"}, "quarantinedAt": time(),
+                    "sourceTopic": {"type": "string"}, "sourcePartition": {"type": "integer"}, "sourceOffset": {"type": "integer"},
+                    "key": {"type": "string"}, "contentType": {"type": ["string", "null"]},
+                    "valuePreview": {"type": "string", "description": "the value's first 1,024 bytes"}, "valueBytes": {"type": "integer", "minimum": 0}}},
+                "QuarantineList": list_of("Quarantined"),
+                "Republished": {"type": "object", "required": ["topic", "partition", "offset"], "properties": {
+                    "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}}},
                 "ReplayStarted": {"type": "object", "required": ["replayId"], "properties": {"replayId": {"type": "string"}}},
                 "Replay": {"type": "object", "required": ["replayId", "state", "subscriptionId", "eventTypes", "selected", "enqueued", "unavailable", "delivered", "createdAt"], "properties": {
                     "replayId": {"type": "string"}, "state": {"type": "string", "enum": ["running", "completed"]},
