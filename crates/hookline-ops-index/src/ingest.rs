@@ -98,7 +98,7 @@ impl Ingest {
     /// Assigns every partition of the three topics at the stored positions, waiting for the
     /// topics to exist.
     fn assign(&mut self) -> Result<bool, IndexError> {
-        let stored = self.store.positions()?;
+        let mut stored = self.store.positions()?;
         let mut warned = Instant::now();
         while !self.stopped() {
             let mut partitions = Vec::new();
@@ -119,6 +119,22 @@ impl Ingest {
             let topics_seen: std::collections::HashSet<&String> =
                 partitions.iter().map(|(t, _)| t).collect();
             if topics_seen.len() == self.topics.len() {
+                // A position past a partition's end: the topics were recreated, and the
+                // index describes records that no longer exist. It starts over.
+                let stale = partitions.iter().any(|k| {
+                    stored.get(k).is_some_and(|next| {
+                        self.watermarks
+                            .fetch_watermarks(&k.0, k.1, Duration::from_secs(5))
+                            .is_ok_and(|(_, high)| *next > high)
+                    })
+                });
+                if stale {
+                    tracing::warn!(
+                        "operations index is ahead of its topics (recreated?): rebuilding it"
+                    );
+                    self.store.clear()?;
+                    stored.clear();
+                }
                 let mut tpl = TopicPartitionList::new();
                 for (topic, p) in &partitions {
                     let at = match stored.get(&(topic.clone(), *p)) {

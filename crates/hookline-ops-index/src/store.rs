@@ -120,7 +120,14 @@ impl Store {
             .set_cache_size(cache_bytes)
             .create(dir.join("index.redb"))
             .map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
+        let store = Self { db };
+        store.reopen_tables()?;
+        Ok(store)
+    }
+
+    /// Creates the tables that do not exist.
+    fn reopen_tables(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(err)?;
         {
             txn.open_table(POSITIONS).map_err(err)?;
             for t in [
@@ -144,7 +151,34 @@ impl Store {
             txn.open_table(REPLAY_COUNT).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(())
+    }
+
+    /// Empties every table: the topics the index was folded from are gone (recreated).
+    pub fn clear(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.delete_table(POSITIONS).map_err(err)?;
+        txn.delete_table(DELIVERIES).map_err(err)?;
+        txn.delete_table(REPLAY_COUNT).map_err(err)?;
+        for t in [
+            ATTEMPTS,
+            ATT_BY_DELIVERY,
+            ATT_BY_SUB,
+            ATT_BY_EVENT,
+            ATT_BY_TENANT,
+            DEAD,
+            DEAD_BY_DELIVERY,
+            DEAD_BY_SUB,
+            DEAD_BY_TENANT,
+            DEL_BY_SUB,
+            DEL_BY_CREATED,
+            REPLAY_DELIVERED,
+            QUARANTINE,
+        ] {
+            txn.delete_table(t).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        self.reopen_tables()
     }
 
     /// The positions the index has folded up to: `(topic, partition)` → next offset.
@@ -791,6 +825,9 @@ mod tests {
         assert!(page.items.is_empty());
         assert!(s.delivery("d0").unwrap().is_none());
         assert_eq!(s.counts().unwrap().0, 15);
+        s.clear().unwrap();
+        assert_eq!(s.counts().unwrap(), (0, 0, 0));
+        assert!(s.positions().unwrap().is_empty());
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
