@@ -185,6 +185,7 @@ impl Stack {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
+        let _ = std::fs::remove_dir_all(&self.config.ops_index_dir);
     }
 
     pub fn producer(&self) -> FutureProducer {
