@@ -310,3 +310,15 @@ async fn a_1_gib_response_is_cut_at_the_cap_and_the_connection_dropped() {
         );
     }
 }
+
+#[test]
+fn recorded_headers_mask_signatures_and_are_capped() {
+    assert_eq!(
+        super::masked_signature("v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4= v1,abc="),
+        "v1,**** v1,****"
+    );
+    assert_eq!(super::masked_signature("garbage"), "****");
+    let long = "é".repeat(400);
+    let kept = super::capped(&long);
+    assert!(kept.len() <= super::RECORDED_HEADER_VALUE && long.starts_with(&kept));
+}
