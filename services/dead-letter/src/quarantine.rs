@@ -189,10 +189,11 @@ fn read(
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            if m.offset() >= offset {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() >= offset => {
                 return Ok((m.offset() == offset).then(|| m.detach()));
             }
+            _ => {}
         }
     }
     Err("reading the quarantined record timed out".into())
