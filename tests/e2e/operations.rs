@@ -591,3 +591,89 @@ async fn a_bulk_run_killed_mid_way_enqueues_each_delivery_once_and_the_index_reb
     let _ = std::fs::remove_dir_all(&stack.config.ops_index_dir);
     stack.stop().await;
 }
+
+/// Memory of the operations service while it folds a backlog of attempt records from Kafka
+/// (a measurement more than a test: `--ignored` runs it; `OPS_RSS_ATTEMPTS` sets the count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn the_index_folds_a_backlog_in_bounded_memory() {
+    let total: usize = std::env::var("OPS_RSS_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let stack = Stack::start_parts(|_| {}, false, false).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+        .set("linger.ms", "50")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .unwrap();
+    let now = hookline_events::time_fmt::now_ms();
+    let mut acks = Vec::with_capacity(10_000);
+    for n in 0..total {
+        let delivery = n / 2;
+        let sub = format!("sub-{:04}", delivery % 1000);
+        let attempt = hookline_proto::v1::Attempt {
+            delivery_id: format!("{delivery:032x}"),
+            subscription_id: sub.clone(),
+            tenant: format!("tenant-{}", delivery % 50),
+            event_id: format!("evt-{delivery:024x}"),
+            event_type: "ACCOUNT.UPDATED".into(),
+            attempt: (n % 2) as u32 + 1,
+            started_at_ms: now - 3_600_000 + (n / 10) as i64,
+            status_code: 200,
+            outcome: hookline_proto::v1::AttemptOutcome::Succeeded as i32,
+            response_body: br#"{"ok":true}"#.to_vec(),
+            request_headers: vec![hookline_proto::v1::Header {
+                name: "webhook-signature".into(),
+                value: "v1,****".into(),
+            }],
+            ..Default::default()
+        };
+        let payload = attempt.encode_to_vec();
+        let record = FutureRecord::to(&stack.config.topic_attempts)
+            .key(&sub)
+            .payload(&payload);
+        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        if acks.len() == 10_000 {
+            for a in futures::future::join_all(acks.drain(..)).await {
+                a.unwrap().unwrap();
+            }
+        }
+    }
+    for a in futures::future::join_all(acks).await {
+        a.unwrap().unwrap();
+    }
+    let started = std::time::Instant::now();
+    let ops = Service::start("hookline-dead-letter", &stack.config, &[]);
+    let base = stack.dead_letters.clone();
+    eventually(1800, "the backlog folded", || async {
+        crate::support::client()
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let peak = ops.peak_rss();
+    eprintln!(
+        "folded {total} attempts in {secs:.0} s ({:.0}/s, start-up included), peak RSS {} MB",
+        total as f64 / secs,
+        peak >> 20
+    );
+    assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
+    let (_, page) = call(
+        M::GET,
+        &format!("{base}/api/v1/event-deliveries/attempts?subscriptionId=sub-0007&limit=5"),
+        TOKEN_ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().map_or(0, Vec::len), 5, "{page}");
+    ops.kill();
+    stack.stop().await;
+}

@@ -67,8 +67,8 @@ impl Ingest {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             // Bounded memory: what librdkafka prefetches per partition.
-            .set("queued.max.messages.kbytes", "4096")
-            .set("fetch.max.bytes", "8388608");
+            .set("queued.max.messages.kbytes", "2048")
+            .set("fetch.max.bytes", "4194304");
         let consumer = c.create_with_context(KafkaContext).map_err(kafka)?;
         let watermarks = hookline_kafka::client_config(config)?
             .create_with_context(KafkaContext)
