@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test check lint fmt build kafka-fetch bench bench-index deploy-check deploy-render
+.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index deploy-check deploy-render
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -19,6 +19,9 @@ clean: ## Stop the stack and remove its data
 test: ## Unit tests plus the end-to-end suite against a real Kafka broker
 	@scripts/test.sh
 
+conformance: ## Schemathesis (all checks) against every service's /openapi.json on a stack of its own
+	@scripts/conformance.sh
+
 bench: ## Throughput, latency, memory: bench/results/<time>/report.md (BENCH_QUICK=1: ~2 min)
 	@scripts/bench.sh
 
@@ -29,7 +32,7 @@ lint: ## Formatting and clippy, warnings as errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-check: lint test deploy-check ## What CI runs
+check: lint test conformance deploy-check ## What CI runs
 
 fmt: ## Format the code
 	cargo fmt --all

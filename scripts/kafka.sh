@@ -182,6 +182,12 @@ share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 # Tests may use short consumer session timeouts.
 group.min.session.timeout.ms=1000
+# The delivery workers' group uses the consumer protocol (KIP-848), whose session timeout
+# and heartbeat interval are set here: a worker killed is replaced within 10 s.
+group.consumer.session.timeout.ms=10000
+group.consumer.min.session.timeout.ms=1000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=500
 # Small and fast: 4 instead of 50 partitions makes the first consumer group /
 # transaction not create 50 partitions; fewer threads and buffers for 2 cores.
 offsets.topic.num.partitions=4

@@ -7,11 +7,14 @@
 # replication factor 3 and min.insync.replicas 2, as in production. The default is one broker.
 # Each shape keeps its own data (.hookline/kafka, .hookline/kafka-cluster); the shape that is up
 # is remembered in .hookline/brokers so `down` stops it.
-# Setting HOOKLINE_KAFKA_BOOTSTRAP points the stack at an existing Kafka instead of starting one.
+# Setting HOOKLINE_KAFKA_BOOTSTRAP points the stack at an existing Kafka instead of starting one;
+# an address that is this stack's own local Kafka (left in a shell that sourced stack.env before
+# a `make down`) is not taken for one. HOOKLINE_STATE_DIR (default .hookline) holds the stack's
+# data, so a second stack (the conformance run's) can run beside the developer's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-STATE=$ROOT/.hookline
+STATE=${HOOKLINE_STATE_DIR:-$ROOT/.hookline}
 KAFKA_DIR=$STATE/kafka
 CLUSTER_DIR=$STATE/kafka-cluster
 SHAPE_FILE=$STATE/brokers
@@ -45,6 +48,28 @@ HOOKLINE_MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.ur
 ENV
 }
 
+# Whether $1 is the bootstrap list a local Kafka of this stack had (each folder remembers it).
+local_bootstrap() {
+  local dir
+  for dir in "$KAFKA_DIR" "$CLUSTER_DIR"; do
+    [[ -f $dir/bootstrap && "$(cat "$dir/bootstrap")" == "$1" ]] && return 0
+  done
+  return 1
+}
+
+# Whether some broker of the bootstrap list $1 accepts a TCP connection within 5 s.
+reachable() {
+  python3 -c 'import socket,sys
+for hp in sys.argv[1].split(","):
+    host, _, port = hp.strip().rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        sys.exit(0)
+    except (OSError, ValueError):
+        pass
+sys.exit(1)' "$1"
+}
+
 hookline_running() {
   local pid
   pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
@@ -70,8 +95,14 @@ up() {
   cargo build --locked -p hookline
   local bootstrap brokers=${BROKERS:-1}
   [[ $brokers =~ ^[1-9]$ ]] || die "BROKERS must be a number of brokers (1-9), not '$brokers'"
+  if [[ -n ${HOOKLINE_KAFKA_BOOTSTRAP:-} ]] && local_bootstrap "$HOOKLINE_KAFKA_BOOTSTRAP"; then
+    say "HOOKLINE_KAFKA_BOOTSTRAP=$HOOKLINE_KAFKA_BOOTSTRAP is this stack's own local Kafka (from an earlier stack.env): starting it, not taking it for an external Kafka"
+    unset HOOKLINE_KAFKA_BOOTSTRAP
+  fi
   if [[ -n ${HOOKLINE_KAFKA_BOOTSTRAP:-} ]]; then
     bootstrap=$HOOKLINE_KAFKA_BOOTSTRAP
+    reachable "$bootstrap" \
+      || die "no Kafka broker answers at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP): start it, or unset HOOKLINE_KAFKA_BOOTSTRAP for a local one"
     say "using the Kafka at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP)"
   elif [[ $brokers == 1 ]]; then
     stop_other_shape 1

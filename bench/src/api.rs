@@ -66,6 +66,48 @@ impl Api {
         unreachable!("the loop returns")
     }
 
+    /// Registers `types` in the event catalog (a subscription may name only catalog types,
+    /// or patterns matching one); a pattern `P.*` is covered by registering `P.any`. Types
+    /// already registered are fine.
+    pub async fn register_types(
+        &self,
+        admin_token: &str,
+        types: impl IntoIterator<Item = String>,
+    ) -> anyhow::Result<()> {
+        let names: std::collections::BTreeSet<String> = types
+            .into_iter()
+            .map(|t| match t.strip_suffix(".*") {
+                Some(prefix) => format!("{prefix}.any"),
+                None => t,
+            })
+            .collect();
+        let url = format!("{}/admin/v1/event-types", self.base);
+        stream::iter(names)
+            .map(|name| {
+                let url = url.clone();
+                async move {
+                    let response = self
+                        .client
+                        .post(&url)
+                        .bearer_auth(admin_token)
+                        .json(&json!({ "name": name }))
+                        .send()
+                        .await
+                        .with_context(|| format!("POST {url}"))?;
+                    let status = response.status();
+                    if status.is_success() || status == reqwest::StatusCode::CONFLICT {
+                        return Ok(());
+                    }
+                    let body = response.text().await.unwrap_or_default();
+                    bail!("POST {url} ({name}) answered {status}: {body}")
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
     /// Creates a secret named `name`; returns its `whsec_` value.
     pub async fn secret(&self, token: &str, name: &str) -> anyhow::Result<String> {
         let v = self

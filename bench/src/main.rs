@@ -105,6 +105,10 @@ impl Bench {
                 event_types: types.clone(),
             });
         }
+        let types = specs.iter().flat_map(|s| s.event_types.iter().cloned());
+        self.api
+            .register_types(&self.stack.admin_token, types.collect::<Vec<_>>())
+            .await?;
         let (_, took) = self.api.subscriptions(&token, "bench", specs).await?;
         Ok(took)
     }

@@ -57,6 +57,8 @@ pub struct Stack {
     pub api_url: String,
     pub extracts_url: String,
     pub tokens: HashMap<String, String>,
+    /// An admin's token (registers the bench's event types in the catalog).
+    pub admin_token: String,
 }
 
 fn token() -> String {
@@ -86,9 +88,11 @@ impl Stack {
             .iter()
             .map(|t| (t.to_string(), token()))
             .collect();
+        let admin_token = token();
         let token_list: Vec<String> = tokens
             .iter()
             .map(|(tenant, tok)| format!("{tok}={tenant}:editor"))
+            .chain([format!("{admin_token}=bench-ops:admin")])
             .collect();
         let mut master = [0u8; 32];
         rand::thread_rng().fill(&mut master);
@@ -129,6 +133,7 @@ impl Stack {
             api_url: format!("http://{}", addr(0)),
             extracts_url: format!("http://{}", addr(1)),
             tokens,
+            admin_token,
         };
         let topics = stack
             .command(opts.bin_dir, "hookline", opts.log_dir, "topics")?

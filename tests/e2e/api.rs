@@ -135,10 +135,6 @@ async fn bad_requests_are_refused_with_the_field_named() {
             "endpointUrl",
         ),
         (
-            json!({"name": "n", "endpointUrl": "https://e.com", "secretRef": "missing"}),
-            "secretRef",
-        ),
-        (
             json!({"name": "n", "endpointUrl": "https://e.com", "eventTypes": ["BAD..TYPE"]}),
             "eventTypes",
         ),

@@ -2,6 +2,7 @@
 //! this process on loopback ports, and a real HTTP receiver.
 
 mod api;
+mod api_dialects;
 mod api_fynapse;
 mod api_openapi;
 mod api_plaintext;
@@ -12,6 +13,7 @@ mod api_synctera;
 mod binaries;
 mod delivery;
 mod egress;
+mod operational;
 mod operations;
 mod router;
 mod support;

@@ -348,6 +348,9 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
         .unwrap();
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
+        if path == "/healthz" || path == "/readyz" {
+            continue;
+        }
         let concrete = path
             .replace("{deliveryId}", "no-such-delivery")
             .replace("{replayId}", "no-such-replay")

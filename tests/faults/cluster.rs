@@ -13,9 +13,6 @@ const KILL_AT: usize = 300;
 const DELIVERY_DEADLINE_SECS: u64 = 120;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "intermittent: passes in 2 runs of 3; in the third the router and the worker stop \
-            making progress after the leader is killed, without a log line (issue #10); run \
-            it with `--ignored`"]
 async fn cluster_leader_killed() {
     let _serial = SERIAL.lock().await;
     let kafka = Kafka::start(3).await;

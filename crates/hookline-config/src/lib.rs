@@ -101,6 +101,11 @@ pub struct Config {
     pub http_timeout: String,
     pub http_connect_timeout: String,
     pub response_body_limit: usize,
+    /// The delivery workers' consumer group protocol: `consumer` (KIP-848, Kafka 4.0 and
+    /// later: a worker hands a partition on only after committing it, whatever else the group
+    /// is doing) or `classic` (older clusters). With `consumer`, the session timeout and
+    /// heartbeat interval are the brokers' `group.consumer.*` settings.
+    pub worker_group_protocol: String,
     /// Deliveries in flight per worker process.
     pub worker_concurrency: usize,
     /// Deliveries in flight per subscription (across its ordering keys).
@@ -113,6 +118,9 @@ pub struct Config {
     /// Retries due within this wait in memory (the key stays blocked); longer ones park the
     /// subscription in the retry lane.
     pub retry_in_memory_max: String,
+    /// A subscription whose every attempt failed for this long is disabled (and
+    /// `hookline.subscription.disabled` published); `0s` never disables.
+    pub auto_disable_after: String,
     /// Retry lane: jobs of parked subscriptions, keyed by subscription id (delete policy).
     pub topic_retry_lane: String,
     /// Parked-state records of parked subscriptions (compacted).
@@ -194,6 +202,8 @@ impl Default for Config {
             subscription_buffer: 1000,
             worker_buffer: 20_000,
             retry_in_memory_max: "10s".into(),
+            auto_disable_after: "5days".into(),
+            worker_group_protocol: "consumer".into(),
             topic_retry_lane: "hookline.retry-lane".into(),
             topic_parked: "hookline.parked".into(),
             topic_replays: "hookline.replays".into(),
@@ -259,6 +269,16 @@ impl Config {
             }
         }
         self.retry_in_memory_max()?;
+        self.auto_disable_after()?;
+        if !matches!(self.worker_group_protocol.as_str(), "consumer" | "classic") {
+            return Err(invalid(
+                "worker_group_protocol",
+                format!(
+                    "{:?}: expected consumer or classic",
+                    self.worker_group_protocol
+                ),
+            ));
+        }
         self.secret_rotation_overlap()?;
         if self.ops_index_dir.trim().is_empty() {
             return Err(invalid("ops_index_dir", "must not be empty"));
@@ -335,6 +355,12 @@ impl Config {
 
     pub fn retry_in_memory_max(&self) -> Result<Duration, ConfigError> {
         duration("retry_in_memory_max", &self.retry_in_memory_max)
+    }
+
+    /// `None`: never.
+    pub fn auto_disable_after(&self) -> Result<Option<Duration>, ConfigError> {
+        duration("auto_disable_after", &self.auto_disable_after)
+            .map(|d| (!d.is_zero()).then_some(d))
     }
 
     pub fn secret_rotation_overlap(&self) -> Result<Duration, ConfigError> {

@@ -2,10 +2,13 @@
 //!
 //! - [`decode_event`]: an `events` record (protobuf or JSON, by `content-type`) into [`Event`].
 //! - [`decode_balance`]: a `balances` record into [`BalanceRow`], the balance kept exact.
-//! - [`delivery_id`]: the stable id of an (event, subscription) pair.
+//! - [`delivery_id`]: the stable id of an (event, subscription) pair; [`body_event_id`]: the
+//!   UUID a Synctera body carries for an event id of any form.
 //! - [`payload`]: the Fynapse envelope and the Synctera `WebhookRequest` bodies.
+//! - [`operational`]: Hookline's own `hookline.*` events.
 #![forbid(unsafe_code)]
 
+pub mod operational;
 pub mod payload;
 mod record;
 pub mod time_fmt;
@@ -26,6 +29,19 @@ pub fn delivery_id(event_id: &str, subscription_id: &str) -> String {
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The `id` a Synctera `WebhookRequest` carries (a `string<uuid>` in the seed): the event's
+/// id when it is a UUID (in its lowercase hyphenated form), else the UUIDv5 of
+/// `event-id/{id}` under Hookline's namespace, so the same on every attempt and replay.
+pub fn body_event_id(event_id: &str) -> String {
+    match uuid::Uuid::try_parse(event_id) {
+        Ok(u) => u.hyphenated().to_string(),
+        Err(_) => {
+            let name = format!("event-id/{event_id}");
+            uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+        }
+    }
+}
+
 /// The id of an event whose producer gave none: a function of where the record sits.
 pub fn derived_event_id(topic: &str, partition: i32, offset: i64) -> String {
     let name = format!("event/{topic}/{partition}/{offset}");
@@ -42,5 +58,27 @@ mod tests {
         assert_ne!(delivery_id("e1", "s1"), delivery_id("e1", "s2"));
         assert_ne!(delivery_id("e1", "s1"), delivery_id("e2", "s1"));
         assert_ne!(derived_event_id("t", 0, 1), derived_event_id("t", 1, 0));
+    }
+
+    #[test]
+    fn body_ids_are_uuids_and_stable() {
+        let u = "a3efc743-ac6c-463b-aa19-4dd9c45b5b96";
+        assert_eq!(body_event_id(u), u);
+        assert_eq!(body_event_id(&u.to_uppercase()), u);
+        assert_eq!(body_event_id("a3efc743ac6c463baa194dd9c45b5b96"), u);
+        let derived = body_event_id("order-42");
+        assert_eq!(derived, body_event_id("order-42"));
+        assert_ne!(derived, body_event_id("order-43"));
+        let parsed = uuid::Uuid::parse_str(&derived).unwrap();
+        assert_eq!(parsed.get_version_num(), 5);
+        // The documented mapping, recomputable by anyone from the namespace.
+        assert_eq!(
+            derived,
+            uuid::Uuid::new_v5(
+                &uuid::uuid!("6b0e9a4c-3f21-5d8e-a1b7-24c90f3e8d51"),
+                b"event-id/order-42"
+            )
+            .to_string()
+        );
     }
 }

@@ -1,4 +1,7 @@
 //! The bodies POSTed to receivers, one shape per API dialect.
+//!
+//! Times are sent as RFC 3339 UTC with milliseconds and `Z`, whatever offset or precision
+//! the producer wrote; the Synctera `id` is always a UUID ([`crate::body_event_id`]).
 
 use std::collections::BTreeMap;
 
@@ -6,21 +9,23 @@ use hookline_proto::v1::{Dialect, Event, Subscription};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::time_fmt::normalize_rfc3339;
+
 /// Fynapse event delivery: `{event_id, event_type, metadata, event_timestamp, data}`.
 #[derive(Serialize)]
 struct FynapseEnvelope<'a> {
     event_id: &'a str,
     event_type: &'a str,
     metadata: BTreeMap<&'a str, &'a str>,
-    event_timestamp: &'a str,
+    event_timestamp: String,
     data: &'a RawValue,
 }
 
 /// Synctera `WebhookRequest`.
 #[derive(Serialize)]
 struct WebhookRequest<'a> {
-    event_time: &'a str,
-    id: &'a str,
+    event_time: String,
+    id: String,
     metadata: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
@@ -40,8 +45,8 @@ fn raw(json: &str) -> &RawValue {
 pub fn body(event: &Event, subscription: &Subscription) -> Vec<u8> {
     let result = match subscription.dialect() {
         Dialect::Synctera => serde_json::to_vec(&WebhookRequest {
-            event_time: &event.time,
-            id: &event.id,
+            event_time: normalize_rfc3339(&event.time),
+            id: crate::body_event_id(&event.id),
             metadata: subscription.metadata.as_deref().unwrap_or(""),
             kind: &event.r#type,
             url: &subscription.endpoint_url,
@@ -65,7 +70,7 @@ pub fn body(event: &Event, subscription: &Subscription) -> Vec<u8> {
                 event_id: &event.id,
                 event_type: &event.r#type,
                 metadata,
-                event_timestamp: &event.time,
+                event_timestamp: normalize_rfc3339(&event.time),
                 data: raw(&event.data_json),
             })
         }
@@ -126,5 +131,33 @@ mod tests {
             serde_json::from_str(v["event_resource"].as_str().unwrap()).unwrap();
         assert_eq!(resource["account"], "222");
         assert_eq!(v["event_resource_changed_fields"], r#"{"status":"OLD"}"#);
+        assert_eq!(v["id"], "a3efc743-ac6c-463b-aa19-4dd9c45b5b96");
+        assert_eq!(v["event_time"], "2026-04-14T09:54:45.040Z");
+    }
+
+    #[test]
+    fn ids_become_uuids_and_times_utc_milliseconds() {
+        let mut e = event();
+        e.id = "order-42".into();
+        e.time = "2026-04-14T11:54:45.04012+02:00".into();
+        let synctera = Subscription {
+            dialect: Dialect::Synctera as i32,
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body(&e, &synctera)).unwrap();
+        let id = v["id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        assert_eq!(id, crate::body_event_id("order-42"));
+        assert_eq!(v["event_time"], "2026-04-14T09:54:45.040Z");
+        let fynapse = Subscription {
+            dialect: Dialect::Fynapse as i32,
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body(&e, &fynapse)).unwrap();
+        assert_eq!(
+            v["event_id"], "order-42",
+            "the Fynapse envelope keeps the producer's id"
+        );
+        assert_eq!(v["event_timestamp"], "2026-04-14T09:54:45.040Z");
     }
 }

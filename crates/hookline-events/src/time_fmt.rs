@@ -37,6 +37,15 @@ pub fn rfc3339_seconds(ms: i64) -> String {
     .expect("static format")
 }
 
+/// An RFC 3339 time of any offset and precision as `rfc3339_millis` writes it (UTC,
+/// milliseconds, `Z`; finer digits are truncated); text that is not one comes back unchanged.
+pub fn normalize_rfc3339(text: &str) -> String {
+    match parse_rfc3339(text) {
+        Some(t) => rfc3339_millis((t.unix_timestamp_nanos().div_euclid(1_000_000)) as i64),
+        None => text.to_owned(),
+    }
+}
+
 /// Parses any RFC 3339 time; `None` when it is not one.
 pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
@@ -56,5 +65,14 @@ mod tests {
         let t = parse_rfc3339("2026-04-14T09:54:43.674940Z").unwrap();
         assert_eq!(rfc3339_micros(t), "2026-04-14T09:54:43.674940Z");
         assert!(parse_rfc3339("yesterday").is_none());
+        for (given, sent) in [
+            ("2026-04-14T09:54:45.040Z", "2026-04-14T09:54:45.040Z"),
+            ("2026-04-14T09:54:45Z", "2026-04-14T09:54:45.000Z"),
+            ("2026-04-14T10:54:45.0409+01:00", "2026-04-14T09:54:45.040Z"),
+            ("2026-04-14t09:54:45.5z", "2026-04-14T09:54:45.500Z"),
+            ("1969-12-31T23:59:59.9999Z", "1969-12-31T23:59:59.999Z"),
+        ] {
+            assert_eq!(normalize_rfc3339(given), sent, "{given}");
+        }
     }
 }

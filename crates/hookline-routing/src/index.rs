@@ -197,7 +197,9 @@ impl SubscriptionIndex {
         let Some(index) = self.tenants.get(tenant) else {
             return out;
         };
-        out.extend(index.all.iter().cloned());
+        if !crate::is_operational(event_type) {
+            out.extend(index.all.iter().cloned());
+        }
         let mut node = &index.root;
         let mut segments = event_type.split('.').peekable();
         while let Some(seg) = segments.next() {

@@ -1,21 +1,26 @@
 //! What every service process shares at run time.
 //!
 //! - [`shutdown_on_signals`]: SIGTERM and SIGINT, handled in one place, cancel a token.
-//! - [`Health`] and [`health_routes`]: `/healthz` (alive) and `/readyz` (ready for traffic).
+//! - [`Health`] and [`health_routes`]: `/healthz` (alive), `/readyz` (ready for traffic) and
+//!   the service's `/openapi.json`; [`json_fallbacks`], [`JsonQuery`], [`JsonPath`]: every
+//!   answer axum would give in plain text (404, 405, bad query or path) as JSON instead.
 //! - [`serve`]: an axum server on a given listener that drains on shutdown.
 //! - [`ApiError`]: the JSON error body of every HTTP API (`code`, `message`, `field`).
 //! - [`service_main`]: the whole `main` of a service binary.
 #![forbid(unsafe_code)]
 
 mod error;
+mod http;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 pub use error::{ApiError, JsonBody};
+pub use http::{
+    JsonPath, JsonQuery, add_common_components, base_document, error_response, health_routes,
+    json_fallbacks, json_response, with_health_paths,
+};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 
@@ -73,25 +78,6 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.probe.is_none_or(|p| p())
     }
-}
-
-/// `/healthz` answers 200 while the process runs; `/readyz` 200 once ready, else 503.
-pub fn health_routes(health: Health) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = health.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.

@@ -18,10 +18,9 @@ mod replay;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
 use hookline_kafka::rdkafka::Message as _;
@@ -29,7 +28,7 @@ use hookline_kafka::view::{TopicView, Update};
 use hookline_ops_index::Index;
 use hookline_proto::Message as _;
 use hookline_proto::v1::ReplayRun;
-use hookline_runtime::{ApiError, CancellationToken, Health};
+use hookline_runtime::{CancellationToken, Health};
 use hookline_state::SubscriptionView;
 use tokio::net::TcpListener;
 
@@ -111,7 +110,6 @@ pub async fn run(
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
     use openapi::*;
     let app = Router::new()
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route(DELIVERY, get(api::get_delivery))
         .route(DELIVERY_ATTEMPTS, get(api::delivery_attempts))
         .route(DELIVERY_REPLAY, post(replay::replay_one))
@@ -124,17 +122,11 @@ pub async fn run(
         .route(QUARANTINE_REPUBLISH, post(quarantine::republish))
         .layer(DefaultBodyLimit::max(config.api_body_limit))
         .with_state(state.clone())
-        .merge(hookline_runtime::health_routes(health.clone()))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_route", "no such route")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "the route does not answer this method",
-            )
-        });
+        .merge(hookline_runtime::health_routes(
+            health.clone(),
+            openapi::served_document(),
+        ));
+    let app = hookline_runtime::json_fallbacks(app);
     {
         let (index, subscriptions, replays, health) = (
             index.clone(),

@@ -239,9 +239,29 @@ pub fn document() -> Value {
     })
 }
 
+/// [`document`] as the runtime serves it (with the health routes added).
+pub fn served_document() -> utoipa::openapi::OpenApi {
+    serde_json::from_value(document()).expect("the operations document is valid OpenAPI")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_is_valid_openapi() {
+        let served = serde_json::to_value(served_document()).unwrap();
+        assert_eq!(
+            served["paths"].as_object().unwrap().len(),
+            document()["paths"].as_object().unwrap().len()
+        );
+        let replay = &served["components"]["schemas"]["ReplayRequest"];
+        assert_eq!(replay["additionalProperties"], false, "{replay}");
+        assert_eq!(
+            replay["required"],
+            serde_json::json!(["subscriptionId", "since"])
+        );
+    }
 
     #[test]
     fn documents_every_operation_and_only_those() {

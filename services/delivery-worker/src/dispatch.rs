@@ -174,7 +174,7 @@ impl Dispatcher {
     }
 
     fn finish_main(&mut self, m: MainRef) {
-        if self.current(&m) {
+        if self.ownership.may_finish(&m) {
             lock(&self.tracker).finish(m.partition, m.offset);
         }
     }
@@ -405,12 +405,13 @@ impl Dispatcher {
                 self.flying.remove(&(sub.clone(), key.clone()));
                 self.queues.finish(&sub, &key);
                 drop(permit);
+                // The job's offset finishes first: a revocation answered next commits it.
+                self.on_done(&sub, &key, origin, outcome);
                 if let Origin::Main(m) = origin {
                     for reply in self.ownership.finished(&m, Instant::now()) {
                         let _ = reply.send(());
                     }
                 }
-                self.on_done(&sub, &key, origin, outcome);
             }
         }
     }

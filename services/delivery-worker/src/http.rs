@@ -186,7 +186,7 @@ impl Sender {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
                 // Read at most the cap from the socket, then drop the connection.
                 loop {
                     match response.chunk().await {

@@ -1,17 +1,25 @@
 //! One delivery job, from its first attempt to delivered, dead-lettered, or handed back.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hookline_config::Config;
+use hookline_events::operational;
 use hookline_events::time_fmt::now_ms;
+use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF};
+use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
+use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
 use hookline_proto::v1::{
-    Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Header, Subscription, SubscriptionCommand,
+    Attempt, AttemptOutcome, DeadLetter, DeliveryJob, ParkedState, Subscription,
+    SubscriptionCommand,
 };
 use hookline_runtime::CancellationToken;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
+use crate::failing::Failing;
 use crate::http::{AttemptResult, Outgoing, Sender};
 use crate::retry::{Schedule, Verdict, classify};
 
@@ -29,6 +37,8 @@ pub enum Outcome {
 
 pub struct Context {
     pub subscriptions: SubscriptionView,
+    parked: TopicView<ParkedState>,
+    failing: Mutex<Failing>,
     pub secrets: SecretView,
     secret_box: SecretBox,
     sender: Sender,
@@ -38,15 +48,26 @@ pub struct Context {
     topic_attempts: String,
     topic_dead_letters: String,
     topic_subscription_commands: String,
+    topic_events: String,
+    auto_disable_after: Option<Duration>,
     shutdown: CancellationToken,
 }
 
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a record waits before it is offered again to a full producer queue.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
 
 impl Context {
-    pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, crate::Error> {
+    pub fn start(
+        config: &Config,
+        parked: TopicView<ParkedState>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, crate::Error> {
+        let auto_disable_after = config.auto_disable_after()?;
         Ok(Self {
             subscriptions: hookline_state::subscriptions(config)?,
+            parked,
+            failing: Mutex::new(Failing::new(auto_disable_after)),
             secrets: hookline_state::secrets(config)?,
             secret_box: SecretBox::from_config(config)?,
             sender: Sender::new(config)?,
@@ -60,6 +81,8 @@ impl Context {
             topic_attempts: config.topic_attempts.clone(),
             topic_dead_letters: config.topic_dead_letters.clone(),
             topic_subscription_commands: config.topic_subscription_commands.clone(),
+            topic_events: config.topic_events.clone(),
+            auto_disable_after,
             shutdown,
         })
     }
@@ -171,7 +194,14 @@ impl Context {
             };
             let mut attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
             attempt.next_attempt_at_ms = next_attempt_at_ms;
-            self.record_attempt(&job, &attempt);
+            self.record_attempt(&job, &attempt).await;
+            if self.failing_for_too_long(&sub, verdict == Verdict::Delivered) {
+                let reason = format!(
+                    "every attempt failed for {}",
+                    humantime::format_duration(self.auto_disable_after.unwrap_or_default())
+                );
+                self.disable(&sub, &reason).await;
+            }
             if verdict == Verdict::Delivered {
                 tracing::debug!(
                     delivery_id = %job.delivery_id, subscription_id = %job.subscription_id,
@@ -219,42 +249,81 @@ impl Context {
         }
     }
 
-    /// Hands the attempt record to the producer without waiting for the broker: the record is
-    /// an audit trail, not what the job's offset stands for.
-    fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
+    /// Writes the attempt record and waits for the broker's acknowledgement: the job's
+    /// offset (or lane cursor) moves only behind a durable record, so a crash loses none. A
+    /// full producer queue is waited out; the producer never times a record out, so an
+    /// outage delays the acknowledgement. Shutdown does not cut this short (the attempt was
+    /// made: handing the job back would repeat it): the revocation's grace time bounds the
+    /// wait, after which the task is dropped and the job, not finished, goes to the next owner.
+    async fn record_attempt(&self, job: &DeliveryJob, attempt: &Attempt) {
         let payload = attempt.encode_to_vec();
-        let record = FutureRecord::to(&self.topic_attempts)
-            .key(&job.subscription_id)
-            .payload(&payload);
-        match self.producer.send_result(record) {
-            Ok(ack) => {
-                let id = job.delivery_id.clone();
-                tokio::spawn(async move {
-                    if let Ok(Err((e, _))) = ack.await {
-                        tracing::debug!(delivery_id = %id, error = %e, "attempt record not written");
-                    }
-                });
+        loop {
+            let record = FutureRecord::to(&self.topic_attempts)
+                .key(&job.subscription_id)
+                .payload(&payload);
+            let ack = match self.producer.send_result(record) {
+                Ok(ack) => ack,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                    continue;
+                }
+                Err((e, _)) => {
+                    // Refused before it was queued (too large, ...): it would be refused again.
+                    tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record refused");
+                    return;
+                }
+            };
+            if let Ok(Err((e, _))) = ack.await {
+                tracing::warn!(delivery_id = %job.delivery_id, error = %e, "attempt record refused");
             }
-            Err((e, _)) => {
-                tracing::debug!(delivery_id = %job.delivery_id, error = %e, "attempt record not written");
-            }
+            return;
         }
     }
 
-    /// Writes the dead letter; retries until it is durable or shutdown hands the job back.
+    /// Writes the dead letter, and after an attempt (not for a subscription gone or
+    /// disabled) `hookline.delivery.exhausted`; retries until both are durable or shutdown
+    /// hands the job back.
     async fn dead_letter(&self, job: &DeliveryJob, last: Option<Attempt>, reason: &str) -> Outcome {
+        let at_ms = now_ms();
+        let event = last.as_ref().and_then(|a| {
+            operational::exhausted(&operational::Exhausted {
+                job,
+                reason,
+                last_status: a.status_code,
+                at_ms,
+            })
+        });
         let letter = DeadLetter {
             job: Some(job.clone()),
             last_attempt: last,
             reason: reason.to_owned(),
-            dead_lettered_at_ms: now_ms(),
+            dead_lettered_at_ms: at_ms,
         };
         let payload = letter.encode_to_vec();
+        let event = event.map(|e| e.encode_to_vec());
         loop {
             let record = FutureRecord::to(&self.topic_dead_letters)
                 .key(&job.subscription_id)
                 .payload(&payload);
-            match self.producer.send(record, PRODUCE_TIMEOUT).await {
+            let written = match &event {
+                Some(e) => {
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: CONTENT_TYPE_HEADER,
+                        value: Some(CONTENT_TYPE_PROTOBUF),
+                    });
+                    let published = FutureRecord::to(&self.topic_events)
+                        .key(&job.subscription_id)
+                        .headers(headers)
+                        .payload(e);
+                    let (a, b) = tokio::join!(
+                        self.producer.send(record, PRODUCE_TIMEOUT),
+                        self.producer.send(published, PRODUCE_TIMEOUT)
+                    );
+                    a.and(b)
+                }
+                None => self.producer.send(record, PRODUCE_TIMEOUT).await,
+            };
+            match written {
                 Ok(_) => {
                     tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
                     return Outcome::Completed;
@@ -267,6 +336,18 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// Counts the attempt's outcome for `sub`; true once it has failed for
+    /// `auto_disable_after`.
+    fn failing_for_too_long(&self, sub: &Subscription, delivered: bool) -> bool {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if delivered {
+            failing.succeeded(&sub.id);
+            return false;
+        }
+        let parked_at = self.parked.get(&sub.id).map(|p| p.parked_at_ms);
+        failing.failed(&sub.id, now_ms(), parked_at)
     }
 
     /// 410 Gone: asks the subscription API to disable the subscription, unless it changed
@@ -324,9 +405,9 @@ fn attempt_record(
 /// Longest response body kept in an attempt record (the operations index holds millions).
 const RECORDED_BODY: usize = 8 * 1024;
 
-fn headers(list: &[(String, String)]) -> Vec<Header> {
+fn headers(list: &[(String, String)]) -> Vec<hookline_proto::v1::Header> {
     list.iter()
-        .map(|(name, value)| Header {
+        .map(|(name, value)| hookline_proto::v1::Header {
             name: name.clone(),
             value: value.clone(),
         })

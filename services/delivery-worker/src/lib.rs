@@ -12,6 +12,7 @@
 //! - `park`: parking in the retry lane, a state machine without I/O.
 //! - `writer`: the parking machine's Kafka writes (lane appends, parked-state records).
 //! - `lane`: one retry-lane reader per lane partition, shared by its parked subscriptions.
+//! - `failing`: since when each subscription has failed, for auto-disabling (no I/O).
 //! - `job`: one job from first attempt to delivered, dead-lettered, or handed back to park.
 //! - `http`: one signed HTTP attempt with a capped response read.
 //! - `retry`: the retry policy (which failures retry, the schedule with jitter).
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod dispatch;
+mod failing;
 mod http;
 mod job;
 mod lane;
@@ -72,11 +74,21 @@ pub async fn run(
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
-        hookline_runtime::health_routes(health.clone()),
+        hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
+            health.clone(),
+            hookline_runtime::base_document(
+                "Hookline delivery worker",
+                "The delivery worker signs and POSTs delivery jobs; over HTTP it serves only its health and this document.",
+            ),
+        )),
         shutdown.clone(),
     ));
-    let ctx = Arc::new(job::Context::start(&config, shutdown.clone())?);
     let parked = parked_view(&config)?;
+    let ctx = Arc::new(job::Context::start(
+        &config,
+        parked.clone(),
+        shutdown.clone(),
+    )?);
     tokio::select! {
         _ = async { tokio::join!(ctx.subscriptions.sync(), ctx.secrets.sync(), parked.sync()) } => {}
         _ = shutdown.cancelled() => { ctx.stop(); parked.stop(); return Ok(()); }

@@ -75,6 +75,17 @@ impl<R> Ownership<R> {
         self.epoch(m.partition) == Some(m.epoch)
     }
 
+    /// Whether `m`'s work may still count: its partition is ours in that epoch, or being
+    /// revoked and the revocation not answered yet (what finishes in the grace time is
+    /// committed before the partition is handed on).
+    pub fn may_finish(&self, m: &MainRef) -> bool {
+        self.is_current(m)
+            || self
+                .revoking
+                .iter()
+                .any(|r| r.partitions.contains(&(m.partition, m.epoch)))
+    }
+
     /// The token that ends waits of `partition`'s jobs.
     pub fn stop_token(&self, partition: i32) -> Option<CancellationToken> {
         self.owned.get(&partition).map(|o| o.stop.clone())
@@ -190,6 +201,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn work_finishing_during_a_revocation_still_counts() {
+        let mut o: Ownership<u8> = Ownership::default();
+        let e = o.assign(0, CancellationToken::new());
+        let job = m(0, 7, e);
+        o.started(&job);
+        let now = Instant::now();
+        let (_, at_once) = o.revoke(&[0], now + Duration::from_secs(5), 1);
+        assert!(at_once.is_none(), "an attempt is under way");
+        assert!(!o.is_current(&job));
+        assert!(o.may_finish(&job), "finishing within the grace time counts");
+        assert_eq!(o.finished(&job, now), vec![1]);
+        assert!(!o.may_finish(&job), "answered: the partition is handed on");
+    }
 
     fn m(partition: i32, offset: i64, epoch: u64) -> MainRef {
         MainRef {

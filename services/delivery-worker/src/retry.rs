@@ -1,6 +1,6 @@
 //! What to do after an attempt, and when.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
 
@@ -35,10 +35,18 @@ pub fn classify(status: Option<u16>, retry_after: Option<Duration>) -> Verdict {
 /// Longest `Retry-After` honoured; a receiver cannot park a job for longer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Parses `Retry-After` in its delay-seconds form, capped.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+/// Parses `Retry-After` in either of its forms (RFC 9110 §10.2.3), capped: delay-seconds
+/// (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, also the obsolete RFC 850 and
+/// asctime forms), the latter as the time from `now` until then (zero when it has passed).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let asked = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(asked.min(MAX_RETRY_AFTER))
 }
 
 /// The attempt schedule: `delays[i]` is waited before attempt `i + 1`; `delays[0]` belongs to
@@ -105,8 +113,34 @@ mod tests {
             s.next_delay(1, Some(Duration::from_secs(3))),
             Some(Duration::from_secs(3))
         );
-        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let at = |v: &str| parse_retry_after(v, now);
+        assert_eq!(at("120"), Some(Duration::from_secs(120)));
+        assert_eq!(at(" 0 "), Some(Duration::ZERO));
+        assert_eq!(at("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:30:30 GMT"),
+            Some(Duration::from_secs(150))
+        );
+        // The obsolete forms a recipient must accept.
+        assert_eq!(
+            at("Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            at("Wed Oct 21 07:29:00 2015"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(at("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Thu, 22 Oct 2015 07:28:00 GMT"), Some(MAX_RETRY_AFTER));
+        for bad in ["soon", "", "-5", "1.5", "Wed, 21 Oct 2015 25:00:00 GMT"] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
     }
 
     /// The default schedule, waited out on a paused clock: 8 attempts spread over the

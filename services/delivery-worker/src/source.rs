@@ -74,8 +74,9 @@ struct Shared {
     topic: String,
     full: AtomicBool,
     paused: AtomicBool,
-    /// Where this worker finished partitions it no longer has, in case they come back.
-    finished: Mutex<HashMap<i32, i64>>,
+    /// Where this worker finished partitions it no longer has (the offset, and the commit
+    /// metadata naming what past it is finished too), in case they come back.
+    finished: Mutex<HashMap<i32, (i64, String)>>,
     /// Records past the committed offset that the previous owner finished (commit metadata).
     done: Mutex<HashMap<i32, DoneFilter>>,
     /// How long a revocation may wait for the dispatcher.
@@ -188,7 +189,7 @@ impl SourceContext {
         let mut finished = lock_any(&self.shared.finished);
         for (p, o) in tracker.committable() {
             if partitions.contains(&p) {
-                finished.insert(p, o);
+                finished.insert(p, (o, tracker.commit_metadata(p)));
             }
         }
         for p in &partitions {
@@ -215,9 +216,13 @@ impl SourceContext {
                 continue;
             };
             let theirs = elem.offset().to_raw().unwrap_or(-1);
-            if let Some(mine) = finished.remove(&p)
+            if let Some((mine, metadata)) = finished.remove(&p)
                 && mine > theirs
             {
+                // What it finished past that offset is not done again either.
+                if let Some(filter) = DoneFilter::parse(mine, &metadata) {
+                    done.insert(p, filter);
+                }
                 tracing::info!(
                     partition = p,
                     from = mine,
@@ -307,6 +312,16 @@ pub fn start(
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
     });
     let mut c = hookline_kafka::group_consumer_config(config, "delivery-worker")?;
+    if config.worker_group_protocol == "consumer" {
+        // KIP-848: the coordinator moves a partition only once its owner has revoked it, and
+        // a commit with the member's current epoch is accepted during any rebalance, so a
+        // revocation's commit gets through (with the classic protocol one that falls in the
+        // middle of a rebalance is refused, and the next owner repeats the work).
+        c.remove("partition.assignment.strategy")
+            .remove("session.timeout.ms")
+            .remove("heartbeat.interval.ms")
+            .set("group.protocol", "consumer");
+    }
     // A worker holds at most `worker_buffer` jobs; librdkafka's read-ahead stays small too.
     c.set("queued.max.messages.kbytes", "8192")
         .set("fetch.wait.max.ms", "100");

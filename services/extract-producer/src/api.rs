@@ -1,6 +1,6 @@
 //! `/api/v1/extracts`: configure balance extracts, run them, list their runs.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -9,8 +9,9 @@ use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
 use hookline_proto::v1::extract_record::Record;
 use hookline_proto::v1::{BalanceQuery, ExtractConfig, ExtractRecord, ExtractRun};
-use hookline_runtime::{ApiError, JsonBody};
+use hookline_runtime::{ApiError, JsonBody, JsonPath, JsonQuery};
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::extract::{config_key, execute, new_run};
@@ -22,7 +23,55 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/extracts/{name}/runs", post(run_now).get(list_runs))
 }
 
-#[derive(Deserialize, Serialize, Default)]
+/// What an extract's name may be: no `/`.
+const NAME_PATTERN: &str = "^[^/]*$";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hookline extract producer",
+        description = "Balance extracts (`/api/v1/extracts`): configurations and runs. A run \
+            emits one `balance.extracted` event per matching balance row. Every call but health \
+            and this document carries `Authorization: Bearer <token>`; `extractions-editor`, \
+            editor or admin configure and run, viewers read. Errors are JSON `{code, message, \
+            field}`."
+    ),
+    paths(create, list, get_one, run_now, list_runs),
+    components(schemas(ErrorOut))
+)]
+struct ExtractDoc;
+
+/// The served document: the routes above, the health routes, the bearer scheme.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ExtractDoc::openapi();
+    hookline_runtime::add_common_components(&mut doc);
+    let mut v = serde_json::to_value(&doc).expect("the document serialises");
+    let name = &mut v["components"]["schemas"]["CreateExtract"]["properties"]["name"];
+    name["pattern"] = NAME_PATTERN.into();
+    for item in v["paths"].as_object_mut().expect("paths").values_mut() {
+        for op in item.as_object_mut().expect("item").values_mut() {
+            for p in op["parameters"].as_array_mut().into_iter().flatten() {
+                if p["name"] == "name" {
+                    p["schema"] = serde_json::json!({"type": "string", "minLength": 1,
+                        "maxLength": 255, "pattern": NAME_PATTERN});
+                }
+            }
+        }
+    }
+    serde_json::from_value(v).expect("the document deserialises")
+}
+
+/// The error body (see `hookline_runtime::ApiError`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorBody)]
+struct ErrorOut {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+/// The Balance Query: which rows an extract emits (empty lists: every row).
+#[derive(Deserialize, Serialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct QueryIn {
     #[serde(default)]
@@ -35,19 +84,21 @@ struct QueryIn {
     transaction_currencies: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateExtract {
+    /// Unique per tenant; no `/`.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// Only `Webhook`.
+    #[schema(value_type = String, pattern = "^Webhook$")]
     target: String,
-    /// Only `Balances`.
+    #[schema(value_type = String, pattern = "^Balances$")]
     data_source: String,
     #[serde(default)]
     query: QueryIn,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ExtractOut {
     name: String,
@@ -75,7 +126,7 @@ impl ExtractOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RunOut {
     run_id: String,
@@ -84,6 +135,7 @@ struct RunOut {
     #[serde(skip_serializing_if = "String::is_empty")]
     finished_on: String,
     rows_emitted: u64,
+    #[schema(value_type = String)]
     status: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
@@ -115,6 +167,10 @@ fn config_of(state: &AppState, tenant: &str, name: &str) -> Option<ExtractConfig
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/extracts", tag = "extracts", request_body = CreateExtract,
+    responses((status = 201, body = ExtractOut), (status = 400, body = ErrorOut),
+        (status = 401, body = ErrorOut), (status = 403, body = ErrorOut),
+        (status = 409, body = ErrorOut), (status = 413, body = ErrorOut)))]
 async fn create(
     State(state): State<AppState>,
     who: Principal,
@@ -169,6 +225,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(ExtractOut::of(&config))))
 }
 
+#[utoipa::path(get, path = "/api/v1/extracts", tag = "extracts",
+    responses((status = 200, description = "By name", body = Vec<ExtractOut>),
+        (status = 401, body = ErrorOut)))]
 async fn list(State(state): State<AppState>, who: Principal) -> Json<Vec<ExtractOut>> {
     let prefix = config_key(&who.tenant, "");
     let mut out: Vec<ExtractOut> = state.extracts.read(|t| {
@@ -184,10 +243,14 @@ async fn list(State(state): State<AppState>, who: Principal) -> Json<Vec<Extract
     Json(out)
 }
 
+#[utoipa::path(get, path = "/api/v1/extracts/{name}", tag = "extracts",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ExtractOut), (status = 400, body = ErrorOut),
+        (status = 401, body = ErrorOut), (status = 404, body = ErrorOut)))]
 async fn get_one(
     State(state): State<AppState>,
     who: Principal,
-    Path(name): Path<String>,
+    JsonPath(name): JsonPath<String>,
 ) -> Result<Json<ExtractOut>, ApiError> {
     config_of(&state, &who.tenant, &name)
         .map(|c| Json(ExtractOut::of(&c)))
@@ -202,11 +265,18 @@ struct RunParams {
     wait: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/extracts/{name}/runs", tag = "extracts",
+    params(("name" = String, Path),
+        ("wait" = Option<bool>, Query, description = "Answer when the run has finished (201)")),
+    responses((status = 201, description = "Run finished", body = RunOut),
+        (status = 202, description = "Run started", body = RunOut),
+        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
+        (status = 403, body = ErrorOut), (status = 404, body = ErrorOut)))]
 async fn run_now(
     State(state): State<AppState>,
     who: Principal,
-    Path(name): Path<String>,
-    Query(params): Query<RunParams>,
+    JsonPath(name): JsonPath<String>,
+    JsonQuery(params): JsonQuery<RunParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
     let config =
@@ -221,10 +291,15 @@ async fn run_now(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+#[utoipa::path(get, path = "/api/v1/extracts/{name}/runs", tag = "extracts",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "Newest first", body = Vec<RunOut>),
+        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
+        (status = 404, body = ErrorOut)))]
 async fn list_runs(
     State(state): State<AppState>,
     who: Principal,
-    Path(name): Path<String>,
+    JsonPath(name): JsonPath<String>,
 ) -> Result<Json<Vec<RunOut>>, ApiError> {
     config_of(&state, &who.tenant, &name).ok_or_else(|| ApiError::not_found("extract"))?;
     let prefix = crate::extract::run_key(&who.tenant, &name, "");

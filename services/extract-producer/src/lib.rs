@@ -96,10 +96,10 @@ pub async fn run(
         tokens: TokenTable::from_config(&config)?,
     };
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
-    let app = Router::new()
-        .merge(api::routes())
-        .with_state(state)
-        .merge(hookline_runtime::health_routes(health.clone()));
+    let app = Router::new().merge(api::routes()).with_state(state).merge(
+        hookline_runtime::health_routes(health.clone(), api::document()),
+    );
+    let app = hookline_runtime::json_fallbacks(app);
     {
         let (b, e, health) = (balances.clone(), extracts.clone(), health.clone());
         tokio::spawn(async move {

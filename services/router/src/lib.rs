@@ -56,7 +56,13 @@ pub async fn run(
     let server_stop = shutdown.child_token();
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
-        hookline_runtime::health_routes(health.clone()),
+        hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
+            health.clone(),
+            hookline_runtime::base_document(
+                "Hookline router",
+                "The router routes events to delivery jobs; over HTTP it serves only its health and this document.",
+            ),
+        )),
         server_stop.clone(),
     ));
     let result = route_until_shutdown(config, &health, &shutdown).await;

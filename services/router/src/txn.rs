@@ -19,6 +19,8 @@ use hookline_runtime::CancellationToken;
 use crate::route::Outgoing;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than its own timeout a transaction call may take before it is given up.
+const CALL_GRACE: Duration = Duration::from_secs(10);
 
 /// What to do after a failed transaction step.
 #[derive(Debug)]
@@ -35,6 +37,10 @@ pub enum Failure {
 
 impl Failure {
     fn from_kafka(e: &KafkaError) -> Self {
+        // A call given up (see `blocking`): the producer may be stuck in it.
+        if matches!(e, KafkaError::Canceled) {
+            return Failure::Fatal(e.to_string());
+        }
         let code = match e {
             KafkaError::Transaction(t) => Some(t.code()),
             _ => e.rdkafka_error_code(),
@@ -79,13 +85,28 @@ pub fn instance_name(config: &Config) -> String {
         .unwrap_or_else(|| format!("pid{}", std::process::id()))
 }
 
+/// Runs a blocking transaction call on the blocking pool. librdkafka bounds each call by its
+/// timeout, but a call waiting on a coordinator that died with its broker has been seen not
+/// to return at all (`send_offsets_to_transaction` after the group coordinator's broker was
+/// killed): past [`CALL_TIMEOUT`] and [`CALL_GRACE`] the call is given up as
+/// [`KafkaError::Canceled`], which makes the producer be replaced (its `init_transactions`
+/// fences the stuck one and aborts its transaction).
 async fn blocking<T: Send + 'static>(
+    call: &'static str,
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "transaction call did not finish");
+    match tokio::time::timeout(CALL_TIMEOUT + CALL_GRACE, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, call, "transaction call did not finish");
+            Err(KafkaError::Canceled)
+        }
+        Err(_) => {
+            tracing::warn!(
+                call,
+                secs = (CALL_TIMEOUT + CALL_GRACE).as_secs(),
+                "transaction call did not return in time; replacing the producer"
+            );
             Err(KafkaError::Canceled)
         }
     }
@@ -106,7 +127,11 @@ impl TxnProducer {
         loop {
             let producer = hookline_kafka::transactional_producer(config, transactional_id)?;
             let p = producer.clone();
-            match blocking(move || p.init_transactions(CALL_TIMEOUT)).await {
+            match blocking("init_transactions", move || {
+                p.init_transactions(CALL_TIMEOUT)
+            })
+            .await
+            {
                 Ok(()) => return Ok(Some(Self { producer })),
                 Err(e) => {
                     tracing::warn!(error = %e, transactional_id, "init_transactions failed; retrying")
@@ -165,13 +190,19 @@ impl TxnProducer {
         group: ConsumerGroupMetadata,
     ) -> Result<(), Failure> {
         let p = self.producer.clone();
-        blocking(move || p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT))
-            .await
-            .map_err(|e| Failure::from_kafka(&e))?;
+        blocking("send_offsets_to_transaction", move || {
+            p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+        })
+        .await
+        .map_err(|e| Failure::from_kafka(&e))?;
         let mut tries = 0;
         loop {
             let p = self.producer.clone();
-            match blocking(move || p.commit_transaction(CALL_TIMEOUT)).await {
+            match blocking("commit_transaction", move || {
+                p.commit_transaction(CALL_TIMEOUT)
+            })
+            .await
+            {
                 Ok(()) => return Ok(()),
                 // The outcome is not known yet: asking again returns it.
                 Err(e) if retriable(&e) && tries < 10 => {
@@ -186,12 +217,14 @@ impl TxnProducer {
     /// Aborts the open transaction. An abort that fails leaves the producer unusable.
     pub async fn abort(&self) -> Result<(), Failure> {
         let p = self.producer.clone();
-        blocking(move || p.abort_transaction(CALL_TIMEOUT))
-            .await
-            .map_err(|e| match Failure::from_kafka(&e) {
-                fenced @ Failure::Fenced(_) => fenced,
-                _ => Failure::Fatal(format!("abort_transaction: {e}")),
-            })
+        blocking("abort_transaction", move || {
+            p.abort_transaction(CALL_TIMEOUT)
+        })
+        .await
+        .map_err(|e| match Failure::from_kafka(&e) {
+            fenced @ Failure::Fenced(_) => fenced,
+            _ => Failure::Fatal(format!("abort_transaction: {e}")),
+        })
     }
 
     /// Why the producer was fenced, if it was: then a newer instance owns the work.

@@ -13,7 +13,7 @@ use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::rdkafka::message::BorrowedMessage;
 use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
-use hookline_proto::v1::Subscription;
+use hookline_proto::v1::{Dialect, Subscription};
 use hookline_routing::SubscriptionIndex;
 
 /// Subscriptions in force, indexed for matching, with the view's freshness.
@@ -68,7 +68,11 @@ fn apply(index: &RwLock<SubscriptionIndex>, msg: &BorrowedMessage<'_>) -> Update
         }
         Some(bytes) => match Subscription::decode(bytes) {
             Ok(sub) => {
-                let refused = index.upsert(&id, &sub.tenant, sub.enabled, &sub.event_types);
+                // A Synctera webhook enabled for no events selects nothing; in the Fynapse
+                // dialect no event types means every type.
+                let selects = !(sub.dialect() == Dialect::Synctera && sub.event_types.is_empty());
+                let refused =
+                    index.upsert(&id, &sub.tenant, sub.enabled && selects, &sub.event_types);
                 for e in refused {
                     tracing::warn!(subscription = %id, error = %e, "pattern selects nothing");
                 }

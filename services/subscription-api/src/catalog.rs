@@ -1,8 +1,11 @@
-//! The Synctera event-type catalog: the seed's list, `balance.extracted`, and the types admins
+//! The one event-type catalog of both dialects: the Synctera seed's list, `balance.extracted`
+//! (the Fynapse seed), Hookline's operational `hookline.*` types, and the types admins
 //! registered (event-sourced on the compacted event-types topic).
 //!
-//! - [`check_enabled_events`]: every entry is a catalog type, or `PREFIX.*` where `PREFIX.`
-//!   starts some catalog type.
+//! - [`check_event_types`]: every entry is a catalog type, or `PREFIX.*` where `PREFIX.`
+//!   starts some catalog type (or `*` where the dialect allows it); an unknown one is a 400
+//!   naming it.
+//! - [`patterns`]: every value the check accepts, for the OpenAPI document's enums.
 //! - `POST /admin/v1/event-types` (admin) registers a type; `GET` lists the catalog.
 
 use axum::Json;
@@ -24,7 +27,8 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::input::{DESCRIPTION_MAX, ErrorBody, check_len};
 
-/// The event types of the Synctera seed (`enabled_events`' options), plus `balance.extracted`.
+/// The event types of the seeds: Synctera's (`enabled_events`' options) and Fynapse's
+/// `balance.extracted`.
 pub const SEED_EVENT_TYPES: &[&str] = &[
     "ACCOUNT.CREATED",
     "ACCOUNT.UPDATED",
@@ -91,6 +95,17 @@ pub const SEED_EVENT_TYPES: &[&str] = &[
     "balance.extracted",
 ];
 
+/// The operational events Hookline publishes to the events topic itself.
+pub const OPERATIONAL_EVENT_TYPES: &[&str] = &hookline_events::operational::TYPES;
+
+/// The built-in catalog: the seeds' types, then the operational ones.
+pub fn built_in() -> impl Iterator<Item = &'static str> {
+    SEED_EVENT_TYPES
+        .iter()
+        .chain(OPERATIONAL_EVENT_TYPES)
+        .copied()
+}
+
 pub fn view(config: &Config) -> Result<TopicView<RegisteredEventType>, KafkaError> {
     TopicView::start(config, &config.topic_event_types, |msg| {
         let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
@@ -108,29 +123,57 @@ pub fn view(config: &Config) -> Result<TopicView<RegisteredEventType>, KafkaErro
 }
 
 fn in_catalog(state: &AppState, matches: impl Fn(&str) -> bool) -> bool {
-    SEED_EVENT_TYPES.iter().any(|t| matches(t))
+    built_in().any(&matches)
         || state
             .store
             .event_types
             .read(|t| t.keys().any(|k| matches(k)))
 }
 
-/// Synctera `enabled_events`: at least one entry, each a catalog type or a `PREFIX.*`
-/// pattern matching some catalog type. Errors name the offending value.
-pub fn check_enabled_events(
+/// Every catalog type, built-in first, then the registered ones by name.
+pub fn catalog(state: &AppState) -> Vec<String> {
+    let mut registered: Vec<String> = state
+        .store
+        .event_types
+        .read(|t| t.keys().cloned().collect());
+    registered.sort();
+    built_in().map(str::to_owned).chain(registered).collect()
+}
+
+/// Every value an event-type list accepts given `types`: each type, each `PREFIX.*` whose
+/// `PREFIX.` starts one, and `*` when `all` is allowed.
+pub fn patterns(types: &[String], all: bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if all {
+        out.push("*".to_owned());
+    }
+    let mut prefixes = std::collections::BTreeSet::new();
+    for t in types {
+        out.push(t.clone());
+        let mut at = 0;
+        while let Some(dot) = t[at..].find('.') {
+            prefixes.insert(format!("{}.*", &t[..at + dot]));
+            at += dot + 1;
+        }
+    }
+    out.extend(prefixes);
+    out
+}
+
+/// An event-type list of either dialect: at most 100 entries, each a catalog type or a
+/// `PREFIX.*` pattern matching some catalog type, or `*` when `all` is allowed. Errors name
+/// the field and the offending value.
+pub fn check_event_types(
     state: &AppState,
     field: &str,
     events: &[String],
+    all: bool,
 ) -> Result<(), ApiError> {
-    if events.is_empty() {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must name at least one event type"),
-        ));
-    }
     crate::input::check_event_type_syntax(field, events)?;
     for e in events {
-        let known = if e.ends_with(".*") {
+        let known = if e == "*" {
+            all
+        } else if e.ends_with(".*") {
             in_catalog(state, |t| hookline_routing::pattern_matches(e, t))
         } else {
             in_catalog(state, |t| t == e)
@@ -138,7 +181,9 @@ pub fn check_enabled_events(
         if !known {
             return Err(ApiError::invalid(
                 field,
-                format!("{e:?} is not a known event type or a pattern matching one"),
+                format!(
+                    "{e:?} is not a known event type or a pattern matching one (see GET /admin/v1/event-types)"
+                ),
             ));
         }
     }
@@ -161,7 +206,7 @@ pub struct EventTypeOut {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// True for the seed's types; false for types an admin registered.
+    /// True for the seeds' and the operational types; false for types an admin registered.
     pub built_in: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registered_at: Option<String>,
@@ -224,10 +269,9 @@ pub async fn register(
 #[utoipa::path(get, path = "/admin/v1/event-types", tag = "admin",
     responses((status = 200, body = EventTypeList), (status = 401, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, _who: Principal) -> Json<EventTypeList> {
-    let mut items: Vec<EventTypeOut> = SEED_EVENT_TYPES
-        .iter()
+    let mut items: Vec<EventTypeOut> = built_in()
         .map(|t| EventTypeOut {
-            name: (*t).to_owned(),
+            name: t.to_owned(),
             description: None,
             built_in: true,
             registered_at: None,
@@ -240,4 +284,46 @@ pub async fn list(State(state): State<AppState>, _who: Principal) -> Json<EventT
     registered.sort_by(|a, b| a.name.cmp(&b.name));
     items.extend(registered);
     Json(EventTypeList { items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_cover_every_prefix_once() {
+        let types = vec![
+            "CARD.THREE_DS.DECISION".to_owned(),
+            "CARD.CREATED".to_owned(),
+        ];
+        assert_eq!(
+            patterns(&types, true),
+            [
+                "*",
+                "CARD.THREE_DS.DECISION",
+                "CARD.CREATED",
+                "CARD.*",
+                "CARD.THREE_DS.*"
+            ]
+        );
+        assert!(!patterns(&types, false).contains(&"*".to_owned()));
+        for p in patterns(&types, false) {
+            let base = p.strip_suffix(".*").unwrap_or(&p);
+            assert!(hookline_events::validate_event_type(base).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_catalog_holds_both_seeds_and_the_operational_types() {
+        let all: Vec<&str> = built_in().collect();
+        for t in [
+            "ACCOUNT.CREATED",
+            "RESOURCE_MAPPING.DELETED",
+            "balance.extracted",
+        ] {
+            assert!(all.contains(&t), "{t}");
+        }
+        assert!(all.contains(&"hookline.subscription.disabled"));
+        assert_eq!(all.len(), SEED_EVENT_TYPES.len() + 3);
+    }
 }

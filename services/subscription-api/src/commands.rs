@@ -1,5 +1,7 @@
 //! Changes other services ask of the subscription API (`topic_subscription_commands`): today
-//! a delivery worker's "disable this subscription" after a 410 Gone.
+//! a delivery worker's "disable this subscription" after a 410 Gone or after every attempt
+//! failed for `auto_disable_after`. A disable applied publishes
+//! `hookline.subscription.disabled`.
 //!
 //! A command is applied through the API's own write path, one change at a time, on views
 //! that hold everything acknowledged before it: the subscription as it is then gets
@@ -94,6 +96,16 @@ async fn apply(
     sub.enabled = false;
     sub.version += 1;
     sub.updated_at_ms = now_ms();
+    // Published first: should the write fail, the command is applied again and publishes
+    // the same event (same id) again; the other way round a crash could lose it.
+    let event = hookline_events::operational::subscription_disabled(
+        &sub.id,
+        &sub.tenant,
+        sub.version,
+        &command.reason,
+        sub.updated_at_ms,
+    );
+    store.publish_event(&sub.id, &event).await?;
     store.put_subscription(&sub).await?;
     tracing::warn!(subscription_id = %sub.id, tenant = %sub.tenant, reason = %command.reason, "subscription disabled");
     Ok(())

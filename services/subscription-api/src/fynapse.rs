@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::claims::{self, Kind};
 use crate::input::{
-    DESCRIPTION_MAX, ErrorBody, PathParam, check_event_type_syntax, check_len, check_name,
-    check_url, created_key, page_request, paginate, present,
+    DESCRIPTION_MAX, ErrorBody, PathParam, check_len, check_name, check_url, created_key,
+    page_request, paginate, present,
 };
 use crate::secrets::{self, SecretOut};
 use crate::store::Store;
@@ -30,12 +30,13 @@ pub struct CreateSubscription {
     /// Absolute http(s) URL.
     #[schema(min_length = 1, max_length = 1000, format = Uri)]
     pub endpoint_url: String,
-    /// Name of the secret that signs deliveries. Omitted on create: a secret named after the
-    /// subscription is created and returned (with its value) in `secret`. Omitted on PUT:
-    /// the current secret stays.
+    /// Name of the secret that signs deliveries. Omitted or `null` on create: a secret named
+    /// after the subscription is created and returned (with its value) in `secret`. Omitted
+    /// or `null` on PUT: the current secret stays (a subscription always has a secret).
     #[schema(min_length = 1, max_length = 255)]
     pub secret_ref: Option<String>,
-    /// Exact types, `PREFIX.*` or `*`; null or empty = every type. At most 100.
+    /// Catalog types (`GET /admin/v1/event-types`), `PREFIX.*` matching one, or `*`; null or
+    /// empty = every type. At most 100.
     #[schema(max_items = 100)]
     pub event_types: Option<Vec<String>>,
     #[schema(max_length = 1024)]
@@ -69,8 +70,9 @@ impl OrderingMode {
     }
 }
 
-/// Only the fields present change; `null` clears `description` and resets `eventTypes` to
-/// every type.
+/// Only the fields present change; `null` clears `description`, resets `eventTypes` to
+/// every type and keeps the current `secretRef` (as leaving it out does); `name` and
+/// `endpointUrl` cannot be `null`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PatchSubscription {
@@ -140,6 +142,7 @@ pub struct SubscriptionList {
 }
 
 fn check_fields(
+    state: &AppState,
     name: &str,
     url: &str,
     secret_ref: Option<&str>,
@@ -151,7 +154,7 @@ fn check_fields(
     if let Some(r) = secret_ref {
         check_name("secretRef", r)?;
     }
-    check_event_type_syntax("eventTypes", types)?;
+    crate::catalog::check_event_types(state, "eventTypes", types, true)?;
     check_len("description", description, DESCRIPTION_MAX)
 }
 
@@ -167,11 +170,12 @@ fn name_taken(store: &Store, tenant: &str, name: &str, except_id: &str) -> bool 
 }
 
 fn secret_exists(store: &Store, tenant: &str, name: &str) -> Result<(), ApiError> {
-    match store.secrets.get(&hookline_state::secret_key(tenant, name)) {
+    match secrets::fynapse_secret(store, tenant, name) {
         Some(_) => Ok(()),
-        None => Err(ApiError::invalid(
+        // Valid by the document, refused by the state: a conflict, as a taken name is.
+        None => Err(ApiError::conflict(
             "secretRef",
-            format!("no secret named {name:?}"),
+            format!("no secret named {name:?}: create it first"),
         )),
     }
 }
@@ -196,7 +200,9 @@ pub async fn create(
     who.require(Role::Editor)?;
     let event_types = body.event_types.unwrap_or_default();
     let (name, url) = (body.name, body.endpoint_url);
+    state.store.event_types.sync().await;
     check_fields(
+        &state,
         &name,
         &url,
         body.secret_ref.as_deref(),
@@ -309,7 +315,9 @@ async fn update(
     let old = find(store, who, id)?;
     let mut sub = old.clone();
     change(&mut sub);
+    store.event_types.sync().await;
     check_fields(
+        state,
         &sub.name,
         &sub.endpoint_url,
         Some(&sub.secret_ref),
@@ -393,7 +401,9 @@ pub async fn patch(
 ) -> Result<Json<SubscriptionOut>, ApiError> {
     let name = required("name", body.name)?;
     let url = required("endpointUrl", body.endpoint_url)?;
-    let secret_ref = required("secretRef", body.secret_ref)?;
+    // `null` keeps the current secret, as leaving the field out does: a subscription always
+    // has one.
+    let secret_ref = body.secret_ref.flatten();
     update(&state, &who, &id, |s| {
         if let Some(v) = name {
             s.name = v;

@@ -4,13 +4,17 @@
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use hookline_runtime::ApiError;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 pub const NAME_MAX: usize = 255;
+/// What `check_name` accepts besides the length: no control characters (Unicode `Cc`).
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+/// The scheme `check_url` accepts (any case, as URLs are read).
+pub const URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://";
+/// What `check_tenant` accepts.
+pub const TENANT_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
 pub const URL_MAX: usize = 1000;
 pub const DESCRIPTION_MAX: usize = 1024;
 pub const METADATA_MAX: usize = 1024;
@@ -142,7 +146,31 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PageRequest {
     pub limit: usize,
-    pub after: Option<String>,
+    pub after: Option<Vec<u8>>,
+}
+
+/// A cursor: lowercase hex of the bytes of the last sort key seen (so every even-length
+/// lowercase hex string up to [`CURSOR_MAX`] characters is one, as the document says).
+pub const CURSOR_PATTERN: &str = "^([0-9a-f]{2})*$";
+pub const CURSOR_MAX: usize = 2048;
+
+fn encode_cursor(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > CURSOR_MAX {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    text.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 /// Parses `limit` and the cursor parameter named `cursor_param`; any other parameter is
@@ -162,9 +190,12 @@ pub fn page_request(query: Option<&str>, cursor_param: &str) -> Result<PageReque
                     ApiError::invalid("limit", format!("`limit` must be 1-{LIMIT_MAX}"))
                 })?;
         } else if k == cursor_param {
-            let bad = || ApiError::invalid(cursor_param, format!("`{cursor_param}` is not valid"));
-            let bytes = B64URL.decode(v.as_bytes()).map_err(|_| bad())?;
-            page.after = Some(String::from_utf8(bytes).map_err(|_| bad())?);
+            page.after = Some(decode_cursor(&v).ok_or_else(|| {
+                ApiError::invalid(
+                    cursor_param,
+                    format!("`{cursor_param}` is not a cursor of a previous page"),
+                )
+            })?);
         } else {
             return Err(ApiError::invalid(
                 k.as_ref(),
@@ -177,12 +208,16 @@ pub fn page_request(query: Option<&str>, cursor_param: &str) -> Result<PageReque
 
 /// One page of `items`, which are sorted by their (unique) sort keys: the items after
 /// `page.after`, at most `page.limit`, and the cursor of the next page when there is one.
-/// Cursors are opaque to clients (base64url of the sort key), so the order stays stable
-/// while items are added or removed between pages.
+/// Cursors are opaque to clients (hex of the sort key), so the order stays stable while
+/// items are added or removed between pages.
 pub fn paginate<T>(items: Vec<(String, T)>, page: &PageRequest) -> (Vec<T>, Option<String>) {
     let mut rest = items
         .into_iter()
-        .filter(|(k, _)| page.after.as_ref().is_none_or(|a| k > a))
+        .filter(|(k, _)| {
+            page.after
+                .as_ref()
+                .is_none_or(|a| k.as_bytes() > a.as_slice())
+        })
         .peekable();
     let mut out = Vec::new();
     let mut last = None;
@@ -192,7 +227,7 @@ pub fn paginate<T>(items: Vec<(String, T)>, page: &PageRequest) -> (Vec<T>, Opti
         out.push(v);
     }
     let next = if rest.peek().is_some() {
-        last.map(|k| B64URL.encode(k))
+        last.map(|k| encode_cursor(&k))
     } else {
         None
     };
@@ -229,6 +264,8 @@ mod tests {
             ("limit=101", "limit"),
             ("limit=x", "limit"),
             ("cursor=%%%", "cursor"),
+            ("cursor=abc", "cursor"),
+            ("cursor=AB", "cursor"),
             ("colour=red", "colour"),
         ] {
             let e = page_request(Some(q), "cursor").unwrap_err();

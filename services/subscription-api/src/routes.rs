@@ -11,13 +11,13 @@ use std::sync::OnceLock;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use hookline_runtime::ApiError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::input::{self, ErrorBody};
 use crate::{AppState, catalog, fynapse, secrets, synctera};
 
 /// One route: the method and path (OpenAPI path syntax, which axum shares) and its handler.
@@ -47,6 +47,7 @@ pub fn table() -> Vec<Route> {
     const SUB: &str = "/api/v1/event-deliveries/subscriptions/{id}";
     const HOOKS: &str = "/v2/webhooks";
     const HOOK: &str = "/v2/webhooks/{id}";
+    const HOOK_SECRET: &str = "/v2/webhooks/{id}/secret";
     const TYPES: &str = "/admin/v1/event-types";
     use Method as M;
     vec![
@@ -73,6 +74,8 @@ pub fn table() -> Vec<Route> {
         route(M::GET, HOOK, synctera::get),
         route(M::PATCH, HOOK, synctera::patch),
         route(M::DELETE, HOOK, synctera::delete),
+        route(M::GET, HOOK_SECRET, synctera::get_secret),
+        route(M::PUT, HOOK_SECRET, synctera::rotate_secret),
         route(M::POST, TYPES, catalog::register),
         route(M::GET, TYPES, catalog::list),
     ]
@@ -92,46 +95,133 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
     for (path, methods) in by_path {
         app = app.route(path, methods);
     }
-    app.fallback(unknown_route)
-        .method_not_allowed_fallback(method_not_allowed)
+    hookline_runtime::json_fallbacks(app)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-async fn unknown_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "unknown_route", "no such route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method",
-    )
+/// The body of `/healthz` and `/readyz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub status: String,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "The process runs")))]
-async fn healthz() -> &'static str {
-    "ok"
+    responses((status = 200, description = "The process runs", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "Views caught up; ready for traffic"),
-        (status = 503, description = "Still reading its topics")))]
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "Views caught up; ready for traffic", body = Status),
+        (status = 503, description = "Still reading its topics, or the brokers are away", body = ErrorBody)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if state.health.is_ready() {
-        (StatusCode::OK, "ready")
+        Ok(Json(Status {
+            status: "ready".into(),
+        }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "not ready: still reading its topics, or the brokers are away",
+        ))
     }
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
-    responses((status = 200, description = "This document (OpenAPI 3.1)")))]
-async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    Json(DOC.get_or_init(ApiDoc::openapi))
+    responses((status = 200, description = "This document (OpenAPI 3.1), its event-type enums \
+        from the catalog as it is now", body = Object)))]
+async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    let base = DOC.get_or_init(constrained);
+    state.store.event_types.sync().await;
+    Json(with_catalog(base.clone(), &crate::catalog::catalog(&state)))
+}
+
+/// The constraints the server checks that utoipa's attributes cannot spell, put into the
+/// document so that a request valid by it is accepted and one that is not is refused.
+pub fn constrained() -> serde_json::Value {
+    use serde_json::json;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    let schemas = &mut doc["components"]["schemas"];
+    let name = json!({"pattern": input::NAME_PATTERN});
+    let url = json!({"pattern": input::URL_PATTERN});
+    for (schema, field, extra) in [
+        ("CreateSecret", "name", &name),
+        ("CreateSubscription", "name", &name),
+        ("CreateSubscription", "secretRef", &name),
+        ("CreateSubscription", "endpointUrl", &url),
+        ("PatchSubscription", "name", &name),
+        ("PatchSubscription", "secretRef", &name),
+        ("PatchSubscription", "endpointUrl", &url),
+        ("CreateWebhook", "url", &url),
+        ("PatchWebhook", "url", &url),
+        (
+            "CreateWebhook",
+            "tenant",
+            &json!({"pattern": input::TENANT_PATTERN}),
+        ),
+        (
+            "PatchWebhook",
+            "tenant",
+            &json!({"pattern": input::TENANT_PATTERN}),
+        ),
+        (
+            "RegisterEventType",
+            "name",
+            &json!({"pattern": EVENT_TYPE_PATTERN}),
+        ),
+    ] {
+        let property = &mut schemas[schema]["properties"][field];
+        assert!(property.is_object(), "{schema}.{field} is documented");
+        for (k, v) in extra.as_object().expect("object") {
+            property[k] = v.clone();
+        }
+    }
+    // PATCH may leave them out but not clear them.
+    for field in ["name", "endpointUrl"] {
+        schemas["PatchSubscription"]["properties"][field]["type"] = "string".into();
+    }
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for op in item.as_object_mut().expect("path item").values_mut() {
+            let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+                continue;
+            };
+            for p in params {
+                let schema = match p["name"].as_str() {
+                    Some("cursor" | "page_token") => json!({"type": "string",
+                        "pattern": input::CURSOR_PATTERN, "maxLength": input::CURSOR_MAX}),
+                    Some("id") => json!({"type": "string", "format": "uuid"}),
+                    Some("name") => json!({"type": "string", "minLength": 1,
+                        "maxLength": input::NAME_MAX, "pattern": input::NAME_PATTERN}),
+                    _ => continue,
+                };
+                p["schema"] = schema;
+            }
+        }
+    }
+    doc
+}
+
+/// What `hookline_events::validate_event_type` accepts.
+const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
+
+/// `doc` with the event-type lists' items as enums of what the catalog `types` accepts now.
+fn with_catalog(mut doc: serde_json::Value, types: &[String]) -> serde_json::Value {
+    let schemas = &mut doc["components"]["schemas"];
+    for (schema, field, all) in [
+        ("CreateSubscription", "eventTypes", true),
+        ("PatchSubscription", "eventTypes", true),
+        ("CreateWebhook", "enabled_events", false),
+        ("PatchWebhook", "enabled_events", false),
+    ] {
+        schemas[schema]["properties"][field]["items"] =
+            serde_json::json!({"type": "string", "enum": crate::catalog::patterns(types, all)});
+    }
+    doc
 }
 
 struct BearerAuth;
@@ -169,6 +259,7 @@ impl Modify for BearerAuth {
         fynapse::create, fynapse::list, fynapse::get, fynapse::replace, fynapse::patch,
         fynapse::delete,
         synctera::create, synctera::list, synctera::get, synctera::patch, synctera::delete,
+        synctera::get_secret, synctera::rotate_secret,
         catalog::register, catalog::list,
     ),
     modifiers(&BearerAuth),
@@ -247,5 +338,32 @@ mod tests {
             1024
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn the_served_document_spells_the_checks_the_server_makes() {
+        let types = vec!["ACCOUNT.CREATED".to_owned()];
+        let doc = with_catalog(constrained(), &types);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["CreateSubscription"]["properties"]["name"]["pattern"],
+            input::NAME_PATTERN
+        );
+        assert_eq!(
+            schemas["CreateWebhook"]["properties"]["enabled_events"]["items"]["enum"],
+            serde_json::json!(["ACCOUNT.CREATED", "ACCOUNT.*"])
+        );
+        assert_eq!(
+            schemas["PatchSubscription"]["properties"]["eventTypes"]["items"]["enum"],
+            serde_json::json!(["*", "ACCOUNT.CREATED", "ACCOUNT.*"])
+        );
+        let list = &doc["paths"]["/api/v1/event-deliveries/subscriptions"]["get"];
+        let cursor = list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cursor")
+            .unwrap();
+        assert_eq!(cursor["schema"]["pattern"], input::CURSOR_PATTERN);
     }
 }

@@ -1,4 +1,6 @@
 //! Fynapse secrets under `/api/v1/event-deliveries/secrets`: create, list, get, rotate, delete.
+//! A Synctera webhook's own secret is not one of them: it is neither listed nor reachable
+//! here, only under `/v2/webhooks/{id}/secret` ([`dialect_of`]).
 //!
 //! A value (`whsec_` + base64 of 32 random bytes) is shown only in the response that created
 //! it (create or rotate); on Kafka it exists only sealed. A rotation puts the new version
@@ -10,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
-use hookline_proto::v1::{Secret, SecretVersion};
+use hookline_proto::v1::{Dialect, Secret, SecretVersion};
 use hookline_runtime::{ApiError, JsonBody};
 use hookline_signing::WebhookSecret;
 use serde::{Deserialize, Serialize};
@@ -97,12 +99,39 @@ fn seal(
     Ok((version, value.expose()))
 }
 
+/// The dialect whose routes own `secret`: Synctera for a webhook's own secret (marked so, or
+/// named by a Synctera webhook, as records written before the mark are), else Fynapse.
+pub fn dialect_of(store: &Store, secret: &Secret) -> Dialect {
+    if secret.dialect() == Dialect::Synctera
+        || store.subscriptions.read(|t| {
+            t.values().any(|s| {
+                s.tenant == secret.tenant
+                    && s.dialect() == Dialect::Synctera
+                    && s.secret_ref == secret.name
+            })
+        })
+    {
+        Dialect::Synctera
+    } else {
+        Dialect::Fynapse
+    }
+}
+
+/// Fynapse secret `name` of `tenant`, if there is one.
+pub fn fynapse_secret(store: &Store, tenant: &str, name: &str) -> Option<Secret> {
+    store
+        .secrets
+        .get(&hookline_state::secret_key(tenant, name))
+        .filter(|s| dialect_of(store, s) == Dialect::Fynapse)
+}
+
 /// Writes a new secret with a fresh value, without claiming the name (for names nobody
 /// else can choose). Returns the record and the plaintext value.
 pub async fn write_new(
     store: &Store,
     tenant: &str,
     name: &str,
+    dialect: Dialect,
 ) -> Result<(Secret, String), ApiError> {
     let now = now_ms();
     let (version, value) = seal(store, tenant, name, now)?;
@@ -112,9 +141,36 @@ pub async fn write_new(
         versions: vec![version],
         created_at_ms: now,
         updated_at_ms: now,
+        dialect: dialect as i32,
     };
     store.put_secret(&secret).await?;
     tracing::info!(tenant, name, "secret created");
+    Ok((secret, value))
+}
+
+/// Gives `secret` a new value that signs from now on; the older versions still sign until
+/// `overlap` from now (zero: they stop at once). Returns the stored record and the new value.
+/// The caller holds `write_lock` and has synced the secrets view.
+pub async fn rotate_value(
+    store: &Store,
+    mut secret: Secret,
+    overlap: std::time::Duration,
+) -> Result<(Secret, String), ApiError> {
+    let now = now_ms();
+    let until = now + overlap.as_millis() as i64;
+    let (version, value) = seal(store, &secret.tenant, &secret.name, now)?;
+    let mut versions = vec![version];
+    for mut old in secret.versions.drain(..) {
+        if old.expires_at_ms.is_some_and(|t| t <= now) || until <= now {
+            continue;
+        }
+        old.expires_at_ms = Some(old.expires_at_ms.map_or(until, |t| t.min(until)));
+        versions.push(old);
+    }
+    secret.versions = versions;
+    secret.updated_at_ms = now;
+    store.put_secret(&secret).await?;
+    tracing::info!(tenant = %secret.tenant, name = %secret.name, "secret rotated");
     Ok((secret, value))
 }
 
@@ -135,7 +191,7 @@ pub async fn create_named(
         return Err(taken());
     }
     let held = claims::claim(store, Kind::Secret, tenant, name, name, field).await?;
-    match write_new(store, tenant, name).await {
+    match write_new(store, tenant, name, Dialect::Fynapse).await {
         Ok(created) => Ok(created),
         Err(e) => {
             claims::abandon(store, held).await;
@@ -181,6 +237,7 @@ pub async fn list(
             .map(|s| (s.name.clone(), s.clone()))
             .collect()
     });
+    all.retain(|(_, s)| dialect_of(&state.store, s) == Dialect::Fynapse);
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let (items, next_cursor) = paginate(all, &page);
     Ok(Json(SecretList {
@@ -198,10 +255,7 @@ pub async fn get(
     who: Principal,
     PathParam(name): PathParam,
 ) -> Result<Json<SecretOut>, ApiError> {
-    state
-        .store
-        .secrets
-        .get(&hookline_state::secret_key(&who.tenant, &name))
+    fynapse_secret(&state.store, &who.tenant, &name)
         .map(|s| Json(SecretOut::of(&s, None)))
         .ok_or_else(|| ApiError::not_found("secret"))
 }
@@ -220,26 +274,9 @@ pub async fn rotate(
     let store = &state.store;
     let _one_at_a_time = store.write_lock.lock().await;
     store.secrets.sync().await;
-    let key = hookline_state::secret_key(&who.tenant, &name);
-    let mut secret = store
-        .secrets
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found("secret"))?;
-    let now = now_ms();
-    let until = now + store.rotation_overlap.as_millis() as i64;
-    let (version, value) = seal(store, &who.tenant, &name, now)?;
-    let mut versions = vec![version];
-    for mut old in secret.versions.drain(..) {
-        if old.expires_at_ms.is_some_and(|t| t <= now) {
-            continue;
-        }
-        old.expires_at_ms = Some(old.expires_at_ms.map_or(until, |t| t.min(until)));
-        versions.push(old);
-    }
-    secret.versions = versions;
-    secret.updated_at_ms = now;
-    store.put_secret(&secret).await?;
-    tracing::info!(tenant = %who.tenant, name, "secret rotated");
+    let secret =
+        fynapse_secret(store, &who.tenant, &name).ok_or_else(|| ApiError::not_found("secret"))?;
+    let (secret, value) = rotate_value(store, secret, store.rotation_overlap).await?;
     Ok(Json(SecretOut::of(&secret, Some(value))))
 }
 
@@ -256,11 +293,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let store = &state.store;
     let _change = store.change(&who).await?;
-    if store
-        .secrets
-        .get(&hookline_state::secret_key(&who.tenant, &name))
-        .is_none()
-    {
+    if fynapse_secret(store, &who.tenant, &name).is_none() {
         return Err(ApiError::not_found("secret"));
     }
     let user = store.subscriptions.read(|t| {

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use hookline_auth::{Principal, Role};
 use hookline_config::Config;
+use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
+use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
+use hookline_proto::Message as _;
 use hookline_proto::v1::{Dialect, NameClaim, RegisteredEventType, Secret, Subscription};
 use hookline_runtime::ApiError;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
@@ -29,6 +32,8 @@ pub struct Store {
     pub rotation_overlap: Duration,
     /// Serialises this process's read-modify-write changes (updates, deletes, rotations).
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where Hookline's own `hookline.*` events are published.
+    topic_events: String,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +81,7 @@ impl Store {
             secret_box: SecretBox::from_config(config)?,
             rotation_overlap: config.secret_rotation_overlap()?,
             write_lock: Arc::default(),
+            topic_events: config.topic_events.clone(),
         })
     }
 
@@ -143,6 +149,26 @@ impl Store {
             .await?;
         self.claims.wait_for_offset(p, o).await;
         Ok(())
+    }
+
+    /// Publishes one of Hookline's own events (protobuf) to the events topic, keyed by `key`.
+    pub async fn publish_event(&self, key: &str, event: &Event) -> Result<(), ApiError> {
+        let bytes = event.encode_to_vec();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: CONTENT_TYPE_HEADER,
+            value: Some(CONTENT_TYPE_PROTOBUF),
+        });
+        let record = FutureRecord::<str, [u8]>::to(&self.topic_events)
+            .key(key)
+            .headers(headers)
+            .payload(&bytes);
+        match self.producer.send(record, WRITE_TIMEOUT).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, event_type = %event.r#type, "event not published");
+                Err(ApiError::unavailable("could not publish the event"))
+            }
+        }
     }
 
     /// Produces one record (a tombstone when `value` is `None`); returns its position.

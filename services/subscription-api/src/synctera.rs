@@ -1,6 +1,8 @@
 //! Synctera webhooks under `/v2/webhooks`: create, list, get, update (PATCH), delete, with
-//! the seed's snake_case fields. Each webhook gets its own signing secret, named
-//! `webhook-{id}`, whose value is returned once, in the create response's `secret`.
+//! the seed's snake_case fields. Each webhook gets its own signing secret, whose value is
+//! returned in the create response's `secret`; `GET /v2/webhooks/{id}/secret` shows its
+//! versions and `PUT` rotates it (the new value shown once, in that response). The secret
+//! belongs to the webhook alone: the Fynapse secrets routes neither list nor reach it.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::catalog::check_enabled_events;
+use crate::catalog::check_event_types;
 use crate::input::{
     DESCRIPTION_MAX, ErrorBody, METADATA_MAX, PathParam, check_len, check_tenant, check_url,
     created_key, page_request, paginate, present,
@@ -24,8 +26,9 @@ use crate::secrets;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// Catalog event types or `PREFIX.*` wildcards (e.g. `ACCOUNT.*`); 1-100 entries.
-    #[schema(min_items = 1, max_items = 100)]
+    /// Catalog event types or `PREFIX.*` wildcards (e.g. `ACCOUNT.*`); at most 100. Empty:
+    /// the webhook receives nothing until events are added.
+    #[schema(max_items = 100)]
     pub enabled_events: Vec<String>,
     pub is_enabled: bool,
     #[schema(min_length = 1, max_length = 1000, format = Uri)]
@@ -44,7 +47,7 @@ pub struct CreateWebhook {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWebhook {
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(max_items = 100)]
     pub enabled_events: Option<Vec<String>>,
     pub is_enabled: Option<bool>,
     #[schema(min_length = 1, max_length = 1000, format = Uri)]
@@ -55,7 +58,7 @@ pub struct PatchWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub metadata: Option<Option<String>>,
-    /// May only repeat the webhook's tenant.
+    /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
 }
 
@@ -104,7 +107,7 @@ pub struct WebhookList {
 }
 
 fn check_fields(state: &AppState, s: &Subscription) -> Result<(), ApiError> {
-    check_enabled_events(state, "enabled_events", &s.event_types)?;
+    check_event_types(state, "enabled_events", &s.event_types, false)?;
     check_url("url", &s.endpoint_url)?;
     check_len("description", s.description.as_deref(), DESCRIPTION_MAX)?;
     check_len("metadata", s.metadata.as_deref(), METADATA_MAX)
@@ -159,7 +162,8 @@ pub async fn create(
     check_fields(&state, &sub)?;
     let store = &state.store;
     // The secret's name holds a fresh uuid: nobody else can pick it, so no claim is needed.
-    let (_, value) = secrets::write_new(store, &sub.tenant, &sub.secret_ref).await?;
+    let (_, value) =
+        secrets::write_new(store, &sub.tenant, &sub.secret_ref, Dialect::Synctera).await?;
     sub.updated_at_ms = now_ms();
     if let Err(e) = store.put_subscription(&sub).await {
         let _ = store.delete_secret(&sub.tenant, &sub.secret_ref).await;
@@ -215,7 +219,9 @@ pub async fn get(
     request_body = PatchWebhook,
     responses((status = 200, body = WebhookOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`tenant` is not the webhook's", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     who: Principal,
@@ -226,7 +232,8 @@ pub async fn patch(
     let _change = store.change(&who).await?;
     let mut sub = find(&state, &who, &id)?;
     if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
-        return Err(ApiError::invalid(
+        // Valid by the document, refused by the state: a conflict.
+        return Err(ApiError::conflict(
             "tenant",
             "a webhook's tenant cannot change",
         ));
@@ -246,6 +253,7 @@ pub async fn patch(
     if let Some(v) = body.metadata {
         sub.metadata = v;
     }
+    store.event_types.sync().await;
     check_fields(&state, &sub)?;
     sub.updated_at_ms = now_ms();
     sub.version += 1;
@@ -269,4 +277,110 @@ pub async fn delete(
     store.delete_secret(&sub.tenant, &sub.secret_ref).await?;
     tracing::info!(tenant = %sub.tenant, id, "webhook deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A webhook's signing secret: the versions that sign, and the value after a rotation.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSecretOut {
+    #[schema(format = Uuid)]
+    pub webhook_id: String,
+    /// The new `whsec_` value: only in the response of the rotation that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// When the secret was created or last rotated.
+    #[schema(format = DateTime)]
+    pub last_updated: String,
+    /// Versions that still sign, newest first (values never shown).
+    pub versions: Vec<WebhookSecretVersion>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSecretVersion {
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Set once a newer version replaced this one: it signs until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+impl WebhookSecretOut {
+    fn of(webhook_id: &str, s: &hookline_proto::v1::Secret, value: Option<String>) -> Self {
+        let now = now_ms();
+        Self {
+            webhook_id: webhook_id.to_owned(),
+            secret: value,
+            last_updated: rfc3339_seconds(s.updated_at_ms),
+            versions: s
+                .versions
+                .iter()
+                .filter(|v| v.expires_at_ms.is_none_or(|t| t > now))
+                .map(|v| WebhookSecretVersion {
+                    created_at: rfc3339_seconds(v.created_at_ms),
+                    expires_at: v.expires_at_ms.map(rfc3339_seconds),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Rotation of a webhook's secret.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateWebhookSecret {
+    /// `true` (default): the old value keeps signing, beside the new one, for the configured
+    /// overlap (`secret_rotation_overlap`, 24 h), so receivers can switch without a gap.
+    /// `false`: the old value stops signing at once (a leaked secret).
+    pub is_rolling_secret: Option<bool>,
+}
+
+fn webhook_secret(
+    state: &AppState,
+    sub: &Subscription,
+) -> Result<hookline_proto::v1::Secret, ApiError> {
+    state
+        .store
+        .secrets
+        .get(&hookline_state::secret_key(&sub.tenant, &sub.secret_ref))
+        .ok_or_else(|| ApiError::not_found("webhook secret"))
+}
+
+#[utoipa::path(get, path = "/v2/webhooks/{id}/secret", tag = "synctera",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The webhook's signing secret, without its value", body = WebhookSecretOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn get_secret(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+) -> Result<Json<WebhookSecretOut>, ApiError> {
+    let sub = find(&state, &who, &id)?;
+    let secret = webhook_secret(&state, &sub)?;
+    Ok(Json(WebhookSecretOut::of(&sub.id, &secret, None)))
+}
+
+#[utoipa::path(put, path = "/v2/webhooks/{id}/secret", tag = "synctera",
+    params(("id" = String, Path, format = Uuid)), request_body = RotateWebhookSecret,
+    responses((status = 200, description = "Rotated; the new value is shown only here", body = WebhookSecretOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<RotateWebhookSecret>,
+) -> Result<Json<WebhookSecretOut>, ApiError> {
+    let store = &state.store;
+    let _change = store.change(&who).await?;
+    let sub = find(&state, &who, &id)?;
+    let secret = webhook_secret(&state, &sub)?;
+    let overlap = if body.is_rolling_secret.unwrap_or(true) {
+        store.rotation_overlap
+    } else {
+        std::time::Duration::ZERO
+    };
+    let (secret, value) = secrets::rotate_value(store, secret, overlap).await?;
+    Ok(Json(WebhookSecretOut::of(&sub.id, &secret, Some(value))))
 }

@@ -13,6 +13,9 @@ use crate::support::{Stack, TENANT_A};
 async fn json_and_protobuf_events_from_python_are_delivered() {
     let stack = Stack::start(|_| {}).await;
     let receiver = Receiver::start(&[], 200).await;
+    // Not in the built-in catalog: registered first.
+    stack.register_event_type("ORDER.CREATED").await;
+    stack.register_event_type("ORDER.ITEM.SHIPPED").await;
     let (sub, _secret) = stack
         .fynapse_subscription("orders", &receiver.url, json!(["ORDER.*"]))
         .await;

@@ -35,6 +35,9 @@ const BAD: [(&[u8], Option<&str>, &str); 4] = [
 async fn undecodable_records_are_quarantined_and_the_partition_moves_on() {
     let stack = Stack::start(|_| {}).await;
     let receiver = Receiver::start(&[], 200).await;
+    // Not in the built-in catalog: registered first.
+    stack.register_event_type("ORDER.CREATED").await;
+    stack.register_event_type("ORDER.ITEM.SHIPPED").await;
     let (sub, _secret) = stack
         .fynapse_subscription("orders", &receiver.url, json!(["ORDER.*"]))
         .await;

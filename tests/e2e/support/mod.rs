@@ -110,7 +110,8 @@ impl Stack {
             // Receivers listen on 127.0.0.1; nothing else is allowed past the egress guard.
             egress_allow: "127.0.0.1/32".into(),
             log_format: "pretty".into(),
-            log_level: "warn".into(),
+            // `HOOKLINE_TEST_LOG_LEVEL` (with `HOOKLINE_TEST_LOGS=1`) for a failure hunt.
+            log_level: std::env::var("HOOKLINE_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
             shutdown_grace: "2s".into(),
             ..Config::default()
         };
@@ -218,6 +219,19 @@ impl Stack {
         body: Option<Value>,
     ) -> (u16, Value) {
         call(method, url, token, body).await
+    }
+
+    /// Registers event type `name` in the catalog (as the admin), so subscriptions may name it.
+    pub async fn register_event_type(&self, name: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{}/admin/v1/event-types", self.api),
+                TOKEN_ADMIN,
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
     }
 
     /// Creates a Fynapse subscription for tenant A with an auto-created secret; returns

@@ -12,6 +12,9 @@ pub struct Service {
     child: Child,
 }
 
+/// Numbers the log files of `HOOKLINE_TEST_LOGS=<folder>`.
+static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Service {
     /// Starts binary `name` with `config`, `extra` environment on top.
     pub fn start(name: &str, config: &Config, extra: &[(&str, &str)]) -> Service {
@@ -22,12 +25,19 @@ impl Service {
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
-        // Services log to stdout; `HOOKLINE_TEST_LOGS=1` shows their logs.
-        if std::env::var_os("HOOKLINE_TEST_LOGS").is_some() {
-            cmd.stdout(Stdio::inherit());
-        } else {
-            cmd.stdout(Stdio::null());
-        }
+        // Services log to stdout; `HOOKLINE_TEST_LOGS=1` shows their logs, and
+        // `HOOKLINE_TEST_LOGS=<folder>` writes one file per process there.
+        let logs = std::env::var_os("HOOKLINE_TEST_LOGS").map(std::path::PathBuf::from);
+        let file = logs.as_ref().filter(|p| p.is_dir()).map(|dir| {
+            let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!("{name}-{n}.log"));
+            std::fs::File::create(&path).expect("create a service log file")
+        });
+        match (logs, file) {
+            (_, Some(f)) => cmd.stdout(f),
+            (Some(_), None) => cmd.stdout(Stdio::inherit()),
+            (None, _) => cmd.stdout(Stdio::null()),
+        };
         Service {
             child: cmd.spawn().expect("start service process"),
         }

@@ -8,6 +8,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_egress::{EgressPolicy, GuardedResolver, Lookup, LookupFuture};
@@ -296,7 +297,7 @@ async fn a_1_gib_response_is_cut_at_the_cap_and_the_connection_dropped() {
     drop(result);
 
     // Bounded so a client that kept reading fails the test instead of hanging it.
-    let (written, hung_up) = tokio::time::timeout(std::time::Duration::from_secs(120), server)
+    let (written, hung_up) = tokio::time::timeout(Duration::from_secs(120), server)
         .await
         .expect("the server is still writing: the client kept the connection")
         .unwrap();
@@ -308,6 +309,31 @@ async fn a_1_gib_response_is_cut_at_the_cap_and_the_connection_dropped() {
             after.saturating_sub(before) < 256 * 1024,
             "peak RSS grew from {before} KiB to {after} KiB"
         );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_read_in_both_forms() {
+    let sender = Sender::new(&config("10s")).unwrap();
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+    for (header, low, high) in [
+        ("7".to_owned(), 7, 7),
+        // Whole seconds on the wire, and a clock read between the two: 118-120 s.
+        (at, 118, 120),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve(
+            listener,
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nretry-after: {header}\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            ),
+        );
+        let result = post(&sender, &format!("http://{addr}/hook")).await;
+        assert_eq!(result.status, Some(503));
+        let asked = result.retry_after.expect("Retry-After read").as_secs();
+        assert!((low..=high).contains(&asked), "{header}: {asked} s");
     }
 }
 
