@@ -137,6 +137,8 @@ up() {
   export HOOKLINE_WORKER_LISTEN=127.0.0.1:${ports[4]}
   export HOOKLINE_TOKENS="$HOOKLINE_ADMIN_TOKEN=ops:admin;$HOOKLINE_TENANT_A_TOKEN=$HOOKLINE_TENANT_A:editor;$HOOKLINE_TENANT_B_TOKEN=$HOOKLINE_TENANT_B:editor"
   export HOOKLINE_LOG_FORMAT=${HOOKLINE_LOG_FORMAT:-pretty}
+  # The operations index lives with the stack's data (a derived view of its topics).
+  export HOOKLINE_OPS_INDEX_DIR=${HOOKLINE_OPS_INDEX_DIR:-$STATE/ops-index}
   # Development profile: retries come quickly so the demo shows them.
   export HOOKLINE_RETRY_SCHEDULE=${HOOKLINE_RETRY_SCHEDULE:-0s,1s,5s,30s}
   # The demo receiver listens on 127.0.0.1, which the egress guard refuses unless allowed.
@@ -154,6 +156,7 @@ HOOKLINE_TOPIC_BALANCES=${HOOKLINE_TOPIC_BALANCES:-hookline.balances}
 HOOKLINE_TOPIC_DELIVERIES=${HOOKLINE_TOPIC_DELIVERIES:-hookline.deliveries}
 HOOKLINE_TOPIC_DEAD_LETTERS=${HOOKLINE_TOPIC_DEAD_LETTERS:-hookline.dead-letters}
 HOOKLINE_TOPIC_ATTEMPTS=${HOOKLINE_TOPIC_ATTEMPTS:-hookline.attempts}
+HOOKLINE_TOPIC_REPLAYS=${HOOKLINE_TOPIC_REPLAYS:-hookline.replays}
 HOOKLINE_API_URL=http://$HOOKLINE_API_LISTEN
 HOOKLINE_EXTRACTS_URL=http://$HOOKLINE_EXTRACTS_LISTEN
 HOOKLINE_DEAD_LETTERS_URL=http://$HOOKLINE_DEAD_LETTERS_LISTEN
@@ -211,7 +214,7 @@ stop_other_shape() {
 clean() {
   down
   say "removing the stack's data (Kafka's jar cache is kept)"
-  rm -rf "$KAFKA_DIR" "$CLUSTER_DIR" "$STATE/dev.env" "$LOG"
+  rm -rf "$KAFKA_DIR" "$CLUSTER_DIR" "$STATE/dev.env" "$LOG" "$STATE/ops-index"
 }
 
 run() {

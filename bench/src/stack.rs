@@ -23,7 +23,7 @@ const SERVICES: [(&str, &str); 5] = [
 ];
 
 /// Topic settings and their suffix; every topic gets the run's prefix.
-const TOPICS: [&str; 14] = [
+const TOPICS: [&str; 15] = [
     "subscriptions",
     "secrets",
     "events",
@@ -38,6 +38,7 @@ const TOPICS: [&str; 14] = [
     "subscription_commands",
     "retry_lane",
     "parked",
+    "replays",
 ];
 
 pub struct StackOptions<'a> {
@@ -113,6 +114,11 @@ impl Stack {
             ("HOOKLINE_EGRESS_ALLOW".into(), "127.0.0.1/32".into()),
             ("HOOKLINE_LOG_FORMAT".into(), "json".into()),
             ("HOOKLINE_LOG_LEVEL".into(), "warn".into()),
+            // The operations service's index, beside the run's logs.
+            (
+                "HOOKLINE_OPS_INDEX_DIR".into(),
+                opts.log_dir.join("ops-index").display().to_string(),
+            ),
         ];
         for t in TOPICS {
             env.push((

@@ -225,7 +225,7 @@ async fn exhausted_jobs_land_in_dead_letters() {
         .await;
 
     let url = format!(
-        "{}/api/v1/dead-letters?subscriptionId={sub}",
+        "{}/api/v1/event-deliveries/dead-letters?subscriptionId={sub}",
         stack.dead_letters
     );
     let letters = crate::support::eventually(60, "a dead letter", || {
@@ -233,7 +233,8 @@ async fn exhausted_jobs_land_in_dead_letters() {
         async move {
             let (status, body) = stack.call(reqwest::Method::GET, &url, TOKEN_A, None).await;
             assert_eq!(status, 200, "{body}");
-            (body.as_array().is_some_and(|a| !a.is_empty())).then_some(body)
+            (body["items"].as_array().is_some_and(|a| !a.is_empty()))
+                .then_some(body["items"].clone())
         }
     })
     .await;
@@ -256,7 +257,7 @@ async fn exhausted_jobs_land_in_dead_letters() {
 
     // Another tenant sees none of it.
     let (status, body) = stack.call(reqwest::Method::GET, &url, TOKEN_B, None).await;
-    assert_eq!((status, body), (200, json!([])));
+    assert_eq!((status, body), (200, json!({"items": []})));
     let _ = TENANT_B;
     stack.stop().await;
 }

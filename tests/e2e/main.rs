@@ -14,6 +14,7 @@ mod binaries;
 mod delivery;
 mod egress;
 mod operational;
+mod operations;
 mod router;
 mod support;
 mod worker;

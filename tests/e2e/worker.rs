@@ -127,11 +127,11 @@ async fn a_failing_subscription_is_parked_and_holds_up_nobody() {
         .collect();
     assert_eq!(delivered_ids(&got), expected);
     let url = format!(
-        "{}/api/v1/dead-letters?subscriptionId={failing_sub}",
+        "{}/api/v1/event-deliveries/dead-letters?subscriptionId={failing_sub}",
         stack.dead_letters
     );
     let (status, letters) = stack.call(reqwest::Method::GET, &url, TOKEN_A, None).await;
-    assert_eq!((status, letters), (200, json!([])));
+    assert_eq!((status, letters), (200, json!({"items": []})));
     // It was parked (a parked-state record) and is back to normal (then a tombstone).
     let parked_topic = stack.config.topic_parked.clone();
     let states = stack
@@ -182,16 +182,17 @@ async fn gone_disables_the_subscription() {
     gone.wait_for(1, 60).await;
 
     let url = format!(
-        "{}/api/v1/dead-letters?subscriptionId={gone_sub}",
+        "{}/api/v1/event-deliveries/dead-letters?subscriptionId={gone_sub}",
         stack.dead_letters
     );
     let letters = crate::support::eventually(30, "the 410 dead letter", || {
         let (stack, url) = (&stack, url.clone());
         async move {
             let (_, body) = stack.call(reqwest::Method::GET, &url, TOKEN_A, None).await;
-            body.as_array()
+            body["items"]
+                .as_array()
                 .is_some_and(|a| !a.is_empty())
-                .then_some(body)
+                .then(|| body["items"].clone())
         }
     })
     .await;

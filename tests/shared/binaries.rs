@@ -5,8 +5,13 @@ use std::path::PathBuf;
 
 use hookline_config::Config;
 
-/// `target/<profile>/<name>`, next to the test executable's `deps/` folder.
+/// `target/<profile>/<name>`, next to the test executable's `deps/` folder (or in
+/// `HOOKLINE_TEST_BIN_DIR`).
 pub fn binary(name: &str) -> PathBuf {
+    // Another build's binaries (e.g. `target/release` for a measurement).
+    if let Some(dir) = std::env::var_os("HOOKLINE_TEST_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()

@@ -125,6 +125,13 @@ pub struct Config {
     pub topic_retry_lane: String,
     /// Parked-state records of parked subscriptions (compacted).
     pub topic_parked: String,
+    /// Operations service: replay runs with their progress (compacted, keyed by replay id).
+    pub topic_replays: String,
+    /// Operations service: folder of its on-disk index of deliveries, attempts and dead
+    /// letters (a derived view: deleting it rebuilds it from the topics).
+    pub ops_index_dir: String,
+    /// Operations service: page cache of the on-disk index, in MiB (its memory bound).
+    pub ops_index_cache_mb: usize,
     pub user_agent: String,
     /// Delivery worker: CIDRs (or single addresses), comma-separated, that deliveries may
     /// reach although the egress guard refuses their class (private, loopback, ...).
@@ -199,6 +206,9 @@ impl Default for Config {
             worker_group_protocol: "consumer".into(),
             topic_retry_lane: "hookline.retry-lane".into(),
             topic_parked: "hookline.parked".into(),
+            topic_replays: "hookline.replays".into(),
+            ops_index_dir: ".hookline/ops-index".into(),
+            ops_index_cache_mb: 32,
             egress_allow: String::new(),
             user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
             log_format: "json".into(),
@@ -270,6 +280,12 @@ impl Config {
             ));
         }
         self.secret_rotation_overlap()?;
+        if self.ops_index_dir.trim().is_empty() {
+            return Err(invalid("ops_index_dir", "must not be empty"));
+        }
+        if !(4..=4096).contains(&self.ops_index_cache_mb) {
+            return Err(invalid("ops_index_cache_mb", "must be 4-4096 (MiB)"));
+        }
         if self.api_body_limit < 1024 {
             return Err(invalid("api_body_limit", "must be at least 1024 bytes"));
         }
@@ -386,6 +402,7 @@ impl Config {
             (&self.topic_claims, true),
             (&self.topic_event_types, true),
             (&self.topic_subscription_commands, false),
+            (&self.topic_replays, true),
         ]
     }
 }

@@ -1,26 +1,38 @@
-//! The dead-letter service: reads the `dead-letters` topic from the beginning into a view and
-//! lists its entries over HTTP, filtered by tenant, subscription and event type.
+//! The operations service (binary `hookline-dead-letter`): what happened to a delivery, and
+//! putting it right.
 //!
-//! - [`run`]: the view and the HTTP server.
-//! - `GET /api/v1/dead-letters`: the list, newest first.
+//! - [`run`]: the operations index (`hookline-ops-index`: deliveries, attempts and dead
+//!   letters folded on disk), the views of subscriptions and replay runs, the replay driver,
+//!   and the HTTP server.
+//! - `api.rs`: deliveries, attempts and dead letters (reads).
+//! - `replay.rs`: replay runs (one delivery, or by filter; recover) and their driver.
+//! - `quarantine.rs`: quarantined records (admin): list, republish.
+//! - `query.rs`: query-string checks; `openapi.rs`: the document at `/openapi.json`.
 #![forbid(unsafe_code)]
+
+mod api;
+mod openapi;
+mod quarantine;
+mod query;
+mod replay;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use hookline_auth::{HasTokens, Principal, Role, TokenTable};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
-use hookline_events::time_fmt::rfc3339_millis;
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
+use hookline_ops_index::Index;
 use hookline_proto::Message as _;
-use hookline_proto::v1::DeadLetter;
-use hookline_runtime::{ApiError, CancellationToken, Health, JsonQuery};
-use serde::{Deserialize, Serialize};
+use hookline_proto::v1::ReplayRun;
+use hookline_runtime::{CancellationToken, Health};
+use hookline_state::SubscriptionView;
 use tokio::net::TcpListener;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+
+pub use openapi::{OPERATIONS, document as openapi_document};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,14 +40,28 @@ pub enum Error {
     Kafka(#[from] hookline_kafka::KafkaError),
     #[error(transparent)]
     Auth(#[from] hookline_auth::AuthError),
+    #[error(transparent)]
+    Index(#[from] hookline_ops_index::IndexError),
+    #[error(transparent)]
+    Config(#[from] hookline_config::ConfigError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 #[derive(Clone)]
 struct AppState {
-    letters: TopicView<DeadLetter>,
+    index: Index,
+    subscriptions: SubscriptionView,
+    replays: TopicView<ReplayRun>,
     tokens: Arc<TokenTable>,
+    producer: hookline_kafka::Producer,
+    config: Arc<Config>,
+    topic_replays: String,
+    in_memory_max_ms: i64,
+    /// One replay creation at a time (a request sent twice starts one run).
+    create: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the replay driver when a run is recorded.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl HasTokens for AppState {
@@ -44,7 +70,7 @@ impl HasTokens for AppState {
     }
 }
 
-/// Serves the dead letters on `listener` until `shutdown`.
+/// Serves the operations API on `listener` until `shutdown`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -54,160 +80,75 @@ pub async fn run(
         hookline_kafka::ensure_topics(&config).await?;
     }
     let tokens = TokenTable::from_config(&config)?;
-    // Keyed by position: one delivery may be dead-lettered more than once (after a replay).
-    let letters = TopicView::start(&config, &config.topic_dead_letters, |msg| {
-        match msg.payload().map(DeadLetter::decode) {
-            Some(Ok(letter)) => {
-                Update::Upsert(format!("{}/{}", msg.partition(), msg.offset()), letter)
-            }
-            _ => {
-                tracing::warn!(
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "undecodable dead letter skipped"
-                );
+    let index = Index::open(&config)?;
+    let subscriptions = hookline_state::subscriptions(&config)?;
+    let replays = TopicView::start(&config, &config.topic_replays, |msg| {
+        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Update::Skip;
+        };
+        match msg.payload().map(ReplayRun::decode) {
+            None => Update::Delete(key),
+            Some(Ok(run)) => Update::Upsert(key, run),
+            Some(Err(_)) => {
+                tracing::warn!(offset = msg.offset(), "undecodable replay run skipped");
                 Update::Skip
             }
         }
     })?;
+    let state = AppState {
+        index: index.clone(),
+        subscriptions: subscriptions.clone(),
+        replays: replays.clone(),
+        tokens,
+        producer: hookline_kafka::producer(&config)?,
+        config: Arc::new(config.clone()),
+        topic_replays: config.topic_replays.clone(),
+        in_memory_max_ms: config.retry_in_memory_max()?.as_millis() as i64,
+        create: Arc::default(),
+        wake: Arc::default(),
+    };
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    use openapi::*;
     let app = Router::new()
-        .route("/api/v1/dead-letters", get(list))
-        .with_state(AppState {
-            letters: letters.clone(),
-            tokens,
-        })
-        .merge(hookline_runtime::health_routes(health.clone(), document()));
+        .route(DELIVERY, get(api::get_delivery))
+        .route(DELIVERY_ATTEMPTS, get(api::delivery_attempts))
+        .route(DELIVERY_REPLAY, post(replay::replay_one))
+        .route(ATTEMPTS, get(api::attempts))
+        .route(DEAD_LETTERS, get(api::dead_letters))
+        .route(DEAD_LETTER, get(api::dead_letter))
+        .route(REPLAYS, post(replay::replay_bulk))
+        .route(REPLAY, get(replay::get_run))
+        .route(QUARANTINE, get(quarantine::list))
+        .route(QUARANTINE_REPUBLISH, post(quarantine::republish))
+        .layer(DefaultBodyLimit::max(config.api_body_limit))
+        .with_state(state.clone())
+        .merge(hookline_runtime::health_routes(
+            health.clone(),
+            openapi::served_document(),
+        ));
     let app = hookline_runtime::json_fallbacks(app);
     {
-        let (letters, health) = (letters.clone(), health.clone());
+        let (index, subscriptions, replays, health) = (
+            index.clone(),
+            subscriptions.clone(),
+            replays.clone(),
+            health.clone(),
+        );
+        let (state, config, shutdown) = (state.clone(), Arc::new(config.clone()), shutdown.clone());
         tokio::spawn(async move {
-            letters.sync().await;
+            let started = hookline_events::time_fmt::now_ms();
+            tokio::join!(
+                index.wait_caught_up(started),
+                subscriptions.sync(),
+                replays.sync()
+            );
             health.set_ready(true);
+            replay::drive_all(state, config, shutdown).await;
         });
     }
     let served = hookline_runtime::serve(listener, app, shutdown).await;
-    letters.stop();
+    index.stop();
+    subscriptions.stop();
+    replays.stop();
     Ok(served?)
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Hookline dead letters",
-        description = "Deliveries that exhausted their retries or could not be delivered, \
-            newest first. Every call but health and this document carries `Authorization: \
-            Bearer <token>`; a viewer sees its tenant's, an admin every tenant's. Errors are \
-            JSON `{code, message, field}`."
-    ),
-    paths(list),
-    components(schemas(ErrorOut))
-)]
-struct DeadLetterDoc;
-
-fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = DeadLetterDoc::openapi();
-    hookline_runtime::add_common_components(&mut doc);
-    doc
-}
-
-/// The error body (see `hookline_runtime::ApiError`).
-#[derive(Serialize, ToSchema)]
-#[schema(as = ErrorBody)]
-struct ErrorOut {
-    code: String,
-    message: String,
-    field: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-struct Filter {
-    /// Only this subscription's.
-    subscription_id: Option<String>,
-    /// Only this event type's.
-    event_type: Option<String>,
-    /// At most this many (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct LetterOut {
-    delivery_id: String,
-    subscription_id: String,
-    tenant: String,
-    event_id: String,
-    event_type: String,
-    reason: String,
-    attempts: u32,
-    last_status: Option<u32>,
-    last_error: Option<String>,
-    dead_lettered_at: String,
-    #[serde(skip)]
-    #[schema(ignore)]
-    at_ms: i64,
-}
-
-#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead-letters", params(Filter),
-    responses((status = 200, description = "Newest first", body = Vec<LetterOut>),
-        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
-        (status = 403, body = ErrorOut)))]
-async fn list(
-    State(state): State<AppState>,
-    who: Principal,
-    JsonQuery(filter): JsonQuery<Filter>,
-) -> Result<Json<Vec<LetterOut>>, ApiError> {
-    who.require(Role::Viewer)?;
-    let limit = filter.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "`limit` must be 1-1000"));
-    }
-    let mut out: Vec<LetterOut> = state.letters.read(|t| {
-        t.values()
-            .filter_map(|l| {
-                let job = l.job.as_ref()?;
-                let event = job.event.as_ref()?;
-                let wanted = who.can_see(&job.tenant)
-                    && filter
-                        .subscription_id
-                        .as_ref()
-                        .is_none_or(|s| *s == job.subscription_id)
-                    && filter
-                        .event_type
-                        .as_ref()
-                        .is_none_or(|t| *t == event.r#type);
-                wanted.then(|| LetterOut {
-                    delivery_id: job.delivery_id.clone(),
-                    subscription_id: job.subscription_id.clone(),
-                    tenant: job.tenant.clone(),
-                    event_id: event.id.clone(),
-                    event_type: event.r#type.clone(),
-                    reason: l.reason.clone(),
-                    attempts: job.attempt,
-                    last_status: l
-                        .last_attempt
-                        .as_ref()
-                        .map(|a| a.status_code)
-                        .filter(|s| *s != 0),
-                    last_error: l
-                        .last_attempt
-                        .as_ref()
-                        .map(|a| a.error.clone())
-                        .filter(|e| !e.is_empty()),
-                    dead_lettered_at: rfc3339_millis(l.dead_lettered_at_ms),
-                    at_ms: l.dead_lettered_at_ms,
-                })
-            })
-            .collect()
-    });
-    out.sort_by(|a, b| {
-        b.at_ms
-            .cmp(&a.at_ms)
-            .then_with(|| a.delivery_id.cmp(&b.delivery_id))
-    });
-    out.truncate(limit);
-    Ok(Json(out))
 }

@@ -27,6 +27,38 @@ pub struct AttemptResult {
     pub error_class: &'static str,
     pub error: String,
     pub body: Vec<u8>,
+    /// The request headers sent, signatures masked (for the attempt record).
+    pub request_headers: Vec<(String, String)>,
+    /// The response headers received, at most [`RECORDED_HEADERS`] of them.
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// Response headers kept for an attempt record; the rest are dropped.
+pub const RECORDED_HEADERS: usize = 32;
+/// Longest header value kept for an attempt record, in bytes.
+pub const RECORDED_HEADER_VALUE: usize = 512;
+
+/// `v1,<base64>` signatures, one per signing secret, with the base64 masked.
+fn masked_signature(signature: &str) -> String {
+    signature
+        .split(' ')
+        .map(|s| match s.split_once(',') {
+            Some((version, _)) => format!("{version},****"),
+            None => "****".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn capped(value: &str) -> String {
+    if value.len() <= RECORDED_HEADER_VALUE {
+        return value.to_owned();
+    }
+    let mut end = RECORDED_HEADER_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
 }
 
 /// The error class of an attempt refused by the egress guard: no packet was sent to the
@@ -95,6 +127,8 @@ impl Sender {
             error_class: "",
             error: String::new(),
             body: Vec::new(),
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
         };
         let url = match reqwest::Url::parse(out.url) {
             Ok(url) => url,
@@ -110,6 +144,18 @@ impl Sender {
             result.error = denied.to_string();
             return result;
         }
+        result.request_headers = [
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", self.user_agent.clone()),
+            ("idempotency-key", out.delivery_id.to_owned()),
+            ("webhook-id", out.delivery_id.to_owned()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", masked_signature(&signature)),
+            ("traceparent", traceparent.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), capped(&v)))
+        .collect();
         let request = self
             .client
             .post(url)
@@ -125,6 +171,17 @@ impl Sender {
             Ok(mut response) => {
                 let status = response.status();
                 result.status = Some(status.as_u16());
+                result.response_headers = response
+                    .headers()
+                    .iter()
+                    .take(RECORDED_HEADERS)
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            capped(&String::from_utf8_lossy(v.as_bytes())),
+                        )
+                    })
+                    .collect();
                 result.retry_after = response
                     .headers()
                     .get("retry-after")

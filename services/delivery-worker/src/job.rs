@@ -188,7 +188,12 @@ impl Context {
                 (Verdict::Retry { .. }, Some(_)) => AttemptOutcome::Retryable,
                 _ => AttemptOutcome::Failed,
             };
-            let attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
+            let next_attempt_at_ms = match (outcome, next) {
+                (AttemptOutcome::Retryable, Some(delay)) => now_ms() + delay.as_millis() as i64,
+                _ => 0,
+            };
+            let mut attempt = attempt_record(&job, &sub, started_at_ms, &result, outcome);
+            attempt.next_attempt_at_ms = next_attempt_at_ms;
             self.record_attempt(&job, &attempt).await;
             if self.failing_for_too_long(&sub, verdict == Verdict::Delivered) {
                 let reason = format!(
@@ -388,7 +393,23 @@ fn attempt_record(
         outcome: outcome as i32,
         error_class: result.error_class.to_owned(),
         error: result.error.clone(),
-        response_body: result.body.clone(),
+        response_body: result.body[..result.body.len().min(RECORDED_BODY)].to_vec(),
         endpoint_url: sub.endpoint_url.clone(),
+        request_headers: headers(&result.request_headers),
+        response_headers: headers(&result.response_headers),
+        next_attempt_at_ms: 0,
+        replay_id: job.replay_id.clone(),
     }
+}
+
+/// Longest response body kept in an attempt record (the operations index holds millions).
+const RECORDED_BODY: usize = 8 * 1024;
+
+fn headers(list: &[(String, String)]) -> Vec<hookline_proto::v1::Header> {
+    list.iter()
+        .map(|(name, value)| hookline_proto::v1::Header {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }

@@ -43,6 +43,11 @@ fn config() -> Config {
         topic_attempts: t("attempts"),
         topic_dead_letters: t("dead-letters"),
         topic_quarantine: t("quarantine"),
+        topic_replays: t("replays"),
+        ops_index_dir: std::env::temp_dir()
+            .join(format!("hookline-ops-index-t{id}"))
+            .display()
+            .to_string(),
         group_prefix: format!("t{id}"),
         topic_partitions: 3,
         ..Config::default()

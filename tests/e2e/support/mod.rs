@@ -63,6 +63,17 @@ impl Stack {
     }
 
     async fn start_with(tune: impl FnOnce(&mut Config), with_worker: bool) -> Stack {
+        Self::start_parts(tune, with_worker, true).await
+    }
+
+    /// Like [`Stack::start`], with the delivery worker and the operations (dead-letter)
+    /// service only if asked for (a test may run them as processes; the operations service
+    /// is then to listen on `config.dead_letters_listen`).
+    pub async fn start_parts(
+        tune: impl FnOnce(&mut Config),
+        with_worker: bool,
+        with_dead_letter: bool,
+    ) -> Stack {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let t = |name: &str| format!("t{id}.{name}");
         let mut config = Config {
@@ -81,6 +92,11 @@ impl Stack {
             topic_event_types: t("event-types"),
             topic_subscription_commands: t("subscription-commands"),
             topic_quarantine: t("quarantine"),
+            topic_replays: t("replays"),
+            ops_index_dir: std::env::temp_dir()
+                .join(format!("hookline-ops-index-t{id}"))
+                .display()
+                .to_string(),
             group_prefix: format!("t{id}"),
             create_topics: false,
             topic_partitions: 3,
@@ -112,6 +128,8 @@ impl Stack {
         let (dl_l, dl) = listener().await;
         let (router_l, router) = listener().await;
         let (worker_l, worker) = listener().await;
+        // Where the operations service listens (a test may run it as a process there).
+        config.dead_letters_listen = dl;
         let c = || config.clone();
         let s = || shutdown.clone();
         let mut tasks = vec![
@@ -123,9 +141,16 @@ impl Stack {
                 "extract-producer",
                 hookline_extract_producer::run(c(), ext_l, s()),
             ),
-            spawn("dead-letter", hookline_dead_letter::run(c(), dl_l, s())),
             spawn("router", hookline_router::run(c(), router_l, s())),
         ];
+        if with_dead_letter {
+            tasks.push(spawn(
+                "dead-letter",
+                hookline_dead_letter::run(c(), dl_l, s()),
+            ));
+        } else {
+            drop(dl_l);
+        }
         if with_worker {
             tasks.push(spawn(
                 "delivery-worker",
@@ -142,7 +167,10 @@ impl Stack {
             shutdown,
             tasks,
         };
-        let mut ready = vec![api, ext, dl, router];
+        let mut ready = vec![api, ext, router];
+        if with_dead_letter {
+            ready.push(dl);
+        }
         if with_worker {
             ready.push(worker);
         }
@@ -158,6 +186,7 @@ impl Stack {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
+        let _ = std::fs::remove_dir_all(&self.config.ops_index_dir);
     }
 
     pub fn producer(&self) -> FutureProducer {

@@ -108,6 +108,11 @@ pub fn config(bootstrap: &str, replication: i32, min_insync: i32) -> Config {
         topic_event_types: t("event-types"),
         topic_subscription_commands: t("subscription-commands"),
         topic_quarantine: t("quarantine"),
+        topic_replays: t("replays"),
+        ops_index_dir: std::env::temp_dir()
+            .join(format!("hookline-ops-index-f{id}"))
+            .display()
+            .to_string(),
         group_prefix: format!("f{id}"),
         router_instance: format!("f{id}-router-0"),
         create_topics: false,

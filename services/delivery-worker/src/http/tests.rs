@@ -336,3 +336,15 @@ async fn retry_after_is_read_in_both_forms() {
         assert!((low..=high).contains(&asked), "{header}: {asked} s");
     }
 }
+
+#[test]
+fn recorded_headers_mask_signatures_and_are_capped() {
+    assert_eq!(
+        super::masked_signature("v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4= v1,abc="),
+        "v1,**** v1,****"
+    );
+    assert_eq!(super::masked_signature("garbage"), "****");
+    let long = "é".repeat(400);
+    let kept = super::capped(&long);
+    assert!(kept.len() <= super::RECORDED_HEADER_VALUE && long.starts_with(&kept));
+}

@@ -1,0 +1,180 @@
+//! Query-string parsing: every parameter checked, unknown ones refused, each error naming
+//! its parameter.
+
+use base64::Engine as _;
+use hookline_events::time_fmt::parse_rfc3339;
+use hookline_ops_index::keys::{PK_LEN, Pk};
+use hookline_runtime::ApiError;
+
+pub const MAX_ID: usize = 255;
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 100;
+
+/// The parameters of a query string, checked against the names a route accepts.
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(ApiError::invalid(
+                    k.as_ref(),
+                    format!("unknown parameter `{k}`"),
+                ));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(ApiError::invalid(
+                    k.as_ref(),
+                    format!("`{k}` given more than once"),
+                ));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A string of 1 to `max` characters.
+    pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() || v.chars().count() > max => Err(ApiError::invalid(
+                name,
+                format!("`{name}` must be 1-{max} characters"),
+            )),
+            Some(v) => Ok(Some(v.to_owned())),
+        }
+    }
+
+    /// One of `choices`.
+    pub fn choice(
+        &self,
+        name: &str,
+        choices: &[&'static str],
+    ) -> Result<Option<&'static str>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => choices
+                .iter()
+                .find(|c| **c == v)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        name,
+                        format!("`{name}` must be one of {}", choices.join(", ")),
+                    )
+                }),
+        }
+    }
+
+    /// An RFC 3339 time, as epoch ms.
+    pub fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+                ApiError::invalid(name, format!("`{name}` must be an RFC 3339 date-time"))
+            }),
+        }
+    }
+
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid("limit", format!("`limit` must be 1-{MAX_LIMIT}"))
+                }),
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Option<Pk>, ApiError> {
+        match self.get("cursor") {
+            None => Ok(None),
+            Some(v) => decode_cursor(v).map(Some).ok_or_else(|| {
+                ApiError::invalid("cursor", "`cursor` is not a cursor this API gave")
+            }),
+        }
+    }
+
+    /// `since` and `until`, with `since` < `until` when both are given.
+    pub fn window(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
+        let (since, until) = (self.time("since")?, self.time("until")?);
+        if since.zip(until).is_some_and(|(s, u)| u <= s) {
+            return Err(ApiError::invalid(
+                "until",
+                "`until` must be later than `since`",
+            ));
+        }
+        Ok((since, until))
+    }
+}
+
+pub fn parse_time(text: &str) -> Option<i64> {
+    let t = parse_rfc3339(text)?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    (0..=i64::MAX as i128).contains(&ms).then_some(ms as i64)
+}
+
+pub fn encode_cursor(pk: &Pk) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pk)
+}
+
+fn decode_cursor(text: &str) -> Option<Pk> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    (bytes.len() == PK_LEN).then(|| Pk::try_from(bytes.as_slice()).ok())?
+}
+
+/// A path identifier of 1 to 255 characters.
+pub fn path_id(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.chars().count() > MAX_ID {
+        return Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be 1-{MAX_ID} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_it_does_not_know_and_names_it() {
+        let e = Params::parse(Some("limit=5&colour=red"), &["limit"])
+            .err()
+            .unwrap();
+        assert_eq!(e.field.as_deref(), Some("colour"));
+        let p = Params::parse(Some("limit=0"), &["limit"]).unwrap();
+        assert_eq!(p.limit().unwrap_err().field.as_deref(), Some("limit"));
+        let p = Params::parse(
+            Some("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"),
+            &["since", "until"],
+        )
+        .unwrap();
+        assert_eq!(p.window().unwrap_err().field.as_deref(), Some("until"));
+        let p = Params::parse(Some("cursor=abc"), &["cursor"]).unwrap();
+        assert_eq!(p.cursor().unwrap_err().field.as_deref(), Some("cursor"));
+        let pk = hookline_ops_index::keys::pk(5, 1, 2);
+        let p =
+            Params::parse(Some(&format!("cursor={}", encode_cursor(&pk))), &["cursor"]).unwrap();
+        assert_eq!(p.cursor().unwrap(), Some(pk));
+        let p = Params::parse(Some("outcome=maybe"), &["outcome"]).unwrap();
+        assert!(p.choice("outcome", &["succeeded", "failed"]).is_err());
+    }
+}
