@@ -96,6 +96,11 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
     let (sub, _) = stack
         .fynapse_subscription("ops-failing", &receiver.url, json!(["ACCOUNT.*"]))
         .await;
+    // Hookline's own events about those deliveries.
+    let watcher = Receiver::start(&[], 200).await;
+    stack
+        .fynapse_subscription("ops-watcher", &watcher.url, json!(["hookline.delivery.*"]))
+        .await;
     let since =
         hookline_events::time_fmt::rfc3339_millis(hookline_events::time_fmt::now_ms() - 1000);
     let events = stack.config.topic_events.clone();
@@ -315,6 +320,21 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
         "enqueued once for two identical requests"
     );
     assert!(replayed.iter().all(|j| j.attempt == 0));
+    // Each dead letter was reported exhausted, and each recovered delivery recovered.
+    let reports = watcher.wait_for_delivered(6, 60).await;
+    let mut recovered: Vec<String> = reports
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["event_type"] == "hookline.delivery.recovered")
+        .map(|b| {
+            assert_eq!(b["data"]["replayId"], replay_id.as_str());
+            b["data"]["deliveryId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    recovered.sort();
+    let mut expected = deliveries.clone();
+    expected.sort();
+    assert_eq!(recovered, expected, "one recovered event per delivery");
 
     // A delivered one sent again: the same webhook-id, and its summary says so.
     let (status, one) = post(&replay_d0, TOKEN_A, None, None).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hookline_config::Config;
 use hookline_events::operational;
 use hookline_events::time_fmt::now_ms;
-use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF};
+use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
@@ -215,6 +215,9 @@ impl Context {
                 );
             }
             match (verdict, next) {
+                (Verdict::Delivered, _) if !job.replay_id.is_empty() => {
+                    return self.recovered(&job).await;
+                }
                 (Verdict::Delivered, _) => return Outcome::Completed,
                 (Verdict::Retry { .. }, Some(delay)) => {
                     job.due_at_ms = now_ms() + delay.as_millis() as i64;
@@ -300,38 +303,62 @@ impl Context {
             dead_lettered_at_ms: at_ms,
         };
         let payload = letter.encode_to_vec();
-        let event = event.map(|e| e.encode_to_vec());
         loop {
             let record = FutureRecord::to(&self.topic_dead_letters)
                 .key(&job.subscription_id)
                 .payload(&payload);
-            let written = match &event {
-                Some(e) => {
-                    let headers = OwnedHeaders::new().insert(Header {
-                        key: CONTENT_TYPE_HEADER,
-                        value: Some(CONTENT_TYPE_PROTOBUF),
-                    });
-                    let published = FutureRecord::to(&self.topic_events)
-                        .key(&job.subscription_id)
-                        .headers(headers)
-                        .payload(e);
-                    let (a, b) = tokio::join!(
-                        self.producer.send(record, PRODUCE_TIMEOUT),
-                        self.producer.send(published, PRODUCE_TIMEOUT)
-                    );
-                    a.and(b)
-                }
-                None => self.producer.send(record, PRODUCE_TIMEOUT).await,
-            };
-            match written {
+            let (written, published) = tokio::join!(
+                self.producer.send(record, PRODUCE_TIMEOUT),
+                self.publish(&job.subscription_id, event.as_ref())
+            );
+            match written.map_err(|(e, _)| e).and(published) {
                 Ok(_) => {
                     tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
                     return Outcome::Completed;
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     tracing::error!(delivery_id = %job.delivery_id, error = %e, "dead letter not written; retrying");
                     if !self.sleep(Duration::from_secs(1)).await {
                         return Outcome::HandedBack;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes one of Hookline's own events (protobuf) to the events topic, keyed by
+    /// `key`; `None` publishes nothing.
+    async fn publish(&self, key: &str, event: Option<&Event>) -> Result<(), KafkaError> {
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let payload = event.encode_to_vec();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: CONTENT_TYPE_HEADER,
+            value: Some(CONTENT_TYPE_PROTOBUF),
+        });
+        let record = FutureRecord::to(&self.topic_events)
+            .key(key)
+            .headers(headers)
+            .payload(&payload);
+        self.producer
+            .send(record, PRODUCE_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| e)
+    }
+
+    /// A replayed delivery reached its endpoint: `hookline.delivery.recovered`, retried
+    /// until durable (the job is over only then) or shutdown.
+    async fn recovered(&self, job: &DeliveryJob) -> Outcome {
+        let event = operational::delivery_recovered(job, &job.replay_id, now_ms());
+        loop {
+            match self.publish(&job.subscription_id, event.as_ref()).await {
+                Ok(()) => return Outcome::Completed,
+                Err(e) => {
+                    tracing::warn!(delivery_id = %job.delivery_id, error = %e, "recovered event not published; retrying");
+                    if !self.sleep(Duration::from_secs(1)).await {
+                        return Outcome::Completed;
                     }
                 }
             }

@@ -34,6 +34,7 @@ mod source;
 mod writer;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::offsets::OffsetTracker;
@@ -106,6 +107,7 @@ pub async fn run(
     // group generation still valid) and the consumer leaves the group. Only then does the
     // dispatcher stop.
     let dispatcher_stop = CancellationToken::new();
+    let leave_wait = config.shutdown_grace()? + Duration::from_secs(10);
     let leave = {
         let (shutdown, source_stop, dispatcher_stop) = (
             shutdown.clone(),
@@ -118,7 +120,16 @@ pub async fn run(
                 _ = dispatcher_stop.cancelled() => {}
             }
             source_stop.cancel();
-            let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+            // Leaving answers the revocation within the grace time; should librdkafka's close
+            // not return, the process stops anyway (the group's session timeout then hands
+            // the partitions on, from what was committed).
+            let left = tokio::task::spawn_blocking(move || consumer.join());
+            if tokio::time::timeout(leave_wait, left).await.is_err() {
+                tracing::warn!(
+                    secs = leave_wait.as_secs(),
+                    "leaving the consumer group did not finish; stopping anyway"
+                );
+            }
             dispatcher_stop.cancel();
         })
     };

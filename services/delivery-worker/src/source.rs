@@ -74,6 +74,8 @@ struct Shared {
     topic: String,
     full: AtomicBool,
     paused: AtomicBool,
+    /// The consumer is closing (leaving the group).
+    closing: AtomicBool,
     /// Where this worker finished partitions it no longer has (the offset, and the commit
     /// metadata naming what past it is finished too), in case they come back.
     finished: Mutex<HashMap<i32, (i64, String)>>,
@@ -126,6 +128,18 @@ impl ConsumerContext for SourceContext {
             RebalanceProtocol::Cooperative
         );
         let result = match err {
+            // Closing: librdkafka refuses an assignment now and waits for an unassign; one
+            // answered with an assign can leave the close waiting for ever.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if self.shared.closing.load(Ordering::Relaxed) =>
+            {
+                tracing::info!(partitions = ?partitions_of(tpl), "assignment while leaving: declined");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(partitions = ?partitions_of(tpl), "deliveries partitions assigned");
                 self.assign(consumer, tpl);
@@ -307,6 +321,7 @@ pub fn start(
         topic: config.topic_deliveries.clone(),
         full: AtomicBool::new(false),
         paused: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         finished: Mutex::new(HashMap::new()),
         done: Mutex::new(HashMap::new()),
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
@@ -405,6 +420,7 @@ fn poll_loop(consumer: BaseConsumer<SourceContext>, shared: Arc<Shared>, stop: C
         }
     }
     commit_partitions(&consumer, &shared, &[], CommitMode::Sync);
+    shared.closing.store(true, Ordering::Relaxed);
     // Leaving the group revokes what is left; the dispatcher is gone by then and the
     // callback does not wait for it.
     drop(consumer);

@@ -52,10 +52,20 @@ impl Service {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if !status.success() {
+                    eprintln!(
+                        "process {} exited after SIGTERM with {status}",
+                        self.child.id()
+                    );
+                }
                 return status.success();
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        eprintln!(
+            "process {} still running {secs} s after SIGTERM",
+            self.child.id()
+        );
         false
     }
 
