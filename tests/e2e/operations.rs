@@ -700,3 +700,84 @@ async fn the_index_folds_a_backlog_in_bounded_memory() {
     ops.kill();
     stack.stop().await;
 }
+
+/// Runs the `hookline` command with `args` against the stack's operations API; its stdout.
+fn hookline_cli(stack: &Stack, args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::binaries::binary("hookline"))
+        .args(args)
+        .args(["--url", &stack.dead_letters, "--token", TOKEN_A])
+        .env_remove("HOOKLINE_TOKEN")
+        .output()
+        .expect("run hookline");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hookline {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The operator's commands: a failed delivery's attempts in the terminal, then `hookline
+/// recover` sends everything failed again and follows the run to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_sees_why_and_recovers_from_the_terminal() {
+    let stack = Stack::start(|_| {}).await;
+    let receiver = Receiver::start(&[], 503).await;
+    let (sub, _) = stack
+        .fynapse_subscription("ops-cli", &receiver.url, json!(["ACCOUNT.*"]))
+        .await;
+    let since =
+        hookline_events::time_fmt::rfc3339_millis(hookline_events::time_fmt::now_ms() - 1000);
+    let ids: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        stack
+            .publish_json(
+                &stack.config.topic_events,
+                "acc-1",
+                &account_event(id, n as u32),
+            )
+            .await;
+    }
+    let letters_url = format!(
+        "{}/api/v1/event-deliveries/dead-letters?subscriptionId={sub}",
+        stack.dead_letters
+    );
+    eventually(60, "two dead letters", || async {
+        let (_, body) = call(M::GET, &letters_url, TOKEN_A, None).await;
+        (body["items"].as_array().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
+
+    let d0 = hookline_events::delivery_id(&ids[0], &sub);
+    let attempts = hookline_cli(&stack, &["deliveries", "attempts", &d0]);
+    let lines: Vec<&str> = attempts.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "the test schedule's three attempts:\n{attempts}"
+    );
+    assert!(lines.iter().all(|l| l.contains("503")), "{attempts}");
+    assert!(lines[0].starts_with("#1"), "oldest first:\n{attempts}");
+
+    receiver.answer(200);
+    let before = receiver.received().len();
+    let run = hookline_cli(&stack, &["recover", &sub, "--since", &since]);
+    assert!(run.contains("\"state\": \"completed\""), "{run}");
+    assert!(run.contains("\"selected\": 2"), "{run}");
+    let got = receiver.wait_for_delivered(2, 60).await;
+    let again: Vec<&str> = got[before..]
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(
+        again,
+        [
+            d0.as_str(),
+            hookline_events::delivery_id(&ids[1], &sub).as_str()
+        ],
+        "each failed delivery once more, in key order"
+    );
+    stack.stop().await;
+}

@@ -36,7 +36,7 @@ const ROWS: [(&str, &str, &str, &str); 5] = [
     ("226", "Loan", "GBP", "98765432109876543210.123456789"),
 ];
 
-fn read_env(path: &str) -> anyhow::Result<HashMap<String, String>> {
+pub(crate) fn read_env(path: &str) -> anyhow::Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {path}: is the stack up (`make up`)?"))?;
     Ok(text

@@ -1,8 +1,10 @@
 //! `hookline`: every service in one process (`hookline all`), topic provisioning
-//! (`hookline topics`), and the guided demo (`hookline demo`).
+//! (`hookline topics`), the guided demo (`hookline demo`), and the operator's commands
+//! (`hookline deliveries|recover|replays`).
 #![forbid(unsafe_code)]
 
 mod demo;
+mod ops;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,27 @@ enum Command {
     Topics,
     /// The guided demo against a running stack described by `.hookline/stack.env`.
     Demo(demo::Args),
+    /// What happened to a delivery, and sending it again.
+    Deliveries {
+        #[command(flatten)]
+        target: ops::Target,
+        #[command(subcommand)]
+        command: ops::Deliveries,
+    },
+    /// Send again everything of a subscription that failed since a time, following the run.
+    Recover {
+        #[command(flatten)]
+        target: ops::Target,
+        #[command(flatten)]
+        args: ops::RecoverArgs,
+    },
+    /// Replay runs.
+    Replays {
+        #[command(flatten)]
+        target: ops::Target,
+        #[command(subcommand)]
+        command: ops::Replays,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +64,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Deliveries { target, command } => ops::deliveries(target, command).await,
+            Command::Recover { target, args } => ops::recover(target, args).await,
+            Command::Replays { target, command } => ops::replays(target, command).await,
             Command::Topics => {
                 let config = load()?;
                 hookline_kafka::ensure_topics(&config)
@@ -128,4 +154,36 @@ async fn named<E: std::fmt::Display>(
     f: impl std::future::Future<Output = Result<(), E>>,
 ) -> anyhow::Result<()> {
     f.await.map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+        for args in [
+            &[
+                "hookline",
+                "recover",
+                "sub-1",
+                "--since",
+                "2026-12-01T00:00:00Z",
+            ][..],
+            &[
+                "hookline",
+                "deliveries",
+                "attempts",
+                "d-1",
+                "--env",
+                "x.env",
+            ],
+            &["hookline", "replays", "show", "r-1", "--wait"],
+        ] {
+            if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
 }
