@@ -781,3 +781,70 @@ async fn the_operator_sees_why_and_recovers_from_the_terminal() {
     );
     stack.stop().await;
 }
+
+/// The index keeps its checkpoint: reopened on the same folder it reads nothing again, and
+/// goes on with what arrives afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_index_resumes_without_reading_again() {
+    let stack = Stack::start(|_| {}).await;
+    let receiver = Receiver::start(&[], 503).await;
+    let (sub, _) = stack
+        .fynapse_subscription("ops-resume", &receiver.url, json!(["ACCOUNT.*"]))
+        .await;
+    let publish = |n: u32| {
+        let stack = &stack;
+        async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            stack
+                .publish_json(&stack.config.topic_events, "acc-1", &account_event(&id, n))
+                .await;
+        }
+    };
+    for n in 0..3 {
+        publish(n).await;
+    }
+    let letters_url = format!(
+        "{}/api/v1/event-deliveries/dead-letters?subscriptionId={sub}",
+        stack.dead_letters
+    );
+    eventually(60, "three dead letters", || async {
+        let (_, body) = call(M::GET, &letters_url, TOKEN_A, None).await;
+        (body["items"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    })
+    .await;
+
+    // An index of its own (the stack's service holds the other folder).
+    let mut config = stack.config.clone();
+    config.ops_index_dir = format!("{}-resume", stack.config.ops_index_dir);
+    let first = hookline_ops_index::Index::open(&config).expect("open the index");
+    first
+        .wait_caught_up(hookline_events::time_fmt::now_ms())
+        .await;
+    // Three jobs, nine attempts (the test schedule's three each), three dead letters.
+    assert!(first.state().folded >= 15, "{:?}", first.state().folded);
+    first.stop();
+    drop(first);
+
+    let second = eventually(30, "the index reopened", || {
+        let config = config.clone();
+        async move { hookline_ops_index::Index::open(&config).ok() }
+    })
+    .await;
+    second
+        .wait_caught_up(hookline_events::time_fmt::now_ms())
+        .await;
+    assert_eq!(
+        second.state().folded,
+        0,
+        "a restart resumes from its checkpoint"
+    );
+    publish(3).await;
+    eventually(60, "the new records folded", || async {
+        (second.state().folded > 0).then_some(())
+    })
+    .await;
+    second.stop();
+    drop(second);
+    let _ = std::fs::remove_dir_all(&config.ops_index_dir);
+    stack.stop().await;
+}
