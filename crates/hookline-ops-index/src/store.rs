@@ -43,6 +43,22 @@ const REPLAY_DELIVERED: Table = TableDefinition::new("replay_delivered");
 const REPLAY_COUNT: TableDefinition<&str, u64> = TableDefinition::new("replay_delivered_count");
 /// Quarantined records by position: [`Quarantined`].
 const QUARANTINE: Table = TableDefinition::new("quarantine");
+/// Every table keyed and valued by bytes.
+const BYTE_TABLES: [Table; 13] = [
+    ATTEMPTS,
+    ATT_BY_DELIVERY,
+    ATT_BY_SUB,
+    ATT_BY_EVENT,
+    ATT_BY_TENANT,
+    DEAD,
+    DEAD_BY_DELIVERY,
+    DEAD_BY_SUB,
+    DEAD_BY_TENANT,
+    DEL_BY_SUB,
+    DEL_BY_CREATED,
+    REPLAY_DELIVERED,
+    QUARANTINE,
+];
 
 /// Entries one query may look at before it answers with what it found (and a cursor).
 pub const SCAN_BUDGET: usize = 20_000;
@@ -130,21 +146,7 @@ impl Store {
         let txn = self.db.begin_write().map_err(err)?;
         {
             txn.open_table(POSITIONS).map_err(err)?;
-            for t in [
-                ATTEMPTS,
-                ATT_BY_DELIVERY,
-                ATT_BY_SUB,
-                ATT_BY_EVENT,
-                ATT_BY_TENANT,
-                DEAD,
-                DEAD_BY_DELIVERY,
-                DEAD_BY_SUB,
-                DEAD_BY_TENANT,
-                DEL_BY_SUB,
-                DEL_BY_CREATED,
-                REPLAY_DELIVERED,
-                QUARANTINE,
-            ] {
+            for t in BYTE_TABLES {
                 txn.open_table(t).map_err(err)?;
             }
             txn.open_table(DELIVERIES).map_err(err)?;
@@ -160,21 +162,7 @@ impl Store {
         txn.delete_table(POSITIONS).map_err(err)?;
         txn.delete_table(DELIVERIES).map_err(err)?;
         txn.delete_table(REPLAY_COUNT).map_err(err)?;
-        for t in [
-            ATTEMPTS,
-            ATT_BY_DELIVERY,
-            ATT_BY_SUB,
-            ATT_BY_EVENT,
-            ATT_BY_TENANT,
-            DEAD,
-            DEAD_BY_DELIVERY,
-            DEAD_BY_SUB,
-            DEAD_BY_TENANT,
-            DEL_BY_SUB,
-            DEL_BY_CREATED,
-            REPLAY_DELIVERED,
-            QUARANTINE,
-        ] {
+        for t in BYTE_TABLES {
             txn.delete_table(t).map_err(err)?;
         }
         txn.commit().map_err(err)?;
