@@ -3,7 +3,8 @@
 # schemathesis (PyPI) and all of its checks, on a stack of its own (its own Kafka, data and
 # ports under .hookline/conformance.*, removed afterwards). Any failure fails the run.
 # Schemathesis lives in a virtual environment under .hookline/, installed on first use.
-# SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation and phase.
+# SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation and phase;
+# CONFORMANCE_SERVICES (e.g. "DEAD_LETTERS API") checks only those.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,7 +33,7 @@ HOOKLINE_STATE_DIR=$state scripts/stack.sh up
 . "$state/stack.env"
 
 failed=()
-for service in API EXTRACTS DEAD_LETTERS ROUTER WORKER; do
+for service in ${CONFORMANCE_SERVICES:-API EXTRACTS DEAD_LETTERS ROUTER WORKER}; do
   var=HOOKLINE_${service}_URL
   url=${!var}
   echo "== conformance: $service ($url/openapi.json)"

@@ -436,6 +436,16 @@ impl Store {
                 hi_bound = Bound::Excluded(at);
             }
         }
+        // An empty window (or a cursor before it): nothing, and no inverted range.
+        if let (Bound::Included(lo) | Bound::Excluded(lo), Bound::Excluded(hi)) =
+            (&lo_bound, &hi_bound)
+            && lo >= hi
+        {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
         let txn = self.db.begin_read().map_err(err)?;
         let primary = txn.open_table(primary).map_err(err)?;
         let index = index.map(|t| txn.open_table(t)).transpose().map_err(err)?;

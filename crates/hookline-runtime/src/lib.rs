@@ -9,6 +9,7 @@
 //! - [`service_main`]: the whole `main` of a service binary.
 #![forbid(unsafe_code)]
 
+pub mod cursor;
 mod error;
 mod http;
 

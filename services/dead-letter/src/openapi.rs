@@ -59,7 +59,7 @@ fn page_params() -> Vec<Value> {
         query(
             "cursor",
             "`nextCursor` of the previous page",
-            json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{27}$"}),
+            json!({"type": "string", "pattern": crate::query::CURSOR_PATTERN}),
         ),
     ]
 }
@@ -69,7 +69,7 @@ fn window_params() -> Vec<Value> {
         query("since", "from this time (inclusive)", time()),
         query(
             "until",
-            "before this time (exclusive); later than `since`",
+            "before this time (exclusive); one not later than `since` selects nothing",
             time(),
         ),
     ]

@@ -1,7 +1,6 @@
 //! Query-string parsing: every parameter checked, unknown ones refused, each error naming
 //! its parameter.
 
-use base64::Engine as _;
 use hookline_events::time_fmt::parse_rfc3339;
 use hookline_ops_index::keys::{PK_LEN, Pk};
 use hookline_runtime::ApiError;
@@ -109,34 +108,30 @@ impl Params {
         }
     }
 
-    /// `since` and `until`, with `since` < `until` when both are given.
+    /// `since` and `until`; an `until` not later than `since` is an empty window.
     pub fn window(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
         let (since, until) = (self.time("since")?, self.time("until")?);
-        if since.zip(until).is_some_and(|(s, u)| u <= s) {
-            return Err(ApiError::invalid(
-                "until",
-                "`until` must be later than `since`",
-            ));
-        }
-        Ok((since, until))
+        Ok((since, until.map(|u| since.map_or(u, |s| u.max(s)))))
     }
 }
 
 pub fn parse_time(text: &str) -> Option<i64> {
     let t = parse_rfc3339(text)?;
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    (0..=i64::MAX as i128).contains(&ms).then_some(ms as i64)
+    // Nothing is older than 1970: an earlier time means "from the beginning".
+    let ms = (t.unix_timestamp_nanos() / 1_000_000).clamp(0, i64::MAX as i128);
+    Some(ms as i64)
 }
 
 pub fn encode_cursor(pk: &Pk) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pk)
+    hookline_runtime::cursor::encode(pk)
 }
 
+/// The documented form of a cursor: the hex of a sort key.
+pub const CURSOR_PATTERN: &str = "^[0-9a-f]{40}$";
+
 fn decode_cursor(text: &str) -> Option<Pk> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()?;
-    (bytes.len() == PK_LEN).then(|| Pk::try_from(bytes.as_slice()).ok())?
+    let bytes = hookline_runtime::cursor::decode(text, 2 * PK_LEN)?;
+    Pk::try_from(bytes.as_slice()).ok()
 }
 
 /// A path identifier of 1 to 255 characters.
@@ -167,7 +162,8 @@ mod tests {
             &["since", "until"],
         )
         .unwrap();
-        assert_eq!(p.window().unwrap_err().field.as_deref(), Some("until"));
+        let (since, until) = p.window().unwrap();
+        assert_eq!(since, until, "an inverted window is empty");
         let p = Params::parse(Some("cursor=abc"), &["cursor"]).unwrap();
         assert_eq!(p.cursor().unwrap_err().field.as_deref(), Some("cursor"));
         let pk = hookline_ops_index::keys::pk(5, 1, 2);

@@ -155,22 +155,11 @@ pub const CURSOR_PATTERN: &str = "^([0-9a-f]{2})*$";
 pub const CURSOR_MAX: usize = 2048;
 
 fn encode_cursor(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    hookline_runtime::cursor::encode(key.as_bytes())
 }
 
 fn decode_cursor(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > CURSOR_MAX {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    text.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    hookline_runtime::cursor::decode(text, CURSOR_MAX)
 }
 
 /// Parses `limit` and the cursor parameter named `cursor_param`; any other parameter is
