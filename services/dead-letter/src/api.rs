@@ -276,14 +276,7 @@ pub async fn attempts(
     let sub = p.text("subscriptionId", MAX_ID)?;
     let event = p.text("eventId", MAX_ID)?;
     let outcome = p.choice("outcome", &["succeeded", "failed"])?;
-    let (since_ms, until_ms) = p.window()?;
-    let window = Window {
-        since_ms,
-        until_ms,
-        cursor: p.cursor()?,
-        limit: p.limit()?,
-        oldest_first: false,
-    };
+    let window = p.newest_first()?;
     let scope = match (&sub, &event) {
         (Some(s), _) => Scope::Subscription(s.clone()),
         (None, Some(e)) => Scope::Event(e.clone()),
@@ -328,14 +321,7 @@ pub async fn dead_letters(
     let sub = p.text("subscriptionId", MAX_ID)?;
     let event_type = p.text("eventType", MAX_ID)?;
     let reason = p.text("reason", 1024)?.map(|r| r.to_lowercase());
-    let (since_ms, until_ms) = p.window()?;
-    let window = Window {
-        since_ms,
-        until_ms,
-        cursor: p.cursor()?,
-        limit: p.limit()?,
-        oldest_first: false,
-    };
+    let window = p.newest_first()?;
     let scope = match &sub {
         Some(s) => Scope::Subscription(s.clone()),
         None if who.role == Role::Admin => Scope::All,

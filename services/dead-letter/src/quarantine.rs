@@ -14,7 +14,7 @@ use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
-use hookline_ops_index::{Quarantined, Window};
+use hookline_ops_index::Quarantined;
 use hookline_runtime::ApiError;
 use serde::Serialize;
 
@@ -71,14 +71,7 @@ pub async fn list(
 ) -> Result<Json<QuarantineList>, ApiError> {
     who.require(Role::Admin)?;
     let p = Params::parse(raw.as_deref(), &["since", "until", "limit", "cursor"])?;
-    let (since_ms, until_ms) = p.window()?;
-    let window = Window {
-        since_ms,
-        until_ms,
-        cursor: p.cursor()?,
-        limit: p.limit()?,
-        oldest_first: false,
-    };
+    let window = p.newest_first()?;
     let store = state.index.store().clone();
     let page = blocking(move || store.quarantined(&window)).await?;
     Ok(Json(QuarantineList {

@@ -2,6 +2,7 @@
 //! its parameter.
 
 use hookline_events::time_fmt::parse_rfc3339;
+use hookline_ops_index::Window;
 use hookline_ops_index::keys::{PK_LEN, Pk};
 use hookline_runtime::ApiError;
 
@@ -112,6 +113,18 @@ impl Params {
     pub fn window(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
         let (since, until) = (self.time("since")?, self.time("until")?);
         Ok((since, until.map(|u| since.map_or(u, |s| u.max(s)))))
+    }
+
+    /// The page a listing asks for, newest first: `since`, `until`, `cursor` and `limit`.
+    pub fn newest_first(&self) -> Result<Window, ApiError> {
+        let (since_ms, until_ms) = self.window()?;
+        Ok(Window {
+            since_ms,
+            until_ms,
+            cursor: self.cursor()?,
+            limit: self.limit()?,
+            oldest_first: false,
+        })
     }
 }
 
