@@ -5,10 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hookline_kafka::rdkafka::ClientConfig;
-use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use hookline_kafka::rdkafka::message::Message;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeadLetter, DeliveryJob, Event};
 use reqwest::Method as M;
@@ -36,53 +33,6 @@ async fn post(url: &str, token: &str, body: Option<Value>, key: Option<&str>) ->
     let resp = req.send().await.expect("HTTP call");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// Every job on `topic` (read_committed) up to the end of every partition.
-fn jobs_on(bootstrap: &str, topic: &str) -> Vec<DeliveryJob> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    let meta = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in meta.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .expect("partition");
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p.id(), high);
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut jobs = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let pos = consumer.position().expect("position");
-        let done = ends.iter().all(|(p, high)| {
-            *high == 0
-                || pos
-                    .find_partition(topic, *p)
-                    .and_then(|e| e.offset().to_raw())
-                    .is_some_and(|o| o >= *high)
-        });
-        if done {
-            return jobs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reading {topic} timed out"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            jobs.push(DeliveryJob::decode(m.payload().unwrap_or_default()).expect("a job"));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -307,13 +257,10 @@ async fn attempts_are_queryable_and_dead_letters_recovered_and_replayed() {
         got, deliveries,
         "each once, in key order, with its delivery id"
     );
-    let replayed: Vec<DeliveryJob> = jobs_on(
-        &stack.config.kafka_bootstrap,
-        &stack.config.topic_deliveries,
-    )
-    .into_iter()
-    .filter(|j| j.replay_id == replay_id)
-    .collect();
+    let replayed: Vec<DeliveryJob> = jobs_on(&stack)
+        .into_iter()
+        .filter(|j| j.replay_id == replay_id)
+        .collect();
     assert_eq!(
         replayed.len(),
         3,
@@ -561,10 +508,7 @@ async fn a_bulk_run_killed_mid_way_enqueues_each_delivery_once_and_the_index_reb
     })
     .await;
     assert_eq!(run["enqueued"], total, "{run}");
-    let jobs = jobs_on(
-        &stack.config.kafka_bootstrap,
-        &stack.config.topic_deliveries,
-    );
+    let jobs = jobs_on(&stack);
     let ours: Vec<&DeliveryJob> = jobs.iter().filter(|j| j.replay_id == id).collect();
     let unique: HashSet<&str> = ours.iter().map(|j| j.delivery_id.as_str()).collect();
     assert_eq!(
@@ -847,4 +791,13 @@ async fn a_restarted_index_resumes_without_reading_again() {
     drop(second);
     let _ = std::fs::remove_dir_all(&config.ops_index_dir);
     stack.stop().await;
+}
+
+/// Every job on the deliveries topic.
+fn jobs_on(stack: &Stack) -> Vec<DeliveryJob> {
+    stack
+        .read_to_end(&stack.config.topic_deliveries)
+        .iter()
+        .map(|v| DeliveryJob::decode(v.as_slice()).expect("a job"))
+        .collect()
 }

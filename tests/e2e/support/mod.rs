@@ -261,11 +261,54 @@ impl Stack {
 
     /// Every record on `topic`, read with `read_committed`, until `until` accepts them or the
     /// time runs out.
+    /// Every committed record of `topic` as its bytes, in each partition's order, once
+    /// `until` holds of them or 30 s have passed.
     pub async fn read_topic(
         &self,
         topic: &str,
         until: impl Fn(&[Vec<u8>]) -> bool,
     ) -> Vec<Vec<u8>> {
+        let (consumer, _) = self.reader(topic);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut values = Vec::new();
+        while std::time::Instant::now() < deadline && !until(&values) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                values.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        values
+    }
+
+    /// Every committed record of `topic` up to its end as of this call.
+    pub fn read_to_end(&self, topic: &str) -> Vec<Vec<u8>> {
+        let (consumer, ends) = self.reader(topic);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut values = Vec::new();
+        loop {
+            let pos = consumer.position().expect("position");
+            let done = ends.iter().all(|(p, high)| {
+                *high == 0
+                    || pos
+                        .find_partition(topic, *p)
+                        .and_then(|e| e.offset().to_raw())
+                        .is_some_and(|o| o >= *high)
+            });
+            if done {
+                return values;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading {topic} timed out"
+            );
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                values.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+    }
+
+    /// A read_committed reader assigned every partition of `topic` from the beginning, and
+    /// each partition's high watermark.
+    fn reader(&self, topic: &str) -> (BaseConsumer, Vec<(i32, i64)>) {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.kafka_bootstrap)
             .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -277,19 +320,17 @@ impl Stack {
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
         let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
         for p in meta.topics()[0].partitions() {
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
                 .expect("partition");
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            ends.push((p.id(), high));
         }
         consumer.assign(&tpl).expect("assign");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut values = Vec::new();
-        while std::time::Instant::now() < deadline && !until(&values) {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                values.push(m.payload().unwrap_or_default().to_vec());
-            }
-        }
-        values
+        (consumer, ends)
     }
 }
 
