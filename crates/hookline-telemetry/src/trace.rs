@@ -13,14 +13,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// A trace context (the current span's, or a parent's read from a record).
+pub use opentelemetry::Context;
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The W3C Trace Context header, in Kafka record headers and HTTP requests alike.
@@ -177,6 +179,17 @@ pub fn from_traceparent(value: &str) -> Context {
     TraceContextPropagator::new().extract(&carrier)
 }
 
+/// The context named by `value`, or [`new_root`] when it names none (a job written before
+/// jobs carried one).
+pub fn from_traceparent_or_new(value: &str) -> Context {
+    let cx = from_traceparent(value);
+    if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        new_root()
+    }
+}
+
 /// The W3C `traceparent` of `cx`; empty when it holds no valid span context.
 pub fn traceparent(cx: &Context) -> String {
     let sc = cx.span().span_context().clone();
@@ -309,7 +322,15 @@ mod tests {
                 value: Some("application/json"),
             }),
         );
-        let msg = OwnedMessage::new(None, None, "t".into(), rdkafka::Timestamp::NotAvailable, 0, 0, Some(headers));
+        let msg = OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            Some(headers),
+        );
         let back = from_kafka(msg.headers());
         assert_eq!(traceparent(&back), PARENT);
         assert_eq!(traceparent(&from_kafka::<OwnedHeaders>(None)), "");

@@ -280,10 +280,17 @@ mod tests {
         let tps = job_traceparents(&out);
         assert_eq!(tps.len(), 2);
         let first = &tps[0].0;
-        assert!(trace::traceparent(&trace::from_traceparent(first)) == *first, "{first}");
+        assert!(
+            trace::traceparent(&trace::from_traceparent(first)) == *first,
+            "{first}"
+        );
         assert!(tps.iter().all(|(f, h)| f == first && h == first));
         let (again, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
-        assert_ne!(job_traceparents(&again)[0].0, *first, "a new trace per routing");
+        assert_ne!(
+            job_traceparents(&again)[0].0,
+            *first,
+            "a new trace per routing"
+        );
     }
 
     #[test]
