@@ -247,6 +247,20 @@ async fn publish(stack: &Stack, key: &str, event_type: &str, traceparent: Option
         .expect("publish");
 }
 
+/// The router and the delivery worker as processes exporting spans to `collector`.
+fn traced_processes(stack: &Stack, collector: &Collector) -> (Service, Service) {
+    let env = [
+        ("HOOKLINE_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HOOKLINE_ROUTER_LISTEN", "127.0.0.1:0"),
+        ("HOOKLINE_WORKER_LISTEN", "127.0.0.1:0"),
+    ];
+    (
+        Service::start("hookline-router", &stack.config, &env),
+        Service::start("hookline-delivery-worker", &stack.config, &env),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_per_event_across_router_and_worker() {
     let collector = Collector::start().await;
@@ -271,14 +285,7 @@ async fn one_trace_per_event_across_router_and_worker() {
     stack
         .fynapse_subscription("flaky-b", &flaky_b.url, json!(["CASE.*"]))
         .await;
-    let env = [
-        ("HOOKLINE_OTLP_ENDPOINT", collector.url.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("HOOKLINE_ROUTER_LISTEN", "127.0.0.1:0"),
-        ("HOOKLINE_WORKER_LISTEN", "127.0.0.1:0"),
-    ];
-    let router = Service::start("hookline-router", &stack.config, &env);
-    let worker = Service::start("hookline-delivery-worker", &stack.config, &env);
+    let (router, worker) = traced_processes(&stack, &collector);
 
     // With the producer's traceparent: the whole trace is the producer's.
     let producer_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -343,6 +350,70 @@ async fn one_trace_per_event_across_router_and_worker() {
     assert_eq!(replayed.len(), 1, "{spans:#?}");
     assert_eq!(replayed[0].parent, route_a.span_id);
 
+    assert!(router.terminate(20), "the router stops cleanly");
+    assert!(worker.terminate(20), "the worker stops cleanly");
+    stack.stop().await;
+}
+
+/// A retry due later than `retry_in_memory_max` goes through the retry lane: read back, the
+/// job's next pass is a second `deliver` span under the same `route` span, in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_through_the_retry_lane_stays_in_the_trace() {
+    let collector = Collector::start().await;
+    let stack = Stack::start_without_router_and_worker(|c| {
+        c.retry_schedule = "0s,300ms".into();
+        c.retry_in_memory_max = "0s".into();
+    })
+    .await;
+    let flaky = Receiver::start(&[500], 200).await;
+    stack
+        .fynapse_subscription("parked", &flaky.url, json!(["ACCOUNT.*"]))
+        .await;
+    let (router, worker) = traced_processes(&stack, &collector);
+    let producer_trace = "0af7651916cd43dd8448eb211c80319c";
+    publish(
+        &stack,
+        "acct-9",
+        "ACCOUNT.UPDATED",
+        Some(&format!("00-{producer_trace}-b7ad6b7169203331-01")),
+    )
+    .await;
+    let got = flaky.wait_for_delivered(1, 90).await;
+    assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [500, 200]);
+    for r in &got {
+        assert_eq!(traceparent_of(r).0, producer_trace);
+    }
+    collector.wait_for(producer_trace, "POST", 2).await;
+    collector.wait_for(producer_trace, "route", 1).await;
+    let spans = collector.wait_for(producer_trace, "deliver", 2).await;
+    let route = spans.iter().find(|s| s.name == "route").unwrap();
+    let delivers: Vec<&Span> = spans.iter().filter(|s| s.name == "deliver").collect();
+    assert_eq!(delivers.len(), 2, "{spans:#?}");
+    assert!(
+        delivers.iter().all(|d| d.parent == route.span_id),
+        "{spans:#?}"
+    );
+    let outcomes: Vec<&str> = delivers
+        .iter()
+        .map(|d| {
+            d.attributes
+                .get("hookline.outcome")
+                .map_or("", String::as_str)
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&"parked") && outcomes.contains(&"completed"),
+        "{outcomes:?}"
+    );
+    // Each attempt under its own pass.
+    for r in &got {
+        let (_, span) = traceparent_of(r);
+        let attempt = spans
+            .iter()
+            .find(|s| s.span_id == span)
+            .expect("attempt span");
+        assert!(delivers.iter().any(|d| d.span_id == attempt.parent));
+    }
     assert!(router.terminate(20), "the router stops cleanly");
     assert!(worker.terminate(20), "the worker stops cleanly");
     stack.stop().await;
