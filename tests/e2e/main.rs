@@ -17,5 +17,6 @@ mod operational;
 mod operations;
 mod router;
 mod support;
+mod traces;
 mod worker;
 mod worker_scale;

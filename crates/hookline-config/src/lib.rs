@@ -138,6 +138,13 @@ pub struct Config {
     /// Empty by default; tests and `make run` set `127.0.0.1/32`.
     pub egress_allow: String,
 
+    /// OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`; `/v1/traces`
+    /// is appended). Empty (the default): no spans are made or exported; the W3C
+    /// `traceparent` still travels from producer to receiver.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled (0.0-1.0); a span with a parent follows the parent's
+    /// decision (a producer's `traceparent` flags).
+    pub trace_sample_ratio: f64,
     /// `json` (default) or `pretty`.
     pub log_format: String,
     pub log_level: String,
@@ -211,6 +218,8 @@ impl Default for Config {
             ops_index_cache_mb: 32,
             egress_allow: String::new(),
             user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
+            otlp_endpoint: String::new(),
+            trace_sample_ratio: 1.0,
             log_format: "json".into(),
             log_level: "info".into(),
             shutdown_grace: "20s".into(),
@@ -298,6 +307,16 @@ impl Config {
                 "router_instance",
                 "letters, digits, `.`, `_` and `-` only",
             ));
+        }
+        let otlp = self.otlp_endpoint.trim();
+        if !otlp.is_empty() && !otlp.starts_with("http://") {
+            return Err(invalid(
+                "otlp_endpoint",
+                format!("{otlp:?}: expected an http:// URL (OTLP over HTTP, protobuf)"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return Err(invalid("trace_sample_ratio", "must be between 0 and 1"));
         }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(invalid("log_format", "must be `json` or `pretty`"));
@@ -497,6 +516,26 @@ mod tests {
             jail.set_env("HOOKLINE_TOPIC_REPLICATION", "1");
             let e = Config::load().unwrap_err().to_string();
             assert!(e.contains("topic_min_insync_replicas"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tracing_is_off_unless_an_http_endpoint_is_given() {
+        assert_eq!(Config::default().otlp_endpoint, "");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+            jail.set_env("HOOKLINE_TRACE_SAMPLE_RATIO", "0.25");
+            let c = Config::load().unwrap();
+            assert_eq!(c.otlp_endpoint, "http://127.0.0.1:4318");
+            assert_eq!(c.trace_sample_ratio, 0.25);
+            jail.set_env("HOOKLINE_TRACE_SAMPLE_RATIO", "2");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("trace_sample_ratio"), "{e}");
+            jail.set_env("HOOKLINE_TRACE_SAMPLE_RATIO", "1");
+            jail.set_env("HOOKLINE_OTLP_ENDPOINT", "collector:4317");
+            let e = Config::load().unwrap_err().to_string();
+            assert!(e.contains("otlp_endpoint"), "{e}");
             Ok(())
         });
     }

@@ -93,7 +93,8 @@ pub async fn serve(
 }
 
 /// The `main` of a service binary: load and validate configuration (one clear line and exit
-/// code 2 on error), start logging, bind the service's listener, run until SIGTERM/SIGINT.
+/// code 2 on error), start logging and tracing (`service.name` `hookline-{name}`), bind the
+/// service's listener, run until SIGTERM/SIGINT.
 pub fn service_main<F, Fut, E>(
     name: &'static str,
     listen: fn(&hookline_config::Config) -> std::net::SocketAddr,
@@ -111,7 +112,8 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    hookline_telemetry::init(&config.log_format, &config.log_level);
+    // Dropped last, after the runtime: exports the spans still buffered.
+    let _telemetry = hookline_telemetry::init(&format!("hookline-{name}"), &config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -1,20 +1,89 @@
-//! Structured logs: JSON lines (production) or a human format (development), filtered by
-//! `RUST_LOG` when set, else by the configured level.
+//! Structured logs and OpenTelemetry traces for every Hookline process.
+//!
+//! - [`init`]: logs as JSON lines (production) or a human format (development), filtered by
+//!   `RUST_LOG` when set, else by the configured level; and, when `otlp_endpoint` is set, the
+//!   OpenTelemetry layer exporting Hookline's spans over OTLP ([`trace`]).
+//! - [`trace`]: spans across Kafka hops and the W3C `traceparent` helpers.
 #![forbid(unsafe_code)]
 
+pub mod trace;
+
+use hookline_config::Config;
+use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// What [`init`] started that must be flushed before the process exits: dropping it exports
+/// the spans still buffered (waiting at most the exporter's timeout).
+#[must_use = "dropping it flushes and stops the trace exporter"]
+#[derive(Default)]
+pub struct Telemetry {
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
 
 /// Installs the global subscriber once; later calls (tests, all-in-one) are no-ops.
-pub fn init(format: &str, level: &str) {
+/// `service` names the process in exported traces (`service.name`).
+pub fn init(service: &str, config: &Config) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},rdkafka=warn,hyper=warn,reqwest=warn"))
+        EnvFilter::new(format!(
+            "{},rdkafka=warn,hyper=warn,reqwest=warn",
+            config.log_level
+        ))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let _ = if format == "pretty" {
-        builder.compact().try_init()
+    let logs = if config.log_format == "pretty" {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_target(true)
+            .boxed()
     } else {
-        builder.json().flatten_event(true).try_init()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_target(true)
+            .boxed()
+    }
+    .with_filter(filter);
+    let provider = match config.otlp_endpoint.trim() {
+        "" => None,
+        endpoint => match trace::exporter(service, endpoint, config.trace_sample_ratio) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("{service}: traces not exported: {e}");
+                None
+            }
+        },
     };
+    // Hookline's own spans only (whatever the log level), no events: logs go to the logs.
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("hookline"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.is_span() && m.target().starts_with("hookline")
+            }))
+    });
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .is_ok();
+    if installed && provider.is_some() {
+        trace::set_enabled();
+        Telemetry { tracer: provider }
+    } else {
+        Telemetry::default()
+    }
 }

@@ -19,7 +19,7 @@ use hookline_auth::{Principal, Role};
 use hookline_config::Config;
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use hookline_kafka::rdkafka::message::Message as _;
+use hookline_kafka::rdkafka::message::{Message as _, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::{FutureRecord, Producer as _};
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_kafka::view::TopicView;
@@ -538,8 +538,14 @@ impl Driver {
         for job in jobs {
             let payload = job.encode_to_vec();
             // Keyed like the router's jobs: same partition, so per-key order with new ones.
+            // The job keeps its `traceparent`: the replay's attempts join the event's trace.
+            let headers = hookline_telemetry::trace::inject_kafka(
+                &hookline_telemetry::trace::from_traceparent(&job.traceparent),
+                OwnedHeaders::new(),
+            );
             let record = FutureRecord::to(&self.topic_deliveries)
                 .key(&job.subscription_id)
+                .headers(headers)
                 .payload(&payload);
             acks.push(
                 self.producer

@@ -18,6 +18,8 @@ use hookline_proto::v1::{
 };
 use hookline_runtime::CancellationToken;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
+use hookline_telemetry::trace::{self, Context as TraceContext, Traced};
+use tracing::Instrument as _;
 
 use crate::failing::Failing;
 use crate::http::{AttemptResult, Outgoing, Sender};
@@ -138,7 +140,46 @@ impl Context {
 
     /// `stop` ends waits between attempts (the job is handed back); an attempt under way
     /// is finished first.
-    pub async fn deliver(&self, mut job: DeliveryJob, stop: &CancellationToken) -> Outcome {
+    ///
+    /// One `deliver` span per job taken up here, its parent the job's `traceparent` (the
+    /// router's span, kept by the retry lane, dead letters and replays), with one child span
+    /// per HTTP attempt whose context is the `traceparent` the receiver gets.
+    pub async fn deliver(&self, job: DeliveryJob, stop: &CancellationToken) -> Outcome {
+        let parent = trace::from_traceparent_or_new(&job.traceparent);
+        let span = Traced::start(&parent, || {
+            tracing::info_span!(
+                "deliver",
+                otel.kind = "consumer",
+                hookline.service = "delivery-worker",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                hookline.delivery.id = %job.delivery_id,
+                hookline.subscription.id = %job.subscription_id,
+                hookline.event.type = job.event.as_ref().map_or("", |e| e.r#type.as_str()),
+                hookline.replay.id = %job.replay_id,
+                hookline.outcome = tracing::field::Empty,
+            )
+        });
+        let outcome = self
+            .deliver_traced(job, stop, &span)
+            .instrument(span.span().clone())
+            .await;
+        let label = match &outcome {
+            Outcome::Completed => "completed",
+            Outcome::Park(_) => "parked",
+            Outcome::HandedBack => "handed_back",
+        };
+        span.span().record("hookline.outcome", label);
+        outcome
+    }
+
+    async fn deliver_traced(
+        &self,
+        mut job: DeliveryJob,
+        stop: &CancellationToken,
+        span: &Traced,
+    ) -> Outcome {
+        let cx = span.context();
         let wait = job.due_at_ms - now_ms();
         if wait > 0 && !Self::wait(stop, Duration::from_millis(wait as u64)).await {
             return Outcome::HandedBack;
@@ -147,21 +188,22 @@ impl Context {
         loop {
             let Some(sub) = self.subscription(&job.subscription_id).await else {
                 return self
-                    .dead_letter(&job, None, "subscription no longer exists")
+                    .dead_letter(&job, None, "subscription no longer exists", cx)
                     .await;
             };
             if !sub.enabled {
                 return self
-                    .dead_letter(&job, None, "subscription is disabled")
+                    .dead_letter(&job, None, "subscription is disabled", cx)
                     .await;
             }
             let secrets = self.signing_secrets(&sub).await;
             if secrets.is_empty() {
                 return self
-                    .dead_letter(&job, None, "subscription has no usable signing secret")
+                    .dead_letter(&job, None, "subscription has no usable signing secret", cx)
                     .await;
             }
             let started_at_ms = now_ms();
+            let attempt_span = span.child(|parent| attempt_span(parent, &sub, job.attempt + 1));
             let result = self
                 .sender
                 .send(Outgoing {
@@ -169,9 +211,11 @@ impl Context {
                     delivery_id: &job.delivery_id,
                     body: hookline_events::payload::body(&event, &sub),
                     secrets: &secrets,
-                    traceparent: &job.traceparent,
+                    traceparent: &attempt_span.traceparent(),
                 })
+                .instrument(attempt_span.span().clone())
                 .await;
+            end_attempt_span(attempt_span, &result);
             job.attempt += 1;
             // An address the egress guard refuses will be refused again: final.
             let verdict = if result.error_class == crate::http::EGRESS_DENIED {
@@ -200,7 +244,7 @@ impl Context {
                     "every attempt failed for {}",
                     humantime::format_duration(self.auto_disable_after.unwrap_or_default())
                 );
-                self.disable(&sub, &reason).await;
+                self.disable(&sub, &reason, cx).await;
             }
             if verdict == Verdict::Delivered {
                 tracing::debug!(
@@ -216,7 +260,7 @@ impl Context {
             }
             match (verdict, next) {
                 (Verdict::Delivered, _) if !job.replay_id.is_empty() => {
-                    return self.recovered(&job).await;
+                    return self.recovered(&job, cx).await;
                 }
                 (Verdict::Delivered, _) => return Outcome::Completed,
                 (Verdict::Retry { .. }, Some(delay)) => {
@@ -230,22 +274,23 @@ impl Context {
                 }
                 (Verdict::Retry { .. }, None) => {
                     return self
-                        .dead_letter(&job, Some(attempt), "retries exhausted")
+                        .dead_letter(&job, Some(attempt), "retries exhausted", cx)
                         .await;
                 }
                 (Verdict::Gone, _) => {
-                    self.disable(&sub, "endpoint answered 410 Gone").await;
+                    self.disable(&sub, "endpoint answered 410 Gone", cx).await;
                     return self
                         .dead_letter(
                             &job,
                             Some(attempt),
                             "endpoint answered 410 Gone; subscription disabled",
+                            cx,
                         )
                         .await;
                 }
                 (Verdict::Final, _) => {
                     return self
-                        .dead_letter(&job, Some(attempt), "final failure: not retryable")
+                        .dead_letter(&job, Some(attempt), "final failure: not retryable", cx)
                         .await;
                 }
             }
@@ -286,7 +331,13 @@ impl Context {
     /// Writes the dead letter, and after an attempt (not for a subscription gone or
     /// disabled) `hookline.delivery.exhausted`; retries until both are durable or shutdown
     /// hands the job back.
-    async fn dead_letter(&self, job: &DeliveryJob, last: Option<Attempt>, reason: &str) -> Outcome {
+    async fn dead_letter(
+        &self,
+        job: &DeliveryJob,
+        last: Option<Attempt>,
+        reason: &str,
+        cx: &TraceContext,
+    ) -> Outcome {
         let at_ms = now_ms();
         let event = last.as_ref().and_then(|a| {
             operational::exhausted(&operational::Exhausted {
@@ -309,7 +360,7 @@ impl Context {
                 .payload(&payload);
             let (written, published) = tokio::join!(
                 self.producer.send(record, PRODUCE_TIMEOUT),
-                self.publish(&job.subscription_id, event.as_ref())
+                self.publish(&job.subscription_id, event.as_ref(), cx)
             );
             match written.map_err(|(e, _)| e).and(published) {
                 Ok(_) => {
@@ -327,16 +378,24 @@ impl Context {
     }
 
     /// Publishes one of Hookline's own events (protobuf) to the events topic, keyed by
-    /// `key`; `None` publishes nothing.
-    async fn publish(&self, key: &str, event: Option<&Event>) -> Result<(), KafkaError> {
+    /// `key`, in the delivery's trace (`cx`); `None` publishes nothing.
+    async fn publish(
+        &self,
+        key: &str,
+        event: Option<&Event>,
+        cx: &TraceContext,
+    ) -> Result<(), KafkaError> {
         let Some(event) = event else {
             return Ok(());
         };
         let payload = event.encode_to_vec();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CONTENT_TYPE_HEADER,
-            value: Some(CONTENT_TYPE_PROTOBUF),
-        });
+        let headers = trace::inject_kafka(
+            cx,
+            OwnedHeaders::new().insert(Header {
+                key: CONTENT_TYPE_HEADER,
+                value: Some(CONTENT_TYPE_PROTOBUF),
+            }),
+        );
         let record = FutureRecord::to(&self.topic_events)
             .key(key)
             .headers(headers)
@@ -350,10 +409,10 @@ impl Context {
 
     /// A replayed delivery reached its endpoint: `hookline.delivery.recovered`, retried
     /// until durable (the job is over only then) or shutdown.
-    async fn recovered(&self, job: &DeliveryJob) -> Outcome {
+    async fn recovered(&self, job: &DeliveryJob, cx: &TraceContext) -> Outcome {
         let event = operational::delivery_recovered(job, &job.replay_id, now_ms());
         loop {
-            match self.publish(&job.subscription_id, event.as_ref()).await {
+            match self.publish(&job.subscription_id, event.as_ref(), cx).await {
                 Ok(()) => return Outcome::Completed,
                 Err(e) => {
                     tracing::warn!(delivery_id = %job.delivery_id, error = %e, "recovered event not published; retrying");
@@ -381,7 +440,7 @@ impl Context {
     /// since the version the attempt was made with. The API applies it through its own write
     /// path, on the state it holds then: the worker never writes a subscription, so it can
     /// revert no edit. The command waits out a broker outage.
-    async fn disable(&self, attempted: &Subscription, reason: &str) {
+    async fn disable(&self, attempted: &Subscription, reason: &str, cx: &TraceContext) {
         let command = SubscriptionCommand {
             subscription_id: attempted.id.clone(),
             disable: true,
@@ -390,12 +449,46 @@ impl Context {
             at_ms: now_ms(),
         };
         let payload = command.encode_to_vec();
+        // The API's span applying it, and the event it publishes, continue this trace.
+        let headers = trace::inject_kafka(cx, OwnedHeaders::new());
         let record = FutureRecord::to(&self.topic_subscription_commands)
             .key(&attempted.id)
+            .headers(headers)
             .payload(&payload);
         if let Err((e, _)) = self.producer.send(record, PRODUCE_TIMEOUT).await {
             tracing::error!(subscription_id = %attempted.id, error = %e, "could not ask to disable the subscription");
         }
+    }
+}
+
+/// The span of one HTTP attempt (HTTP client semantic conventions).
+fn attempt_span(parent: &tracing::Span, sub: &Subscription, attempt: u32) -> tracing::Span {
+    let url = reqwest::Url::parse(&sub.endpoint_url).ok();
+    let host = url.as_ref().and_then(|u| u.host_str().map(str::to_owned));
+    let port = url.as_ref().and_then(reqwest::Url::port_or_known_default);
+    tracing::info_span!(
+        parent: parent,
+        "POST",
+        otel.kind = "client",
+        hookline.service = "delivery-worker",
+        http.request.method = "POST",
+        server.address = host.as_deref().unwrap_or(""),
+        server.port = port.unwrap_or(0),
+        http.request.resend_count = attempt.saturating_sub(1),
+        hookline.attempt = attempt,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records the attempt's outcome on its span and ends it.
+fn end_attempt_span(span: Traced, result: &AttemptResult) {
+    if let Some(status) = result.status {
+        span.span().record("http.response.status_code", status);
+    }
+    match (result.error_class, result.status) {
+        ("", _) => {}
+        ("status", Some(status)) => span.fail(&status.to_string()),
+        (class, _) => span.fail(class),
     }
 }
 

@@ -54,6 +54,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `all` and `topics` read the configuration and start telemetry before the runtime; the
+    // spans still buffered are exported after it stopped. In one process every service
+    // reports as `service.name` hookline; each span names its part (`hookline.service`).
+    let config = match cli.command {
+        Command::All | Command::Topics => match Config::load() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("hookline: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let _telemetry = config
+        .as_ref()
+        .map(|c| hookline_telemetry::init("hookline", c));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -68,14 +84,14 @@ fn main() -> ExitCode {
             Command::Recover { target, args } => ops::recover(target, args).await,
             Command::Replays { target, command } => ops::replays(target, command).await,
             Command::Topics => {
-                let config = load()?;
+                let config = config.context("configuration")?;
                 hookline_kafka::ensure_topics(&config)
                     .await
                     .context("creating topics")?;
                 println!("topics ready on {}", config.kafka_bootstrap);
                 Ok(())
             }
-            Command::All => run_all(load()?).await,
+            Command::All => run_all(config.context("configuration")?).await,
         }
     });
     match result {
@@ -85,12 +101,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn load() -> anyhow::Result<Config> {
-    let config = Config::load()?;
-    hookline_telemetry::init(&config.log_format, &config.log_level);
-    Ok(config)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -21,6 +21,7 @@ use hookline_kafka::rdkafka::consumer::Consumer;
 use hookline_kafka::rdkafka::message::{Message, OwnedMessage};
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_runtime::CancellationToken;
+use hookline_telemetry::trace::Traced;
 
 use crate::Error;
 use crate::consumer::{self, EventConsumer};
@@ -161,12 +162,35 @@ impl BatchLoop {
         }
         let (deliveries, quarantine) =
             (&self.config.topic_deliveries, &self.config.topic_quarantine);
-        let records: Vec<route::Outgoing> = self.matcher.read(|index| {
+        let mut records: Vec<route::Outgoing> = Vec::new();
+        // Each event's span stays open until its transaction is over.
+        let spans: Vec<Traced> = self.matcher.read(|index| {
             batch
                 .iter()
-                .flat_map(|m| route::outgoing(index, m, deliveries, quarantine))
+                .map(|m| {
+                    let (out, span) = route::outgoing(index, m, deliveries, quarantine);
+                    records.extend(out);
+                    span
+                })
                 .collect()
         });
+        let result = self.commit_batch(batch, records).await;
+        if let Err(failure) = &result {
+            let error = match failure {
+                Failure::Abort(_) => "transaction_aborted",
+                Failure::Fatal(_) => "transaction_failed",
+                Failure::Fenced(_) => "fenced",
+            };
+            spans.iter().for_each(|s| s.fail(error));
+        }
+        result
+    }
+
+    async fn commit_batch(
+        &self,
+        batch: &[OwnedMessage],
+        records: Vec<route::Outgoing>,
+    ) -> Result<(), Failure> {
         self.producer.produce(records).await?;
         let group = self
             .consumer

@@ -1,5 +1,11 @@
 //! The pure routing step: one consumed `events` record becomes the records to produce in
-//! its transaction, delivery jobs or a quarantine record.
+//! its transaction, delivery jobs or a quarantine record, and the span of its routing.
+//!
+//! Trace context: the producer's W3C `traceparent` record header is the parent of the
+//! event's `route` span (a new root when absent); each job carries the span's context in
+//! its `traceparent` field and record header, so every attempt, retry-lane pass and replay
+//! of the delivery continues the same trace. With tracing off the producer's context (or a
+//! new unsampled trace id) is passed on as it is.
 
 use hookline_events::time_fmt::now_ms;
 use hookline_events::{CONTENT_TYPE_HEADER, DecodeError, Event, RecordPosition, decode_event};
@@ -8,6 +14,7 @@ use hookline_kafka::rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessa
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
 use hookline_routing::SubscriptionIndex;
+use hookline_telemetry::trace::{self, Traced};
 
 /// Header of a quarantined record: why it could not be routed.
 pub const QUARANTINE_REASON: &str = "hookline-quarantine-reason";
@@ -26,12 +33,13 @@ pub struct Outgoing {
 }
 
 /// The delivery jobs for `event`: one per enabled subscription of its tenant that selects its
-/// type, each with the delivery id of (event id, subscription id).
+/// type, each with the delivery id of (event id, subscription id) and `traceparent`.
 pub fn route(
     index: &SubscriptionIndex,
     event: &Event,
     key: &[u8],
     at: RecordPosition<'_>,
+    traceparent: &str,
 ) -> Vec<DeliveryJob> {
     let routed_at_ms = now_ms();
     #[allow(clippy::needless_update)] // fields added to the job later default to empty
@@ -49,7 +57,7 @@ pub fn route(
             source_topic: at.topic.to_owned(),
             source_partition: at.partition,
             source_offset: at.offset,
-            traceparent: String::new(),
+            traceparent: traceparent.to_owned(),
             routed_at_ms,
             ..Default::default()
         })
@@ -74,28 +82,66 @@ pub fn decode(msg: &OwnedMessage) -> Result<Event, DecodeError> {
     )
 }
 
-/// What one consumed record turns into: its delivery jobs, or its quarantine record.
+/// What one consumed record turns into: its delivery jobs, or its quarantine record; and
+/// the span of its routing, to be kept open until the transaction is over.
 pub fn outgoing(
     index: &SubscriptionIndex,
     msg: &OwnedMessage,
     deliveries: &str,
     quarantine: &str,
-) -> Vec<Outgoing> {
-    match decode(msg) {
-        Ok(event) => route(index, &event, msg.key().unwrap_or_default(), position(msg))
-            .into_iter()
-            .map(|job| Outgoing {
-                topic: deliveries.to_owned(),
-                key: job.subscription_id.clone().into_bytes(),
-                value: Some(job.encode_to_vec()),
-                headers: None,
-            })
-            .collect(),
+) -> (Vec<Outgoing>, Traced) {
+    let parent = trace::from_kafka(msg.headers());
+    let span = Traced::start(&parent, || {
+        tracing::info_span!(
+            "route",
+            otel.kind = "consumer",
+            hookline.service = "router",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = msg.topic(),
+            messaging.destination.partition.id = msg.partition(),
+            messaging.kafka.offset = msg.offset(),
+            hookline.event.id = tracing::field::Empty,
+            hookline.event.type = tracing::field::Empty,
+            hookline.fanout = tracing::field::Empty,
+        )
+    });
+    let records = match decode(msg) {
+        Ok(event) => {
+            let mut traceparent = span.traceparent();
+            if traceparent.is_empty() {
+                traceparent = trace::traceparent(&trace::new_root());
+            }
+            let jobs = route(
+                index,
+                &event,
+                msg.key().unwrap_or_default(),
+                position(msg),
+                &traceparent,
+            );
+            let s = span.span();
+            s.record("hookline.event.id", event.id.as_str());
+            s.record("hookline.event.type", event.r#type.as_str());
+            s.record("hookline.fanout", jobs.len());
+            jobs.into_iter()
+                .map(|job| Outgoing {
+                    topic: deliveries.to_owned(),
+                    key: job.subscription_id.clone().into_bytes(),
+                    value: Some(job.encode_to_vec()),
+                    headers: Some(OwnedHeaders::new().insert(Header {
+                        key: trace::TRACEPARENT,
+                        value: Some(traceparent.as_str()),
+                    })),
+                })
+                .collect()
+        }
         Err(reason) => {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), %reason, "event quarantined");
+            span.fail("quarantined");
             vec![quarantined(msg, &reason, quarantine)]
         }
-    }
+    };
+    (records, span)
 }
 
 /// The original key, value and headers, plus the reason and the source position.
@@ -168,7 +214,7 @@ mod tests {
     #[test]
     fn an_event_fans_out_to_its_tenants_matches() {
         let msg = record(br#"{"id":"e1","type":"CARD.X.Y","tenant":"t1"}"#, None);
-        let out = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         let jobs: Vec<DeliveryJob> = out
             .iter()
             .map(|o| {
@@ -187,10 +233,70 @@ mod tests {
         assert_eq!(out[1].key, b"s-card");
     }
 
+    fn job_traceparents(out: &[Outgoing]) -> Vec<(String, String)> {
+        out.iter()
+            .map(|o| {
+                let job = DeliveryJob::decode(o.value.as_deref().unwrap()).unwrap();
+                let header = o
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.iter().find(|h| h.key == trace::TRACEPARENT))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                (job.traceparent, header)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jobs_carry_the_producers_traceparent() {
+        // Tracing is off in unit tests: the producer's context is passed on unchanged.
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let msg = OwnedMessage::new(
+            Some(br#"{"id":"e1","type":"CARD.X","tenant":"t1"}"#.to_vec()),
+            Some(b"acct-1".to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(1_000),
+            0,
+            1,
+            Some(OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(parent),
+            })),
+        );
+        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let tps = job_traceparents(&out);
+        assert_eq!(tps.len(), 2);
+        for (field, header) in tps {
+            assert_eq!((field.as_str(), header.as_str()), (parent, parent));
+        }
+    }
+
+    #[test]
+    fn an_event_without_traceparent_gets_one_trace_id_for_all_its_jobs() {
+        let msg = record(br#"{"id":"e1","type":"CARD.X","tenant":"t1"}"#, None);
+        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let tps = job_traceparents(&out);
+        assert_eq!(tps.len(), 2);
+        let first = &tps[0].0;
+        assert!(
+            trace::traceparent(&trace::from_traceparent(first)) == *first,
+            "{first}"
+        );
+        assert!(tps.iter().all(|(f, h)| f == first && h == first));
+        let (again, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        assert_ne!(
+            job_traceparents(&again)[0].0,
+            *first,
+            "a new trace per routing"
+        );
+    }
+
     #[test]
     fn a_bad_record_is_quarantined_whole() {
         let msg = record(b"\x00not json", Some("text/csv"));
-        let out = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         assert_eq!(out.len(), 1);
         let q = &out[0];
         assert_eq!(q.topic, "quarantine");

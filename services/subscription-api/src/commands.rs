@@ -18,6 +18,8 @@ use hookline_kafka::rdkafka::message::Message;
 use hookline_proto::Message as _;
 use hookline_proto::v1::SubscriptionCommand;
 use hookline_runtime::CancellationToken;
+use hookline_telemetry::trace::{self, Traced};
+use tracing::Instrument as _;
 
 use crate::Store;
 
@@ -48,8 +50,19 @@ pub async fn run(config: Config, store: Store, shutdown: CancellationToken) {
         };
         match msg.payload().map(SubscriptionCommand::decode) {
             Some(Ok(command)) => {
+                // In the trace of the delivery that asked for it.
+                let span = Traced::start(&trace::from_kafka(msg.headers()), || {
+                    tracing::info_span!(
+                        "apply subscription command",
+                        hookline.service = "subscription-api",
+                        hookline.subscription.id = %command.subscription_id,
+                    )
+                });
                 // Retried until applied: a command is not dropped on a broker outage.
-                while let Err(e) = apply(&store, &command).await {
+                while let Err(e) = apply(&store, &command, span.context())
+                    .instrument(span.span().clone())
+                    .await
+                {
                     tracing::warn!(subscription_id = %command.subscription_id, error = %e.message, "subscription command not applied yet; retrying");
                     if shutdown
                         .run_until_cancelled(tokio::time::sleep(Duration::from_secs(1)))
@@ -75,6 +88,7 @@ pub async fn run(config: Config, store: Store, shutdown: CancellationToken) {
 async fn apply(
     store: &Store,
     command: &SubscriptionCommand,
+    cx: &trace::Context,
 ) -> Result<(), hookline_runtime::ApiError> {
     if !command.disable {
         return Ok(());
@@ -105,7 +119,7 @@ async fn apply(
         &command.reason,
         sub.updated_at_ms,
     );
-    store.publish_event(&sub.id, &event).await?;
+    store.publish_event(&sub.id, &event, cx).await?;
     store.put_subscription(&sub).await?;
     tracing::warn!(subscription_id = %sub.id, tenant = %sub.tenant, reason = %command.reason, "subscription disabled");
     Ok(())

@@ -151,13 +151,22 @@ impl Store {
         Ok(())
     }
 
-    /// Publishes one of Hookline's own events (protobuf) to the events topic, keyed by `key`.
-    pub async fn publish_event(&self, key: &str, event: &Event) -> Result<(), ApiError> {
+    /// Publishes one of Hookline's own events (protobuf) to the events topic, keyed by `key`,
+    /// with `cx` as its `traceparent` (the router's span for it continues that trace).
+    pub async fn publish_event(
+        &self,
+        key: &str,
+        event: &Event,
+        cx: &hookline_telemetry::trace::Context,
+    ) -> Result<(), ApiError> {
         let bytes = event.encode_to_vec();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CONTENT_TYPE_HEADER,
-            value: Some(CONTENT_TYPE_PROTOBUF),
-        });
+        let headers = hookline_telemetry::trace::inject_kafka(
+            cx,
+            OwnedHeaders::new().insert(Header {
+                key: CONTENT_TYPE_HEADER,
+                value: Some(CONTENT_TYPE_PROTOBUF),
+            }),
+        );
         let record = FutureRecord::<str, [u8]>::to(&self.topic_events)
             .key(key)
             .headers(headers)

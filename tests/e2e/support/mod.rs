@@ -74,6 +74,21 @@ impl Stack {
         with_worker: bool,
         with_dead_letter: bool,
     ) -> Stack {
+        Self::start_selected(tune, true, with_worker, with_dead_letter).await
+    }
+
+    /// The subscription API, extract producer and operations service only: the test runs
+    /// the router and the delivery worker as processes.
+    pub async fn start_without_router_and_worker(tune: impl FnOnce(&mut Config)) -> Stack {
+        Self::start_selected(tune, false, false, true).await
+    }
+
+    async fn start_selected(
+        tune: impl FnOnce(&mut Config),
+        with_router: bool,
+        with_worker: bool,
+        with_dead_letter: bool,
+    ) -> Stack {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let t = |name: &str| format!("t{id}.{name}");
         let mut config = Config {
@@ -141,8 +156,12 @@ impl Stack {
                 "extract-producer",
                 hookline_extract_producer::run(c(), ext_l, s()),
             ),
-            spawn("router", hookline_router::run(c(), router_l, s())),
         ];
+        if with_router {
+            tasks.push(spawn("router", hookline_router::run(c(), router_l, s())));
+        } else {
+            drop(router_l);
+        }
         if with_dead_letter {
             tasks.push(spawn(
                 "dead-letter",
@@ -167,7 +186,10 @@ impl Stack {
             shutdown,
             tasks,
         };
-        let mut ready = vec![api, ext, router];
+        let mut ready = vec![api, ext];
+        if with_router {
+            ready.push(router);
+        }
         if with_dead_letter {
             ready.push(dl);
         }
@@ -346,7 +368,8 @@ fn spawn<E: std::fmt::Display>(
 }
 
 fn hookline_telemetry_init(config: &Config) {
-    hookline_telemetry::init(&config.log_format, &config.log_level);
+    // Logs only: the tests' configurations name no OTLP endpoint.
+    drop(hookline_telemetry::init("hookline-tests", config));
 }
 
 fn rand_bytes() -> [u8; 32] {
