@@ -148,6 +148,39 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// The `Offset::End` (high) or `Offset::Beginning` (low) watermark of each of `partitions`
+/// of `topic`, in one `ListOffsets` request per partition leader (`fetch_watermarks` makes two
+/// round trips per partition). Any partition's error fails the whole query.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    client: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    which: rdkafka::Offset,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<i32, i64>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::Consumer as _;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, which)?;
+    }
+    let answer = client.offsets_for_times(tpl, timeout)?;
+    let mut out = std::collections::HashMap::with_capacity(partitions.len());
+    for e in answer.elements() {
+        e.error()?;
+        match e.offset().to_raw() {
+            Some(o) if o >= 0 => {
+                out.insert(e.partition(), o);
+            }
+            _ => {
+                return Err(rdkafka::error::KafkaError::OffsetFetch(
+                    RDKafkaErrorCode::OffsetOutOfRange,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The value of header `name` on a message, if present.
 pub fn header<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a [u8]> {
     let headers = msg.headers()?;
