@@ -10,12 +10,15 @@
 //! - `receiver`: the axum receiver that verifies and tallies every delivery.
 //! - `generator`: the open-loop producer of events.
 //! - `procstat`: per-process CPU and RSS from `/proc`.
-//! - `stages`: the router's and the worker's shares of the latency (scenario 2).
-//! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the five
-//!   scenarios; `report`: the JSON and Markdown reports.
+//! - `stages`: per-stage latency (routed, job committed, first attempt) of every phase.
+//! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the six
+//!   scenarios; `report`: the JSON and Markdown reports; `curves`: their SVG curves;
+//!   `compare`: the comparison with a baseline report (`--baseline DIR`).
 #![forbid(unsafe_code)]
 
 mod api;
+mod compare;
+mod curves;
 mod extract;
 mod generator;
 mod phase;
@@ -57,9 +60,13 @@ struct Args {
     /// The short version of every scenario (about 2 minutes in all).
     #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     quick: bool,
-    /// Scenarios to run, comma-separated numbers (default: all five).
-    #[arg(long, env = "BENCH_SCENARIOS", default_value = "1,2,3,4,5")]
+    /// Scenarios to run, comma-separated numbers, in that order (default: all six, the
+    /// idle one first).
+    #[arg(long, env = "BENCH_SCENARIOS", default_value = "6,1,2,3,4,5")]
     scenarios: String,
+    /// An earlier results folder: report.md compares this run with its report.json.
+    #[arg(long, env = "BENCH_BASELINE")]
+    baseline: Option<PathBuf>,
     /// The command line that started the bench, recorded in the report.
     #[arg(long, default_value = "make bench")]
     command: String,
@@ -190,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
             3 => scenarios::fan_out(&mut bench).await,
             4 => scenarios::faulty_endpoints(&mut bench).await,
             5 => extract::million_rows(&mut bench).await,
+            6 => scenarios::idle(&mut bench).await,
             _ => continue,
         };
         let result = outcome.unwrap_or_else(|e| scenarios::failed(n, &e));
@@ -222,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     };
     bench.stack.stop();
     let report = report::Report::new(meta, results);
-    let (json, md) = report.write(&args.out)?;
+    let (json, md) = report.write(&args.out, args.baseline.as_deref())?;
     phase::tracing_note(&format!("report: {}", md.display()));
     println!("{}", json.display());
     Ok(())
