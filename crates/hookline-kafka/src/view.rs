@@ -2,7 +2,8 @@
 //!
 //! A dedicated thread assigns every partition of the topic (no consumer group, nothing is
 //! committed), applies each record through the caller's `apply` function, and after each
-//! burst publishes its position. Freshness is checked on demand: until the view first caught
+//! burst publishes its position. The thread sleeps until a record arrives or a caller asks
+//! for freshness (librdkafka wakes it; it polls nothing). Freshness is checked on demand: until the view first caught
 //! up, and then only while someone waits for a time the view has not reached
 //! (`wait_caught_up`, `sync`), it compares its position with the high watermarks of every
 //! partition (one `ListOffsets` request for all of them); when it has reached them it records
@@ -18,10 +19,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hookline_config::Config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::{KafkaContext, KafkaError};
 
@@ -47,6 +48,8 @@ pub struct TopicView<V> {
     state: watch::Receiver<ViewState>,
     /// The latest time some caller waits for (`caught_up_at_ms >= wanted`).
     wanted: Arc<AtomicI64>,
+    /// Wakes the reader: a caller waits for freshness, or the view stops.
+    wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
 }
 
@@ -57,6 +60,7 @@ impl<V> Clone for TopicView<V> {
             table: self.table.clone(),
             state: self.state.clone(),
             wanted: self.wanted.clone(),
+            wake: self.wake.clone(),
             stop: self.stop.clone(),
         }
     }
@@ -96,7 +100,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .set("queued.min.messages", "1000")
             .set("queued.max.messages.kbytes", "4096");
-        let consumer: BaseConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
+        let consumer: StreamConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
         // Watermarks are asked on a client of their own: the broker answers one connection's
         // requests in order, so on the reading client a watermark query would first wait out
         // the pending fetch long-poll (`fetch.wait.max.ms`, 500 ms by default).
@@ -110,6 +114,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             table: table.clone(),
             state: rx,
             wanted: Arc::new(AtomicI64::new(0)),
+            wake: Arc::new(Notify::new()),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let reader = Reader {
@@ -122,12 +127,21 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             table,
             state: tx,
             wanted: view.wanted.clone(),
+            wake: view.wake.clone(),
             stop: view.stop.clone(),
             apply,
         };
         std::thread::Builder::new()
             .name(format!("view-{topic}"))
-            .spawn(move || reader.run())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(reader.run()),
+                    Err(e) => tracing::error!(topic = %reader.topic, error = %e, "view runtime"),
+                }
+            })
             .map_err(|e| KafkaError::CreateTopic {
                 topic: topic.to_owned(),
                 reason: e.to_string(),
@@ -164,6 +178,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             return;
         }
         self.wanted.fetch_max(since_ms, Ordering::Relaxed);
+        self.wake.notify_one();
         let _ = rx.wait_for(|s| s.caught_up_at_ms >= since_ms).await;
     }
 
@@ -184,14 +199,15 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         &self.topic
     }
 
-    /// Stops the reader thread (it ends within one poll interval).
+    /// Stops the reader thread.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 }
 
 struct Reader<V, F> {
-    consumer: BaseConsumer<KafkaContext>,
+    consumer: StreamConsumer<KafkaContext>,
     watermarks: BaseConsumer<KafkaContext>,
     /// To make the watermark client anew: one that lost the leader of a partition (its
     /// broker died) may keep timing out although the partition has a new leader.
@@ -202,6 +218,7 @@ struct Reader<V, F> {
     table: Arc<RwLock<HashMap<String, V>>>,
     state: watch::Sender<ViewState>,
     wanted: Arc<AtomicI64>,
+    wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
     apply: F,
 }
@@ -255,38 +272,20 @@ where
         false
     }
 
-    fn run(mut self) {
+    async fn run(mut self) {
         if !self.assign() {
             return;
         }
         let mut positions: HashMap<i32, i64> = self.partitions.iter().map(|p| (*p, 0)).collect();
         let mut caught_up_at_ms = 0i64;
         let mut last_check: Option<Instant> = None;
+        let mut applied = 0usize;
         while !self.stop.load(Ordering::Relaxed) && !self.state.is_closed() {
-            let mut applied = 0usize;
-            let mut timeout = Duration::from_millis(20);
-            while applied < 10_000 {
-                match self.consumer.poll(timeout) {
-                    Some(Ok(msg)) => {
-                        let update = (self.apply)(&msg);
-                        self.write(update);
-                        positions.insert(msg.partition(), msg.offset() + 1);
-                        applied += 1;
-                        timeout = Duration::ZERO;
-                    }
-                    Some(Err(e)) => {
-                        // Brokers away: the client reconnects by itself.
-                        tracing::debug!(topic = %self.topic, error = %e, "view read error");
-                        break;
-                    }
-                    None => break,
-                }
-            }
             // Asked only when someone needs an answer: before the first catch-up (readiness)
             // and while a caller waits for a time not reached yet. A check that found the view
             // behind is repeated after the next burst of records, or after `RECHECK`.
-            let needed = caught_up_at_ms == 0
-                || self.wanted.load(Ordering::Relaxed) > caught_up_at_ms;
+            let needed =
+                caught_up_at_ms == 0 || self.wanted.load(Ordering::Relaxed) > caught_up_at_ms;
             let due = match last_check {
                 None => true,
                 Some(at) => applied > 0 || at.elapsed() >= RECHECK,
@@ -307,6 +306,41 @@ where
                     s.positions.clone_from(&positions);
                     s.caught_up_at_ms = caught_up_at_ms;
                 });
+            }
+            let still_needed = caught_up_at.is_none() && needed;
+            applied = 0;
+            tokio::select! {
+                first = self.consumer.recv() => {
+                    let mut next = Some(first);
+                    while let Some(result) = next.take() {
+                        match result {
+                            Ok(msg) => {
+                                let update = (self.apply)(&msg);
+                                self.write(update);
+                                positions.insert(msg.partition(), msg.offset() + 1);
+                                applied += 1;
+                            }
+                            Err(e) => {
+                                // Brokers away: the client reconnects by itself.
+                                tracing::debug!(topic = %self.topic, error = %e, "view read error");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                break;
+                            }
+                        }
+                        if applied >= 10_000 {
+                            break;
+                        }
+                        // What is ready already belongs to this burst.
+                        next = tokio::select! {
+                            biased;
+                            r = self.consumer.recv() => Some(r),
+                            () = std::future::ready(()) => None,
+                        };
+                    }
+                }
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(RECHECK), if still_needed => {}
+                () = self.state.closed() => {}
             }
         }
     }
