@@ -70,9 +70,17 @@ fn event_json(load: &Load<'_>, spec: &KeySpec, seq: u64, sent_us: u64) -> String
         r#"{{"type":"{}","tenant":"{}","data":{{"run":"{}","k":"{}","seq":{seq},"t":{sent_us},"pad":""#,
         spec.event_type, load.tenant, load.run, spec.key
     );
-    let pad = load.event_bytes.saturating_sub(head.len() + 3);
+    const PAD: &str = match std::str::from_utf8(&[b'x'; 4096]) {
+        Ok(s) => s,
+        Err(_) => "",
+    };
+    let pad = load
+        .event_bytes
+        .saturating_sub(head.len() + 3)
+        .min(PAD.len());
     let mut s = head;
-    s.extend(std::iter::repeat_n('x', pad));
+    s.reserve(pad + 3);
+    s.push_str(&PAD[..pad]);
     s.push_str("\"}}");
     s
 }

@@ -67,6 +67,10 @@ struct Args {
     /// An earlier results folder: report.md compares this run with its report.json.
     #[arg(long, env = "BENCH_BASELINE")]
     baseline: Option<PathBuf>,
+    /// Profile one service during the run: `SERVICE[:perf|callgrind]` (`make profile`);
+    /// the profile goes to `logs/profile.SERVICE.txt` beside the raw data.
+    #[arg(long, env = "BENCH_PROFILE")]
+    profile: Option<stack::Profile>,
     /// The command line that started the bench, recorded in the report.
     #[arg(long, default_value = "make bench")]
     command: String,
@@ -150,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         run_id: &run_id,
         tenants: &scenarios::TENANTS,
         settings: &[retry],
+        profile: args.profile.as_ref(),
     })
     .await
     .context("starting the services")?;
