@@ -88,10 +88,10 @@ pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        // Latency: a read_committed fetch waiting at the broker is not always answered when
-        // a transaction commits, so it waits at most this long. Memory: librdkafka's default
-        // prefetch (100,000 messages, 64 MiB per partition) is far more than a service holds.
-        .set("fetch.wait.max.ms", "100")
+        // Memory: librdkafka's default prefetch (100,000 messages, 64 MiB per partition) is
+        // far more than a service holds. (`fetch.wait.max.ms` stays 500 ms: the broker
+        // answers a waiting fetch as soon as records arrive; a reader of a topic written in
+        // transactions, the worker's, sets a shorter wait of its own.)
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "8192");
     Ok(c)

@@ -76,8 +76,9 @@ fn now_ms() -> i64 {
 /// While a caller waits and the view is behind, freshness is asked again at most this often
 /// (and after every burst of records).
 const RECHECK: Duration = Duration::from_millis(20);
-/// How long the reading consumer's fetch may wait at the broker for new records.
-const FETCH_WAIT_MS: &str = "100";
+/// How long the reading consumer's fetch may wait at the broker for new records (the broker
+/// answers as soon as records arrive; this is how often an idle view asks again).
+const FETCH_WAIT_MS: &str = "500";
 /// Failed watermark queries in a row after which the watermark client is made anew.
 const WATERMARK_FAILURES_BEFORE_RENEW: u32 = 2;
 
@@ -95,8 +96,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
-            // A view is small and mostly idle: a short long-poll keeps it close to the topic,
-            // a small prefetch keeps its memory down.
+            // A view is small and mostly idle: a small prefetch keeps its memory down.
             .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .set("queued.min.messages", "1000")
             .set("queued.max.messages.kbytes", "4096");
