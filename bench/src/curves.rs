@@ -12,6 +12,9 @@ use crate::scenarios::ScenarioResult;
 
 const SIZE: (u32, u32) = (760, 440);
 
+/// One line of a chart: its name, colour and points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
 /// The phases drawn, sorted by offered rate.
 fn points(scenarios: &[ScenarioResult]) -> Vec<&PhaseResult> {
     let mut phases: Vec<&PhaseResult> = scenarios
@@ -34,7 +37,7 @@ fn chart(
     caption: &str,
     y_desc: &str,
     log_y: bool,
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> anyhow::Result<()> {
     let xmax = series
         .iter()

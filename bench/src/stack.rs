@@ -351,17 +351,15 @@ impl Stack {
             if let Some(service) = name
                 .strip_prefix("callgrind.")
                 .and_then(|n| n.strip_suffix(".out"))
-            {
-                if let Ok(out) = Command::new("callgrind_annotate")
+                && let Ok(out) = Command::new("callgrind_annotate")
                     .arg(entry.path())
                     .stderr(Stdio::null())
                     .output()
-                {
-                    let _ = std::fs::write(
-                        self.log_dir.join(format!("profile.{service}.txt")),
-                        out.stdout,
-                    );
-                }
+            {
+                let _ = std::fs::write(
+                    self.log_dir.join(format!("profile.{service}.txt")),
+                    out.stdout,
+                );
             }
         }
     }

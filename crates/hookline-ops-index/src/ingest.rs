@@ -358,14 +358,9 @@ impl Ingest {
                 .map(|(_, p)| *p)
                 .collect();
             let timeout = Duration::from_secs(5);
-            let highs = hookline_kafka::watermarks(
-                &self.watermarks,
-                topic,
-                &parts,
-                Offset::End,
-                timeout,
-            )
-            .ok()?;
+            let highs =
+                hookline_kafka::watermarks(&self.watermarks, topic, &parts, Offset::End, timeout)
+                    .ok()?;
             let behind: Vec<i32> = parts
                 .iter()
                 .copied()
