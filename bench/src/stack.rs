@@ -329,8 +329,12 @@ impl Stack {
                     "report",
                     "--stdio",
                     "--no-children",
+                    "-g",
+                    "none",
+                    "--sort",
+                    "dso,symbol",
                     "--percent-limit",
-                    "0.5",
+                    "0.3",
                     "-i",
                 ])
                 .arg(&data)
