@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index deploy-check deploy-render
+.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index profile deploy-check deploy-render
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -24,6 +24,10 @@ conformance: ## Schemathesis (all checks) against every service's /openapi.json 
 
 bench: ## Throughput, latency, memory: bench/results/<time>/report.md (BENCH_QUICK=1: ~2 min)
 	@scripts/bench.sh
+
+profile: ## Profile one service during a bench scenario: PROFILE=router TOOL=perf|callgrind SCENARIO=2
+	@BENCH_PROFILE=$(or $(PROFILE),delivery-worker):$(or $(TOOL),perf) BENCH_QUICK=$(or $(BENCH_QUICK),1) \
+	  BENCH_SCENARIOS=$(or $(SCENARIO),2) scripts/bench.sh
 
 bench-index: ## The operations index: ingest rate, RSS, query p99 with 10M attempts (OPS_BENCH_ATTEMPTS=...)
 	cargo run --release --locked -p hookline-ops-index --example ops_index_bench

@@ -7,8 +7,11 @@
 # part of `make test`.
 #
 #   BENCH_QUICK=1 make bench          the short version of every scenario (about 2 minutes)
-#   BENCH_SCENARIOS=2,4 make bench    a subset (1 max rate, 2 fixed 5,000/s, 3 fan-out,
-#                                     4 faulty endpoints, 5 extract of 1,000,000 rows)
+#   BENCH_SCENARIOS=2,4 make bench    a subset, in that order (6 idle, 1 max rate and
+#                                     overload, 2 fixed 5,000/s, 3 fan-out, 4 faulty
+#                                     endpoints, 5 extract of 1,000,000 rows)
+#   BENCH_BASELINE=bench/results/X    compare with an earlier report in report.md
+#   BENCH_PROFILE=router:perf         profile one service (`make profile`; perf or callgrind)
 # Extra arguments go to hookline-bench (`target/release/hookline-bench --help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -70,9 +70,17 @@ fn event_json(load: &Load<'_>, spec: &KeySpec, seq: u64, sent_us: u64) -> String
         r#"{{"type":"{}","tenant":"{}","data":{{"run":"{}","k":"{}","seq":{seq},"t":{sent_us},"pad":""#,
         spec.event_type, load.tenant, load.run, spec.key
     );
-    let pad = load.event_bytes.saturating_sub(head.len() + 3);
+    const PAD: &str = match std::str::from_utf8(&[b'x'; 4096]) {
+        Ok(s) => s,
+        Err(_) => "",
+    };
+    let pad = load
+        .event_bytes
+        .saturating_sub(head.len() + 3)
+        .min(PAD.len());
     let mut s = head;
-    s.extend(std::iter::repeat_n('x', pad));
+    s.reserve(pad + 3);
+    s.push_str(&PAD[..pad]);
     s.push_str("\"}}");
     s
 }
@@ -86,7 +94,9 @@ pub async fn run(producer: &FutureProducer, topic: &str, load: Load<'_>) -> Sent
     let mut seqs = vec![0u64; load.keys.len()];
     let mut acks = FuturesUnordered::new();
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    // Every millisecond at load; at low rates less often (send times are taken when sent).
+    let period_ms = (1000.0 / load.rate.max(1.0)).clamp(1.0, 50.0) as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(period_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let total = (load.rate * load.duration.as_secs_f64()).round() as u64;
     let mut produced = 0u64;

@@ -10,12 +10,15 @@
 //! - `receiver`: the axum receiver that verifies and tallies every delivery.
 //! - `generator`: the open-loop producer of events.
 //! - `procstat`: per-process CPU and RSS from `/proc`.
-//! - `stages`: the router's and the worker's shares of the latency (scenario 2).
-//! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the five
-//!   scenarios; `report`: the JSON and Markdown reports.
+//! - `stages`: per-stage latency (routed, job committed, first attempt) of every phase.
+//! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the six
+//!   scenarios; `report`: the JSON and Markdown reports; `curves`: their SVG curves;
+//!   `compare`: the comparison with a baseline report (`--baseline DIR`).
 #![forbid(unsafe_code)]
 
 mod api;
+mod compare;
+mod curves;
 mod extract;
 mod generator;
 mod phase;
@@ -57,9 +60,17 @@ struct Args {
     /// The short version of every scenario (about 2 minutes in all).
     #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     quick: bool,
-    /// Scenarios to run, comma-separated numbers (default: all five).
-    #[arg(long, env = "BENCH_SCENARIOS", default_value = "1,2,3,4,5")]
+    /// Scenarios to run, comma-separated numbers, in that order (default: all six, the
+    /// idle one first).
+    #[arg(long, env = "BENCH_SCENARIOS", default_value = "6,1,2,3,4,5")]
     scenarios: String,
+    /// An earlier results folder: report.md compares this run with its report.json.
+    #[arg(long, env = "BENCH_BASELINE")]
+    baseline: Option<PathBuf>,
+    /// Profile one service during the run: `SERVICE[:perf|callgrind]` (`make profile`);
+    /// the profile goes to `logs/profile.SERVICE.txt` beside the raw data.
+    #[arg(long, env = "BENCH_PROFILE")]
+    profile: Option<stack::Profile>,
     /// The command line that started the bench, recorded in the report.
     #[arg(long, default_value = "make bench")]
     command: String,
@@ -143,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         run_id: &run_id,
         tenants: &scenarios::TENANTS,
         settings: &[retry],
+        profile: args.profile.as_ref(),
     })
     .await
     .context("starting the services")?;
@@ -190,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
             3 => scenarios::fan_out(&mut bench).await,
             4 => scenarios::faulty_endpoints(&mut bench).await,
             5 => extract::million_rows(&mut bench).await,
+            6 => scenarios::idle(&mut bench).await,
             _ => continue,
         };
         let result = outcome.unwrap_or_else(|e| scenarios::failed(n, &e));
@@ -222,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     };
     bench.stack.stop();
     let report = report::Report::new(meta, results);
-    let (json, md) = report.write(&args.out)?;
+    let (json, md) = report.write(&args.out, args.baseline.as_deref())?;
     phase::tracing_note(&format!("report: {}", md.display()));
     println!("{}", json.display());
     Ok(())

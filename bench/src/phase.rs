@@ -13,9 +13,12 @@ use crate::Bench;
 use crate::generator::{self, KeySpec, Load};
 use crate::procstat::ProcFigures;
 use crate::receiver::RunStats;
+use crate::stages::{StageProbe, Stages};
 
 /// Approximate size of every event record (the targets are stated for 1 KB events).
 pub const EVENT_BYTES: usize = 1024;
+/// Phases offered fewer events a second run without the stage probe.
+const PROBE_MIN_RATE: f64 = 10.0;
 
 pub struct PhaseSpec<'a> {
     /// The run name carried in each event's `data.run`: unique per phase.
@@ -86,6 +89,9 @@ pub struct PhaseResult {
     /// Set when some endpoints were faulty: the healthy endpoints' and the faulty ones'.
     pub latency_healthy: Option<Latency>,
     pub latency_faulty: Option<Latency>,
+    /// Per-stage latency from the send time: routed, job committed, first attempt started
+    /// (`latency` is the last stage, 2xx received).
+    pub stages: Option<Stages>,
     pub processes: Vec<ProcFigures>,
 }
 
@@ -149,6 +155,19 @@ impl Bench {
     /// Runs one phase and returns its figures; the receiver forgets the run afterwards.
     pub async fn phase(&self, spec: PhaseSpec<'_>) -> anyhow::Result<PhaseResult> {
         let dead_before = self.dead_letters().await;
+        // Not at idle rates: the probe's own fetches would be most of what the broker does.
+        let probe = (spec.rate >= PROBE_MIN_RATE)
+            .then(|| {
+                StageProbe::start(
+                    &self.bootstrap,
+                    self.stack.value("HOOKLINE_TOPIC_DELIVERIES"),
+                    self.stack.value("HOOKLINE_TOPIC_ATTEMPTS"),
+                    &spec.run,
+                )
+                .map_err(|e| tracing_note(&format!("{}: no stage probe: {e:#}", spec.run)))
+                .ok()
+            })
+            .flatten();
         let window = self.monitor.begin();
         let events_topic = self.stack.value("HOOKLINE_TOPIC_EVENTS").to_owned();
         let sent = generator::run(
@@ -191,6 +210,14 @@ impl Bench {
         let drain_s = drain_started.elapsed().as_secs_f64();
         let delivered = self.receiver.delivered(&spec.run);
         let processes = self.monitor.end(&window, delivered);
+        let stages = match probe.map(StageProbe::finish) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                tracing_note(&format!("{}: stage probe: {e:#}", spec.run));
+                None
+            }
+            None => None,
+        };
         let dead_lettered = self.dead_letters().await.saturating_sub(dead_before);
 
         let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
@@ -208,6 +235,7 @@ impl Bench {
             drain_s,
             lost: expected.saturating_sub(delivered),
             dead_lettered,
+            stages,
             processes,
             ..PhaseResult::default()
         };

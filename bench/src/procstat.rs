@@ -66,6 +66,8 @@ pub struct ProcFigures {
     pub cpu_ms: f64,
     /// CPU microseconds spent per delivery made in the window.
     pub cpu_us_per_delivery: f64,
+    /// Average cores busy over the window (CPU time / wall time).
+    pub cores: f64,
     pub peak_rss_mb: f64,
     pub final_rss_mb: f64,
     /// Threads at the end of the window (each librdkafka client brings several).
@@ -115,6 +117,7 @@ impl Monitor {
 
     /// Figures of every process since `window` began; `deliveries` made in it.
     pub fn end(&self, window: &Window, deliveries: u64) -> Vec<ProcFigures> {
+        let wall_us = window.seconds() * 1e6;
         self.procs
             .iter()
             .zip(&window.at_start)
@@ -130,6 +133,7 @@ impl Monitor {
                     } else {
                         cpu_us / deliveries as f64
                     },
+                    cores: cpu_us / wall_us.max(1.0),
                     peak_rss_mb: now.peak_kb.max(now.rss_kb) as f64 / 1024.0,
                     final_rss_mb: now.rss_kb as f64 / 1024.0,
                     threads: now.threads,

@@ -74,9 +74,12 @@ impl RunStats {
     }
 }
 
+/// A run's stats per endpoint mode: `[ok, faulty]`.
+type ByMode = [Option<RunStats>; 2];
+
 struct Shared {
     secrets: RwLock<HashMap<u32, Arc<Webhook>>>,
-    runs: Mutex<HashMap<String, RunStats>>,
+    runs: Mutex<HashMap<String, ByMode>>,
     faults: RwLock<Faults>,
     bad_signatures: AtomicU64,
     unreadable: AtomicU64,
@@ -89,20 +92,30 @@ pub struct Receiver {
 }
 
 /// The parts of a Fynapse delivery body the bench reads; `data` is the event's verbatim.
+/// Strings are borrowed from the body (the receiver allocates little per request).
 #[derive(Deserialize)]
-struct Body {
-    data: Option<Data>,
-    event_timestamp: Option<String>,
+struct Body<'a> {
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+    #[serde(borrow)]
+    event_timestamp: Option<std::borrow::Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-struct Data {
-    run: Option<String>,
-    k: Option<String>,
+#[derive(Deserialize, Default)]
+struct Data<'a> {
+    #[serde(borrow)]
+    run: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    k: Option<std::borrow::Cow<'a, str>>,
     seq: Option<u64>,
     t: Option<u64>,
     /// Balance rows (`balance.extracted`): the node names the run, the account the row.
-    node: Option<String>,
+    #[serde(borrow)]
+    node: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn mode_index(mode: &str) -> usize {
+    usize::from(mode == "faulty")
 }
 
 pub fn now_us() -> u64 {
@@ -141,53 +154,47 @@ async fn handle(
         shared.unreadable.fetch_add(1, Ordering::Relaxed);
         return StatusCode::BAD_REQUEST;
     };
-    let data = parsed.data.unwrap_or(Data {
-        run: None,
-        k: None,
-        seq: None,
-        t: None,
-        node: None,
-    });
-    let run = data
-        .run
-        .or_else(|| data.node.map(|n| format!("extract:{n}")))
-        .unwrap_or_default();
-    let key = format!("{run}/{mode}");
-    let faults = *shared.faults.read().expect("lock");
-    let dice: f64 = if mode == "faulty" {
-        rand::random()
-    } else {
-        1.0
+    let data = parsed.data.unwrap_or_default();
+    let run: std::borrow::Cow<'_, str> = match (data.run, data.node) {
+        (Some(r), _) => r,
+        (None, Some(n)) => format!("extract:{n}").into(),
+        (None, None) => "".into(),
     };
+    let m = mode_index(&mode);
+    let faults = *shared.faults.read().expect("lock");
+    let dice: f64 = if m == 1 { rand::random() } else { 1.0 };
     let fail = dice < faults.fail_fraction;
     let slow = !fail && dice < faults.fail_fraction + faults.slow_fraction;
-    {
-        let mut runs = shared.runs.lock().expect("lock");
-        let stats = runs.entry(key).or_insert_with(RunStats::new);
-        stats.requests += 1;
+    if fail || slow {
+        {
+            let mut runs = shared.runs.lock().expect("lock");
+            let stats = stats_of(&mut runs, &run, m);
+            stats.requests += 1;
+            if fail {
+                stats.injected_500 += 1;
+            } else {
+                stats.injected_slow += 1;
+            }
+        }
         if fail {
-            stats.injected_500 += 1;
             return StatusCode::INTERNAL_SERVER_ERROR;
         }
-        if slow {
-            stats.injected_slow += 1;
-        }
-    }
-    if slow {
         tokio::time::sleep(faults.slow).await;
     }
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let id = id_hash(id);
     let sent_us = data
         .t
         .or_else(|| parsed.event_timestamp.as_deref().and_then(timestamp_us));
     let mut runs = shared.runs.lock().expect("lock");
-    let stats = runs
-        .get_mut(&format!("{run}/{mode}"))
-        .expect("entry made above");
-    if !stats.ids.insert(id_hash(id)) {
+    let stats = stats_of(&mut runs, &run, m);
+    if !slow {
+        stats.requests += 1;
+    }
+    if !stats.ids.insert(id) {
         stats.duplicates += 1;
         return StatusCode::OK;
     }
@@ -202,14 +209,23 @@ async fn handle(
             .record(received_us.saturating_sub(sent).max(1));
     }
     if let (Some(k), Some(seq)) = (data.k, data.seq) {
-        let last = stats.last_seq.entry((sub, k)).or_insert(seq);
-        if seq < *last {
-            stats.out_of_order += 1;
-        } else {
-            *last = seq;
+        match stats.last_seq.get_mut(&(sub, k.to_string())) {
+            Some(last) if seq < *last => stats.out_of_order += 1,
+            Some(last) => *last = seq,
+            None => {
+                stats.last_seq.insert((sub, k.into_owned()), seq);
+            }
         }
     }
     StatusCode::OK
+}
+
+/// The stats of `run` for endpoint mode `m`, made on first use.
+fn stats_of<'a>(runs: &'a mut HashMap<String, ByMode>, run: &str, m: usize) -> &'a mut RunStats {
+    if !runs.contains_key(run) {
+        runs.insert(run.to_owned(), [None, None]);
+    }
+    runs.get_mut(run).expect("inserted above")[m].get_or_insert_with(RunStats::new)
 }
 
 impl Receiver {
@@ -253,9 +269,10 @@ impl Receiver {
     /// Distinct deliveries of `run` answered 2xx, over both endpoint modes.
     pub fn delivered(&self, run: &str) -> u64 {
         let runs = self.shared.runs.lock().expect("lock");
-        ["ok", "faulty"]
-            .iter()
-            .filter_map(|m| runs.get(&format!("{run}/{m}")))
+        runs.get(run)
+            .into_iter()
+            .flatten()
+            .flatten()
             .map(|s| s.delivered)
             .sum()
     }
@@ -268,7 +285,9 @@ impl Receiver {
         f: impl FnOnce(&RunStats) -> T,
     ) -> Option<T> {
         let runs = self.shared.runs.lock().expect("lock");
-        runs.get(&format!("{run}/{mode}")).map(f)
+        runs.get(run)
+            .and_then(|m| m[mode_index(mode)].as_ref())
+            .map(f)
     }
 
     /// Requests refused: signature that did not verify, body that was not a delivery.
@@ -282,6 +301,6 @@ impl Receiver {
     /// Frees the memory of runs already reported.
     pub fn forget(&self, run: &str) {
         let mut runs = self.shared.runs.lock().expect("lock");
-        runs.retain(|k, _| k.rsplit_once('/').map(|(r, _)| r) != Some(run));
+        runs.remove(run);
     }
 }

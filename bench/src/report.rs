@@ -169,6 +169,51 @@ fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         }),
     ));
     out.push(target("Memory flat over a 30-minute soak", "flat", None));
+    let s1_phase = |run: &str| s1.and_then(|s| s.phases.iter().find(|p| p.run == run));
+    out.push(target(
+        "Latency at 500/s (light load), p50",
+        "<= 5 ms (stretch 1.5 ms)",
+        s1_phase("s1-step0").map(|p| {
+            (
+                format!(
+                    "p50 {:.1} ms, p99 {:.1} ms at {:.0}/s",
+                    p.latency.p50_ms, p.latency.p99_ms, p.target_events_per_s
+                ),
+                p.latency.p50_ms <= 5.0,
+            )
+        }),
+    ));
+    out.push(target(
+        "Overload: offered 1.5x the maximum, delivery stays >= 95% of it",
+        ">= 95%",
+        s1.and_then(|s| s.figures.get("overload"))
+            .filter(|o| !o.is_null())
+            .map(|o| {
+                let share = o["share_of_max"].as_f64().unwrap_or(0.0);
+                (
+                    format!(
+                        "offered {:.0}/s: {:.0} deliveries/s out, {:.0}% of the highest rate kept up",
+                        o["offered_per_s"].as_f64().unwrap_or(0.0),
+                        o["delivered_per_s"].as_f64().unwrap_or(0.0),
+                        share * 100.0
+                    ),
+                    share >= 0.95,
+                )
+            }),
+    ));
+    let s6 = scenario(results, 6);
+    out.push(target(
+        "Idle (1 event/s): CPU of the whole stack",
+        "< 0.02 cores",
+        s6.map(|s| {
+            let services = s.figures["services_cores"].as_f64().unwrap_or(0.0);
+            let broker = s.figures["broker_cores"].as_f64().unwrap_or(0.0);
+            (
+                format!("services {services:.3} cores, broker {broker:.3}"),
+                services + broker < 0.02,
+            )
+        }),
+    ));
     let s5 = scenario(results, 5).and_then(|s| s.phases.first().map(|p| (s, p)));
     out.push(target(
         "Extract emitted",
@@ -240,19 +285,43 @@ fn phase_table(md: &mut String, phases: &[PhaseResult]) {
             );
         }
     }
+    if phases.iter().any(|p| p.stages.is_some()) {
+        md.push_str(
+            "\n| phase | routed p50 / p99 ms | job committed p50 / p99 ms | first attempt p50 / p99 ms | 2xx p50 / p99 ms |\n\
+             | --- | --: | --: | --: | --: |\n",
+        );
+        for p in phases {
+            if let Some(s) = &p.stages {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                    p.run,
+                    s.routed.p50_ms,
+                    s.routed.p99_ms,
+                    s.committed.p50_ms,
+                    s.committed.p99_ms,
+                    s.first_attempt.p50_ms,
+                    s.first_attempt.p99_ms,
+                    p.latency.p50_ms,
+                    p.latency.p99_ms
+                );
+            }
+        }
+    }
     md.push_str(
-        "\n| phase | process | CPU ms | CPU µs / delivery | peak RSS MB | final RSS MB | threads |\n\
-         | --- | --- | --: | --: | --: | --: | --: |\n",
+        "\n| phase | process | CPU ms | CPU µs / delivery | cores | peak RSS MB | final RSS MB | threads |\n\
+         | --- | --- | --: | --: | --: | --: | --: | --: |\n",
     );
     for p in phases {
         for f in &p.processes {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {:.0} | {:.1} | {:.4} | {:.0} | {:.0} | {} |",
                 p.run,
                 f.name,
                 f.cpu_ms,
                 f.cpu_us_per_delivery,
+                f.cores,
                 f.peak_rss_mb,
                 f.final_rss_mb,
                 f.threads
@@ -332,12 +401,39 @@ impl Report {
         md
     }
 
-    /// Writes both reports into `dir`; returns their paths.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// Writes both reports and the curves into `dir`, the Markdown one compared with the
+    /// report in `baseline` when given; returns the reports' paths.
+    pub fn write(&self, dir: &Path, baseline: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
         let json = dir.join("report.json");
         let md = dir.join("report.md");
-        std::fs::write(&json, serde_json::to_string_pretty(self)?)?;
-        std::fs::write(&md, self.markdown())?;
+        let value = serde_json::to_value(self)?;
+        std::fs::write(&json, serde_json::to_string_pretty(&value)?)?;
+        let mut text = self.markdown();
+        match crate::curves::draw(dir, &self.scenarios) {
+            Ok(files) if !files.is_empty() => {
+                text.push_str("\n## Curves\n\n");
+                for f in files {
+                    let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let name = name.unwrap_or_default();
+                    let _ = writeln!(text, "![{name}]({name})\n");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => crate::phase::tracing_note(&format!("curves: {e:#}")),
+        }
+        if let Some(b) = baseline {
+            match crate::compare::markdown(&value, b) {
+                Ok(section) => {
+                    text.push('\n');
+                    text.push_str(&section);
+                }
+                Err(e) => crate::phase::tracing_note(&format!(
+                    "baseline {}: {e:#}; no comparison",
+                    b.display()
+                )),
+            }
+        }
+        std::fs::write(&md, text)?;
         Ok((json, md))
     }
 }

@@ -12,9 +12,10 @@ use crate::Bench;
 use crate::generator::{self, KeySpec};
 use crate::phase::{PhaseResult, PhaseSpec, tracing_note};
 use crate::receiver::Faults;
-use crate::stages::StageProbe;
 
-pub const TENANTS: [&str; 5] = ["bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5"];
+pub const TENANTS: [&str; 6] = [
+    "bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5", "bench_s6",
+];
 /// Quick retries, so scenario 4's 500s are retried within the run (the default schedule
 /// waits 5 s, then 5 min).
 pub const RETRY_SCHEDULE: &str = "0s,1s,2s,5s,10s,30s";
@@ -153,6 +154,30 @@ pub async fn max_sustained(bench: &mut Bench) -> anyhow::Result<ScenarioResult> 
             best = Some(*rate);
         }
     }
+    // Overload: 1.5 times the highest rate that kept up. Delivery should stay near that
+    // rate (a slow but healthy endpoint is back-pressure, not a failure).
+    let mut overload = None;
+    if let Some(kept) = keeping_up {
+        let rate = kept * 1.5;
+        tracing_note(&format!("s1: overload: {rate} deliveries/s for {secs} s"));
+        let p = bench
+            .phase(PhaseSpec {
+                run: "s1-overload".into(),
+                tenant,
+                rate,
+                duration: Duration::from_secs(secs),
+                keys: &keys,
+                fanout: &fanout,
+                stall: Duration::from_secs(20),
+            })
+            .await?;
+        overload = Some(json!({
+            "offered_per_s": rate,
+            "delivered_per_s": p.deliveries_per_s_out,
+            "share_of_max": p.deliveries_per_s_out / kept,
+        }));
+        phases.push(p);
+    }
     let max = best.unwrap_or(0.0);
     let p99_note = match (p99_failed_at, best) {
         (Some(r), Some(_)) => format!("p99 first above 100 ms at {r}/s"),
@@ -177,12 +202,14 @@ pub async fn max_sustained(bench: &mut Bench) -> anyhow::Result<ScenarioResult> 
             ),
             ("stopped_by".into(), json!(stopped_by)),
             ("step_seconds".into(), json!(secs)),
+            ("overload".into(), overload.unwrap_or(Value::Null)),
         ]),
         notes: vec![
             "20 subscriptions of exact types, 2,000 ordering keys, 1 KB events. A step passes \
              when its p99 is at most 100 ms and at most one second of deliveries is still \
              owed when its load stops (it kept up); stepping stops at the first step that did \
-             not keep up."
+             not keep up. Then one overload phase offers 1.5 times the highest rate that kept \
+             up; its deliveries/s out (until drained) should stay >= 95% of that rate."
                 .into(),
         ],
         phases,
@@ -196,11 +223,6 @@ pub async fn fixed_rate(bench: &mut Bench) -> anyhow::Result<ScenarioResult> {
     let (keys, fanout) = one_to_one(bench, tenant, "S2", 20, 2000, |_| false).await?;
     warm_up(bench, tenant, "s2", &keys, &fanout).await?;
     let secs = if bench.quick { 8 } else { 60 };
-    let probe = StageProbe::start(
-        &bench.bootstrap,
-        bench.stack.value("HOOKLINE_TOPIC_DELIVERIES"),
-        "s2",
-    )?;
     let p = bench
         .phase(PhaseSpec {
             run: "s2".into(),
@@ -220,15 +242,18 @@ pub async fn fixed_rate(bench: &mut Bench) -> anyhow::Result<ScenarioResult> {
         p.latency.max_ms,
         p.deliveries_per_s_out
     );
-    let stages = probe.finish()?;
+    let stages = p.stages.clone().unwrap_or_default();
     let breakdown = format!(
-        "Where the time goes (a read_committed consumer of the deliveries topic, from each \
-         event's send time): routed p50 {:.1} / p99 {:.1} ms (router's `routed_at_ms`); job \
-         committed and visible p50 {:.1} / p99 {:.1} ms; POST received p50 {:.1} / p99 {:.1} ms.",
+        "Where the time goes (a read_committed consumer of the deliveries and attempts topics, \
+         from each event's send time): routed p50 {:.1} / p99 {:.1} ms (router's \
+         `routed_at_ms`); job committed and visible p50 {:.1} / p99 {:.1} ms; first attempt \
+         started p50 {:.1} / p99 {:.1} ms; POST received (2xx) p50 {:.1} / p99 {:.1} ms.",
         stages.routed.p50_ms,
         stages.routed.p99_ms,
         stages.committed.p50_ms,
         stages.committed.p99_ms,
+        stages.first_attempt.p50_ms,
+        stages.first_attempt.p99_ms,
         p.latency.p50_ms,
         p.latency.p99_ms
     );
@@ -411,6 +436,64 @@ pub async fn faulty_endpoints(bench: &mut Bench) -> anyhow::Result<ScenarioResul
              `latency_healthy` is the healthy endpoints', `latency_faulty` the faulty ones' \
              (retries included)."
         )],
+        phases,
+        ..ScenarioResult::default()
+    })
+}
+
+/// Scenario 6: the stack at rest, one event a second: the CPU each process burns idle.
+pub async fn idle(bench: &mut Bench) -> anyhow::Result<ScenarioResult> {
+    let tenant = TENANTS[5];
+    let (keys, fanout) = one_to_one(bench, tenant, "S6", 1, 10, |_| false).await?;
+    warm_up(bench, tenant, "s6", &keys, &fanout).await?;
+    // What the warm-up set going (connections, batches) settles first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let secs = if bench.quick { 20 } else { 60 };
+    let p = bench
+        .phase(PhaseSpec {
+            run: "s6".into(),
+            tenant,
+            rate: 1.0,
+            duration: Duration::from_secs(secs),
+            keys: &keys,
+            fanout: &fanout,
+            stall: Duration::from_secs(20),
+        })
+        .await?;
+    let services: f64 = p
+        .processes
+        .iter()
+        .filter(|f| f.name != "kafka" && !f.name.starts_with("bench"))
+        .map(|f| f.cores)
+        .sum();
+    let broker = p
+        .processes
+        .iter()
+        .find(|f| f.name == "kafka")
+        .map_or(0.0, |f| f.cores);
+    let per = p
+        .processes
+        .iter()
+        .map(|f| format!("{} {:.4}", f.name, f.cores))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let summary = format!(
+        "services {services:.4} cores in all, broker {broker:.4}; p50 {:.1} ms, p99 {:.1} ms",
+        p.latency.p50_ms, p.latency.p99_ms
+    );
+    let phases = vec![p];
+    Ok(ScenarioResult {
+        id: 6,
+        title: format!("Idle: 1 event/s for {secs} s"),
+        summary,
+        correct: correct(&phases),
+        notes: vec![format!(
+            "One subscription, 1 event a second; cores = CPU time over wall time per process: {per}."
+        )],
+        figures: BTreeMap::from([
+            ("services_cores".into(), json!(services)),
+            ("broker_cores".into(), json!(broker)),
+        ]),
         phases,
         ..ScenarioResult::default()
     })

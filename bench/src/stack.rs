@@ -49,6 +49,37 @@ pub struct StackOptions<'a> {
     pub tenants: &'a [&'a str],
     /// Extra `HOOKLINE_` settings (retry schedule, ...), applied last.
     pub settings: &'a [(String, String)],
+    /// One service to profile (`make profile`).
+    pub profile: Option<&'a Profile>,
+}
+
+/// How `make profile` looks at one service: `perf` samples it (attached once it is up, so
+/// its CPU figures stay its own), `callgrind` runs it under valgrind from the start
+/// (instruction counts are repeatable on a busy machine; about 50 times slower).
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub service: String,
+    pub tool: String,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (service, tool) = s.split_once(':').unwrap_or((s, "perf"));
+        if !SERVICES.iter().any(|(n, _)| *n == service) {
+            return Err(format!(
+                "unknown service {service}; one of {:?}",
+                SERVICES.map(|(n, _)| n)
+            ));
+        }
+        if !matches!(tool, "perf" | "callgrind") {
+            return Err(format!("unknown tool {tool}: perf or callgrind"));
+        }
+        Ok(Profile {
+            service: service.to_owned(),
+            tool: tool.to_owned(),
+        })
+    }
 }
 
 pub struct Stack {
@@ -59,6 +90,9 @@ pub struct Stack {
     pub tokens: HashMap<String, String>,
     /// An admin's token (registers the bench's event types in the catalog).
     pub admin_token: String,
+    /// `perf record` attached to the profiled service, and the files it and the report go to.
+    profiler: Option<(Child, PathBuf)>,
+    log_dir: PathBuf,
 }
 
 fn token() -> String {
@@ -77,6 +111,14 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?)
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
+}
+
+fn self_env(env: &[(String, String)]) -> impl Iterator<Item = (&String, &String)> {
+    env.iter().map(|(k, v)| (k, v))
 }
 
 impl Stack {
@@ -134,6 +176,8 @@ impl Stack {
             extracts_url: format!("http://{}", addr(1)),
             tokens,
             admin_token,
+            profiler: None,
+            log_dir: opts.log_dir.to_path_buf(),
         };
         let topics = stack
             .command(opts.bin_dir, "hookline", opts.log_dir, "topics")?
@@ -147,15 +191,47 @@ impl Stack {
             );
         }
         for (name, bin) in SERVICES {
-            let child = stack
-                .command(opts.bin_dir, bin, opts.log_dir, name)?
-                .spawn()
-                .with_context(|| format!("starting {bin}"))?;
+            let mut cmd = stack.command(opts.bin_dir, bin, opts.log_dir, name)?;
+            if let Some(p) = opts
+                .profile
+                .filter(|p| p.service == name && p.tool == "callgrind")
+            {
+                let out = opts.log_dir.join(format!("callgrind.{}.out", p.service));
+                let mut wrapped = Command::new("valgrind");
+                wrapped
+                    .arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(cmd.get_program())
+                    .envs(self_env(&stack.env))
+                    .stdin(Stdio::null())
+                    .stdout(log_file(opts.log_dir, name)?)
+                    .stderr(log_file(opts.log_dir, &format!("{name}.valgrind"))?);
+                cmd = wrapped;
+            }
+            let child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
             stack.children.push((name.to_owned(), child));
         }
         let client = reqwest::Client::builder().no_proxy().build()?;
         for i in 0..5 {
             stack.wait_ready(&client, &addr(i)).await?;
+        }
+        if let Some(p) = opts.profile.filter(|p| p.tool == "perf") {
+            let pid = stack
+                .children
+                .iter()
+                .find(|(n, _)| *n == p.service)
+                .map(|(_, c)| c.id())
+                .context("profiled service")?;
+            let data = opts.log_dir.join(format!("perf.{}.data", p.service));
+            let perf = Command::new("perf")
+                .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(&data)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file(opts.log_dir, "perf")?)
+                .spawn()
+                .context("starting perf record (is perf installed?)")?;
+            stack.profiler = Some((perf, data));
         }
         Ok(stack)
     }
@@ -233,6 +309,65 @@ impl Stack {
             .collect()
     }
 
+    /// Ends `perf record` (SIGINT: it writes its data) and writes the top of its report to
+    /// `profile.<service>.txt`; callgrind's output is annotated once its service stopped.
+    fn finish_profiles(&mut self) {
+        if let Some((mut perf, data)) = self.profiler.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+            let service = data
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("perf."))
+                .and_then(|n| n.strip_suffix(".data"))
+                .unwrap_or("service")
+                .to_owned();
+            let report = Command::new("perf")
+                .args([
+                    "report",
+                    "--stdio",
+                    "--no-children",
+                    "-g",
+                    "none",
+                    "--sort",
+                    "dso,symbol",
+                    "--percent-limit",
+                    "0.3",
+                    "-i",
+                ])
+                .arg(&data)
+                .stderr(Stdio::null())
+                .output();
+            if let Ok(out) = report {
+                let _ = std::fs::write(
+                    self.log_dir.join(format!("profile.{service}.txt")),
+                    out.stdout,
+                );
+            }
+        }
+        let Ok(dir) = std::fs::read_dir(&self.log_dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(service) = name
+                .strip_prefix("callgrind.")
+                .and_then(|n| n.strip_suffix(".out"))
+                && let Ok(out) = Command::new("callgrind_annotate")
+                    .arg(entry.path())
+                    .stderr(Stdio::null())
+                    .output()
+            {
+                let _ = std::fs::write(
+                    self.log_dir.join(format!("profile.{service}.txt")),
+                    out.stdout,
+                );
+            }
+        }
+    }
+
     /// SIGTERM to every service, SIGKILL to those still running after 30 s.
     pub fn stop(&mut self) {
         for (_, child) in &self.children {
@@ -250,7 +385,11 @@ impl Stack {
                 let _ = child.wait();
             }
         }
+        let was_running = !self.children.is_empty();
         self.children.clear();
+        if was_running {
+            self.finish_profiles();
+        }
     }
 }
 

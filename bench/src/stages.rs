@@ -1,101 +1,166 @@
-//! Where the time goes: a read_committed consumer of the deliveries topic that times, for
-//! each delivery job of one run, when the router routed it (`routed_at_ms`) and when its
-//! transaction became visible to the delivery worker, both from the event's send time in
-//! `data.t`. With the receive time at the receiver this splits the latency into the router's
-//! part (event in, job committed) and the worker's (job committed, POST received).
+//! Where the time goes: one read_committed consumer of the deliveries and attempts topics
+//! that times, for each delivery of one run, every stage from the event's send time (`data.t`):
+//! routed (the job's `routed_at_ms`), job committed (its transaction visible to a
+//! read_committed consumer), first attempt started (the attempt record's `started_at_ms`).
+//! With the receive time at the receiver (2xx) this splits the latency into the router's
+//! part, the commit's, the worker's queueing and the HTTP exchange.
+//!
+//! It is cheap on purpose (it runs beside every measured phase, in the bench's own process):
+//! a job's `data_json` is not parsed, the two fields it needs are found by their prefixes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use hookline_proto::Message as _;
-use hookline_proto::v1::DeliveryJob;
+use hookline_proto::v1::{Attempt, DeliveryJob};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde::Deserialize;
 
 use crate::phase::Latency;
 
 pub struct StageProbe {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<anyhow::Result<(Histogram<u64>, Histogram<u64>)>>,
+    thread: std::thread::JoinHandle<anyhow::Result<[Histogram<u64>; 3]>>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stages {
     /// Event sent to routed (`routed_at_ms`, millisecond precision).
     pub routed: Latency,
     /// Event sent to its job visible to a read_committed consumer (transaction committed).
     pub committed: Latency,
+    /// Event sent to its first attempt started (`started_at_ms`, millisecond precision).
+    pub first_attempt: Latency,
 }
 
-#[derive(Deserialize)]
-struct Data {
-    run: Option<String>,
-    t: Option<u64>,
+/// `"run":"..."` and `"t":...` from an event's data as the generator writes it.
+fn run_and_time(data_json: &str) -> Option<(&str, u64)> {
+    let rest = &data_json[data_json.find("\"run\":\"")? + 7..];
+    let run = &rest[..rest.find('"')?];
+    let t = &data_json[data_json.find("\"t\":")? + 4..];
+    let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    Some((run, t[..end].parse().ok()?))
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
 }
 
 impl StageProbe {
-    /// Starts reading the deliveries topic from its end.
-    pub fn start(bootstrap: &str, topic: &str, run: &str) -> anyhow::Result<Self> {
+    /// Starts reading both topics from their end.
+    pub fn start(
+        bootstrap: &str,
+        deliveries: &str,
+        attempts: &str,
+        run: &str,
+    ) -> anyhow::Result<Self> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", "hookline-bench-stages")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", "5")
+            .set("queued.max.messages.kbytes", "16384")
             .create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::End)?;
+        for topic in [deliveries, attempts] {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::End)?;
+                }
             }
         }
         consumer.assign(&tpl)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, run) = (stop.clone(), run.to_owned());
+        let (flag, run, deliveries) = (stop.clone(), run.to_owned(), deliveries.to_owned());
         let thread = std::thread::spawn(move || {
-            let mut routed = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-            let mut committed = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+            let [mut routed, mut committed, mut first] = [histogram()?, histogram()?, histogram()?];
+            // Delivery id -> send time (µs), until its first attempt is seen.
+            let mut sent: HashMap<String, u64> = HashMap::new();
+            // First attempts seen before their job (the probe's two topics are read apart).
+            let mut early: HashMap<String, u64> = HashMap::new();
             while !flag.load(Ordering::Relaxed) {
                 let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) else {
                     continue;
                 };
                 let seen_us = crate::receiver::now_us();
-                let Some(job) = msg.payload().and_then(|p| DeliveryJob::decode(p).ok()) else {
+                let Some(payload) = msg.payload() else {
                     continue;
                 };
-                let Some(event) = job.event else { continue };
-                let Ok(data) = serde_json::from_str::<Data>(&event.data_json) else {
-                    continue;
-                };
-                let (Some(sent), Some(r)) = (data.t, data.run) else {
-                    continue;
-                };
-                if r != run {
-                    continue;
+                if msg.topic() == deliveries {
+                    let Ok(job) = DeliveryJob::decode(payload) else {
+                        continue;
+                    };
+                    let Some((r, t)) = job.event.as_ref().and_then(|e| run_and_time(&e.data_json))
+                    else {
+                        continue;
+                    };
+                    if r != run {
+                        continue;
+                    }
+                    let routed_us = (job.routed_at_ms.max(0) as u64) * 1000;
+                    let _ = routed.record(routed_us.saturating_sub(t).max(1));
+                    let _ = committed.record(seen_us.saturating_sub(t).max(1));
+                    match early.remove(&job.delivery_id) {
+                        Some(started) => {
+                            let _ = first.record(started.saturating_sub(t).max(1));
+                        }
+                        None => {
+                            sent.insert(job.delivery_id, t);
+                        }
+                    }
+                } else {
+                    let Ok(attempt) = Attempt::decode(payload) else {
+                        continue;
+                    };
+                    let started = (attempt.started_at_ms.max(0) as u64) * 1000;
+                    match sent.remove(&attempt.delivery_id) {
+                        Some(t) => {
+                            let _ = first.record(started.saturating_sub(t).max(1));
+                        }
+                        None => {
+                            // Other runs' attempts land here too: bounded, forgotten when full.
+                            if early.len() >= 200_000 {
+                                early.clear();
+                            }
+                            early.entry(attempt.delivery_id).or_insert(started);
+                        }
+                    }
                 }
-                let routed_us = (job.routed_at_ms.max(0) as u64) * 1000;
-                let _ = routed.record(routed_us.saturating_sub(sent).max(1));
-                let _ = committed.record(seen_us.saturating_sub(sent).max(1));
             }
-            Ok((routed, committed))
+            Ok([routed, committed, first])
         });
         Ok(Self { stop, thread })
     }
 
     pub fn finish(self) -> anyhow::Result<Stages> {
         self.stop.store(true, Ordering::Relaxed);
-        let (routed, committed) = self
+        let [routed, committed, first] = self
             .thread
             .join()
             .map_err(|_| anyhow::anyhow!("stage probe panicked"))??;
         Ok(Stages {
             routed: Latency::of(&routed),
             committed: Latency::of(&committed),
+            first_attempt: Latency::of(&first),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_run_and_time() {
+        let data = r#"{"run":"s2","k":"S2k1","seq":3,"t":1700000000123456,"pad":"xx"}"#;
+        assert_eq!(
+            super::run_and_time(data),
+            Some(("s2", 1_700_000_000_123_456))
+        );
+        assert_eq!(super::run_and_time(r#"{"node":"n"}"#), None);
     }
 }

@@ -87,7 +87,13 @@ pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "1000")
+        // Memory: librdkafka's default prefetch (100,000 messages, 64 MiB per partition) is
+        // far more than a service holds. (`fetch.wait.max.ms` stays 500 ms: the broker
+        // answers a waiting fetch as soon as records arrive; a reader of a topic written in
+        // transactions, the worker's, sets a shorter wait of its own.)
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "8192");
     Ok(c)
 }
 
@@ -146,6 +152,39 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
         }
     }
     Ok(())
+}
+
+/// The `Offset::End` (high) or `Offset::Beginning` (low) watermark of each of `partitions`
+/// of `topic`, in one `ListOffsets` request per partition leader (`fetch_watermarks` makes two
+/// round trips per partition). Any partition's error fails the whole query.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    client: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    which: rdkafka::Offset,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<i32, i64>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::Consumer as _;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, which)?;
+    }
+    let answer = client.offsets_for_times(tpl, timeout)?;
+    let mut out = std::collections::HashMap::with_capacity(partitions.len());
+    for e in answer.elements() {
+        e.error()?;
+        match e.offset().to_raw() {
+            Some(o) if o >= 0 => {
+                out.insert(e.partition(), o);
+            }
+            _ => {
+                return Err(rdkafka::error::KafkaError::OffsetFetch(
+                    RDKafkaErrorCode::OffsetOutOfRange,
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The value of header `name` on a message, if present.

@@ -2,23 +2,27 @@
 //!
 //! A dedicated thread assigns every partition of the topic (no consumer group, nothing is
 //! committed), applies each record through the caller's `apply` function, and after each
-//! burst publishes its position. Every `refresh` it compares its position with the high
-//! watermarks; when it has reached them it records the time at which those watermarks were
-//! asked for as `caught_up_at_ms`.
+//! burst publishes its position. The thread sleeps until a record arrives or a caller asks
+//! for freshness (librdkafka wakes it; it polls nothing). Freshness is checked on demand: until the view first caught
+//! up, and then only while someone waits for a time the view has not reached
+//! (`wait_caught_up`, `sync`), it compares its position with the high watermarks of every
+//! partition (one `ListOffsets` request for all of them); when it has reached them it records
+//! the time at which those watermarks were asked for as `caught_up_at_ms`. An idle view asks
+//! the broker nothing.
 //!
 //! Architecture Invariant: when `caught_up_at_ms >= T`, every record acknowledged by the
 //! broker before time `T` has been applied to the table.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hookline_config::Config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::{KafkaContext, KafkaError};
 
@@ -42,7 +46,10 @@ pub struct TopicView<V> {
     topic: String,
     table: Arc<RwLock<HashMap<String, V>>>,
     state: watch::Receiver<ViewState>,
-    refresh_now: Arc<AtomicBool>,
+    /// The latest time some caller waits for (`caught_up_at_ms >= wanted`).
+    wanted: Arc<AtomicI64>,
+    /// Wakes the reader: a caller waits for freshness, or the view stops.
+    wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
 }
 
@@ -52,7 +59,8 @@ impl<V> Clone for TopicView<V> {
             topic: self.topic.clone(),
             table: self.table.clone(),
             state: self.state.clone(),
-            refresh_now: self.refresh_now.clone(),
+            wanted: self.wanted.clone(),
+            wake: self.wake.clone(),
             stop: self.stop.clone(),
         }
     }
@@ -65,7 +73,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const REFRESH: Duration = Duration::from_millis(100);
+/// While a caller waits and the view is behind, freshness is asked again at most this often
+/// (and after every burst of records).
+const RECHECK: Duration = Duration::from_millis(20);
+/// How long the reading consumer's fetch may wait at the broker for new records (the broker
+/// answers as soon as records arrive; this is how often an idle view asks again).
+const FETCH_WAIT_MS: &str = "500";
 /// Failed watermark queries in a row after which the watermark client is made anew.
 const WATERMARK_FAILURES_BEFORE_RENEW: u32 = 2;
 
@@ -82,8 +95,12 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
+            .set("enable.partition.eof", "false")
+            // A view is small and mostly idle: a small prefetch keeps its memory down.
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .set("queued.min.messages", "1000")
+            .set("queued.max.messages.kbytes", "4096");
+        let consumer: StreamConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
         // Watermarks are asked on a client of their own: the broker answers one connection's
         // requests in order, so on the reading client a watermark query would first wait out
         // the pending fetch long-poll (`fetch.wait.max.ms`, 500 ms by default).
@@ -96,7 +113,8 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             topic: topic.to_owned(),
             table: table.clone(),
             state: rx,
-            refresh_now: Arc::new(AtomicBool::new(true)),
+            wanted: Arc::new(AtomicI64::new(0)),
+            wake: Arc::new(Notify::new()),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let reader = Reader {
@@ -108,13 +126,22 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             partitions: Vec::new(),
             table,
             state: tx,
-            refresh_now: view.refresh_now.clone(),
+            wanted: view.wanted.clone(),
+            wake: view.wake.clone(),
             stop: view.stop.clone(),
             apply,
         };
         std::thread::Builder::new()
             .name(format!("view-{topic}"))
-            .spawn(move || reader.run())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(reader.run()),
+                    Err(e) => tracing::error!(topic = %reader.topic, error = %e, "view runtime"),
+                }
+            })
             .map_err(|e| KafkaError::CreateTopic {
                 topic: topic.to_owned(),
                 reason: e.to_string(),
@@ -146,8 +173,12 @@ impl<V: Send + Sync + 'static> TopicView<V> {
 
     /// Waits until every record acknowledged before `since_ms` is in the table.
     pub async fn wait_caught_up(&self, since_ms: i64) {
-        self.refresh_now.store(true, Ordering::Relaxed);
         let mut rx = self.state.clone();
+        if rx.borrow().caught_up_at_ms >= since_ms {
+            return;
+        }
+        self.wanted.fetch_max(since_ms, Ordering::Relaxed);
+        self.wake.notify_one();
         let _ = rx.wait_for(|s| s.caught_up_at_ms >= since_ms).await;
     }
 
@@ -168,14 +199,15 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         &self.topic
     }
 
-    /// Stops the reader thread (it ends within one poll interval).
+    /// Stops the reader thread.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 }
 
 struct Reader<V, F> {
-    consumer: BaseConsumer<KafkaContext>,
+    consumer: StreamConsumer<KafkaContext>,
     watermarks: BaseConsumer<KafkaContext>,
     /// To make the watermark client anew: one that lost the leader of a partition (its
     /// broker died) may keep timing out although the partition has a new leader.
@@ -185,7 +217,8 @@ struct Reader<V, F> {
     partitions: Vec<i32>,
     table: Arc<RwLock<HashMap<String, V>>>,
     state: watch::Sender<ViewState>,
-    refresh_now: Arc<AtomicBool>,
+    wanted: Arc<AtomicI64>,
+    wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
     apply: F,
 }
@@ -239,47 +272,75 @@ where
         false
     }
 
-    fn run(mut self) {
+    async fn run(mut self) {
         if !self.assign() {
             return;
         }
         let mut positions: HashMap<i32, i64> = self.partitions.iter().map(|p| (*p, 0)).collect();
-        let mut last_refresh = Instant::now() - REFRESH;
+        let mut caught_up_at_ms = 0i64;
+        let mut last_check: Option<Instant> = None;
+        let mut applied = 0usize;
         while !self.stop.load(Ordering::Relaxed) && !self.state.is_closed() {
-            let mut applied = 0usize;
-            let mut timeout = Duration::from_millis(20);
-            while applied < 10_000 {
-                match self.consumer.poll(timeout) {
-                    Some(Ok(msg)) => {
-                        let update = (self.apply)(&msg);
-                        self.write(update);
-                        positions.insert(msg.partition(), msg.offset() + 1);
-                        applied += 1;
-                        timeout = Duration::ZERO;
-                    }
-                    Some(Err(e)) => {
-                        // Brokers away: the client reconnects by itself.
-                        tracing::debug!(topic = %self.topic, error = %e, "view read error");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            let caught_up_at = if self.refresh_now.swap(false, Ordering::Relaxed)
-                || last_refresh.elapsed() >= REFRESH
-            {
-                last_refresh = Instant::now();
+            // Asked only when someone needs an answer: before the first catch-up (readiness)
+            // and while a caller waits for a time not reached yet. A check that found the view
+            // behind is repeated after the next burst of records, or after `RECHECK`.
+            let needed =
+                caught_up_at_ms == 0 || self.wanted.load(Ordering::Relaxed) > caught_up_at_ms;
+            let due = match last_check {
+                None => true,
+                Some(at) => applied > 0 || at.elapsed() >= RECHECK,
+            };
+            let caught_up_at = if needed && due {
+                last_check = Some(Instant::now());
                 self.check_caught_up(&positions)
             } else {
                 None
             };
+            if let Some(t) = caught_up_at {
+                caught_up_at_ms = caught_up_at_ms.max(t);
+                // The next waiter's check is immediate.
+                last_check = None;
+            }
             if applied > 0 || caught_up_at.is_some() {
                 self.state.send_modify(|s| {
                     s.positions.clone_from(&positions);
-                    if let Some(t) = caught_up_at {
-                        s.caught_up_at_ms = s.caught_up_at_ms.max(t);
-                    }
+                    s.caught_up_at_ms = caught_up_at_ms;
                 });
+            }
+            let still_needed = caught_up_at.is_none() && needed;
+            applied = 0;
+            tokio::select! {
+                first = self.consumer.recv() => {
+                    let mut next = Some(first);
+                    while let Some(result) = next.take() {
+                        match result {
+                            Ok(msg) => {
+                                let update = (self.apply)(&msg);
+                                self.write(update);
+                                positions.insert(msg.partition(), msg.offset() + 1);
+                                applied += 1;
+                            }
+                            Err(e) => {
+                                // Brokers away: the client reconnects by itself.
+                                tracing::debug!(topic = %self.topic, error = %e, "view read error");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                break;
+                            }
+                        }
+                        if applied >= 10_000 {
+                            break;
+                        }
+                        // What is ready already belongs to this burst.
+                        next = tokio::select! {
+                            biased;
+                            r = self.consumer.recv() => Some(r),
+                            () = std::future::ready(()) => None,
+                        };
+                    }
+                }
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(RECHECK), if still_needed => {}
+                () = self.state.closed() => {}
             }
         }
     }
@@ -309,40 +370,61 @@ where
     }
 
     /// Returns the time the watermarks were asked for, if every partition has reached them.
+    /// One request asks every partition's high watermark; the low watermarks are asked only
+    /// for partitions the view has not reached (an emptied partition counts as reached).
     fn check_caught_up(&mut self, positions: &HashMap<i32, i64>) -> Option<i64> {
         let asked_at = now_ms();
+        let highs = match crate::watermarks(
+            &self.watermarks,
+            &self.topic,
+            &self.partitions,
+            Offset::End,
+            Duration::from_secs(5),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, error = %e, "watermarks");
+                self.watermark_failures += 1;
+                if self.watermark_failures >= WATERMARK_FAILURES_BEFORE_RENEW {
+                    self.renew_watermarks_client();
+                }
+                return None;
+            }
+        };
+        self.watermark_failures = 0;
         // The broker may place transaction markers past the last record; the consumer's own
         // position accounts for those.
         let own = self.consumer.position().ok();
-        for p in &self.partitions {
-            let (low, high) =
-                match self
-                    .watermarks
-                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(5))
-                {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::debug!(topic = %self.topic, error = %e, "watermarks");
-                        self.watermark_failures += 1;
-                        if self.watermark_failures >= WATERMARK_FAILURES_BEFORE_RENEW {
-                            self.renew_watermarks_client();
-                        }
-                        return None;
-                    }
-                };
-            let mine = positions.get(p).copied().unwrap_or(0);
-            let consumer_pos = own
-                .as_ref()
-                .and_then(|tpl| tpl.find_partition(&self.topic, *p))
-                .and_then(|e| e.offset().to_raw())
-                .unwrap_or(0);
-            if low < high && mine.max(consumer_pos) < high {
-                // Behind: no need to ask the other partitions now.
-                self.watermark_failures = 0;
-                return None;
-            }
+        let behind: Vec<i32> = self
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| {
+                let high = highs.get(p).copied().unwrap_or(0);
+                let mine = positions.get(p).copied().unwrap_or(0);
+                let consumer_pos = own
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(&self.topic, *p))
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(0);
+                mine.max(consumer_pos) < high
+            })
+            .collect();
+        if behind.is_empty() {
+            return Some(asked_at);
         }
-        self.watermark_failures = 0;
-        Some(asked_at)
+        // Behind, unless every such partition is empty (retention or compaction removed all).
+        let lows = crate::watermarks(
+            &self.watermarks,
+            &self.topic,
+            &behind,
+            Offset::Beginning,
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        behind
+            .iter()
+            .all(|p| lows.get(p).copied().unwrap_or(0) >= highs.get(p).copied().unwrap_or(0))
+            .then_some(asked_at)
     }
 }

@@ -28,7 +28,10 @@ const MAX_BATCH: usize = 5_000;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How long a batch gathers before it is written.
 const LINGER: Duration = Duration::from_millis(200);
+/// How often the reader compares its positions with the watermarks until it first caught up
+/// (readiness waits for that), and afterwards, when only the published freshness moves.
 const CATCH_UP_CHECK: Duration = Duration::from_millis(250);
+const CAUGHT_UP_CHECK: Duration = Duration::from_secs(5);
 const RETENTION_CHECK: Duration = Duration::from_secs(600);
 const SWEEP_CHUNK: usize = 5_000;
 
@@ -281,7 +284,12 @@ impl Ingest {
                 folded += n;
                 self.positions.extend(reached);
             }
-            let caught_up = if last_check.elapsed() >= CATCH_UP_CHECK {
+            let interval = if self.state.borrow().caught_up_at_ms > 0 {
+                CAUGHT_UP_CHECK
+            } else {
+                CATCH_UP_CHECK
+            };
+            let caught_up = if last_check.elapsed() >= interval {
                 last_check = Instant::now();
                 self.check_caught_up()
             } else {
@@ -334,26 +342,57 @@ impl Ingest {
         Ok(())
     }
 
-    /// The time the watermarks were asked for, if every partition has reached them.
+    /// The time the watermarks were asked for, if every partition has reached them: one
+    /// request per topic for the high watermarks, the low ones only for partitions not
+    /// reached (an emptied partition counts as reached).
     fn check_caught_up(&mut self) -> Option<i64> {
         let asked_at = now_ms();
         let own = self.consumer.position().ok();
-        for (topic, p) in &self.partitions {
-            let (low, high) = self
-                .watermarks
-                .fetch_watermarks(topic, *p, Duration::from_secs(5))
-                .ok()?;
-            let mine = self
-                .positions
-                .get(&(topic.clone(), *p))
+        let mut topics: Vec<&String> = self.partitions.iter().map(|(t, _)| t).collect();
+        topics.dedup();
+        for topic in topics {
+            let parts: Vec<i32> = self
+                .partitions
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            let timeout = Duration::from_secs(5);
+            let highs =
+                hookline_kafka::watermarks(&self.watermarks, topic, &parts, Offset::End, timeout)
+                    .ok()?;
+            let behind: Vec<i32> = parts
+                .iter()
                 .copied()
-                .unwrap_or(0);
-            let consumer_pos = own
-                .as_ref()
-                .and_then(|tpl| tpl.find_partition(topic, *p))
-                .and_then(|e| e.offset().to_raw())
-                .unwrap_or(0);
-            if low < high && mine.max(consumer_pos) < high {
+                .filter(|p| {
+                    let mine = self
+                        .positions
+                        .get(&(topic.clone(), *p))
+                        .copied()
+                        .unwrap_or(0);
+                    let consumer_pos = own
+                        .as_ref()
+                        .and_then(|tpl| tpl.find_partition(topic, *p))
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(0);
+                    mine.max(consumer_pos) < highs.get(p).copied().unwrap_or(0)
+                })
+                .collect();
+            if behind.is_empty() {
+                continue;
+            }
+            let lows = hookline_kafka::watermarks(
+                &self.watermarks,
+                topic,
+                &behind,
+                Offset::Beginning,
+                timeout,
+            )
+            .ok()?;
+            let emptied = behind
+                .iter()
+                .all(|p| lows.get(p).copied().unwrap_or(0) >= highs.get(p).copied().unwrap_or(0));
+            if !emptied {
                 return None;
             }
         }

@@ -1,8 +1,8 @@
 //! The batch loop: gather events, route them, and produce their jobs, their quarantine
 //! records and their offsets in one transaction.
 //!
-//! One batch at a time: gather up to [`MAX_BATCH`] records (or what arrives within
-//! [`LINGER`] of the first), wait until the subscription view is fresh enough for them,
+//! One batch at a time: gather up to [`MAX_BATCH`] records (what is already there, and, when
+//! the previous batch was busy, what arrives within [`LINGER`] of the first), wait until the subscription view is fresh enough for them,
 //! route, produce in a transaction, add the offsets, commit. If a revocation happened while
 //! gathering, the batch is dropped unproduced; if a transaction step fails, it is aborted (or
 //! its producer replaced). Either way the batch's partitions are rewound to their committed
@@ -33,7 +33,12 @@ use crate::view::SubscriptionMatcher;
 pub const MAX_BATCH: usize = 1000;
 /// How long a batch keeps gathering after its first record: a transaction commit costs a
 /// few broker round trips, so they are shared by the records of a few milliseconds.
+/// The linger applies only after a batch of at least [`BUSY_BATCH`] records: at light load a
+/// batch is what arrived while the previous transaction ran, and the first record does not
+/// wait for company that is not coming.
 pub const LINGER: Duration = Duration::from_millis(5);
+/// A batch this large means records arrive faster than transactions commit.
+pub const BUSY_BATCH: usize = 64;
 /// Memberships lost in a row (no batch committed in between) before this router concludes
 /// another process runs under its name.
 const MAX_LOST_MEMBERSHIPS: u32 = 3;
@@ -66,8 +71,9 @@ enum Gathered {
 impl BatchLoop {
     /// Routes until shutdown; the batch in progress is finished first.
     pub async fn run(mut self) -> Result<(), Error> {
+        let mut linger = Duration::ZERO;
         loop {
-            let batch = match self.gather().await? {
+            let batch = match self.gather(linger).await? {
                 Gathered::Shutdown => return Ok(()),
                 Gathered::ConsumerLost(reason) => {
                     self.replace_consumer(&reason)?;
@@ -83,6 +89,11 @@ impl BatchLoop {
                     continue;
                 }
                 Gathered::Batch(batch) => batch,
+            };
+            linger = if batch.len() >= BUSY_BATCH {
+                LINGER
+            } else {
+                Duration::ZERO
             };
             match self.transact(&batch).await {
                 Ok(()) => self.lost_memberships = 0,
@@ -112,7 +123,7 @@ impl BatchLoop {
         }
     }
 
-    async fn gather(&self) -> Result<Gathered, Error> {
+    async fn gather(&self, linger: Duration) -> Result<Gathered, Error> {
         let revocations = consumer::revocations(&self.consumer);
         let first = loop {
             tokio::select! {
@@ -129,7 +140,7 @@ impl BatchLoop {
             }
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < MAX_BATCH {
             tokio::select! {
                 biased;
@@ -138,7 +149,9 @@ impl BatchLoop {
                     Err(e) if consumer::is_fatal(&e) => return Ok(Gathered::ConsumerLost(e.to_string())),
                     Err(e) => tracing::debug!(error = %e, "consuming events"),
                 },
-                _ = tokio::time::sleep_until(deadline) => break,
+                // Without a linger: what is already there, and no more.
+                () = std::future::ready(()), if linger.is_zero() => break,
+                _ = tokio::time::sleep_until(deadline), if !linger.is_zero() => break,
             }
         }
         if consumer::revocations(&self.consumer) != revocations {
