@@ -456,6 +456,9 @@ def test_render(r: Render, t: Results, dockerfile, guard):
         t.check(f"{n}: {wn} may reach Kafka on its port",
                 all(any(not x.get("to") and any(p.get("port") == kp for p in x.get("ports", [])) for x in rules)
                     for kp in kafka_ports), str(kafka_ports))
+        t.check(f"{n}: {wn} may send OTLP over HTTP (4318) to a collector",
+                any(any(p.get("port") == 4318 and p.get("protocol") == "TCP" for p in x.get("ports", []))
+                    for x in rules))
         blocks = [peer["ipBlock"] for x in rules for peer in x.get("to", []) if "ipBlock" in peer]
         open_ports = [x for x in rules if not x.get("to") and not x.get("ports")]
         t.check(f"{n}: {wn} has no unrestricted egress rule", not open_ports)
