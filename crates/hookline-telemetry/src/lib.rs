@@ -1,6 +1,12 @@
-//! Structured logs: JSON lines (production) or a human format (development), filtered by
-//! `RUST_LOG` when set, else by the configured level.
+//! Telemetry of every Hookline process.
+//!
+//! - [`init`]: structured logs, JSON lines (production) or a human format (development),
+//!   filtered by `RUST_LOG` when set, else by the configured level.
+//! - [`metrics`]: the OpenTelemetry meter provider, every service's instruments, and their
+//!   Prometheus text for `/metrics` (plus OTLP push when an endpoint is set).
 #![forbid(unsafe_code)]
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
