@@ -141,6 +141,12 @@ pub struct Config {
     /// `json` (default) or `pretty`.
     pub log_format: String,
     pub log_level: String,
+    /// Metrics (`/metrics`, OTLP) and other telemetry; `false` turns them off (every
+    /// instrument a no-op, `/metrics` answers 404), e.g. to measure their cost.
+    pub telemetry_enabled: bool,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver
+    /// (`http://otel-collector:4318`); empty (the default): nothing is pushed.
+    pub otlp_endpoint: String,
     /// How long in-flight work may take to finish after SIGTERM.
     pub shutdown_grace: String,
 }
@@ -213,6 +219,8 @@ impl Default for Config {
             user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
             log_format: "json".into(),
             log_level: "info".into(),
+            telemetry_enabled: true,
+            otlp_endpoint: String::new(),
             shutdown_grace: "20s".into(),
         }
     }

@@ -5,10 +5,12 @@
 //!   [`transactional_producer`] for consume-transform-produce in Kafka transactions.
 //! - [`ensure_topics`]: creates missing topics with their cleanup policies.
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
+//! - [`lag`]: consumer lag per group and topic, from librdkafka's statistics, as a metric.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
 pub mod context;
+pub mod lag;
 pub mod offsets;
 pub mod view;
 
@@ -80,7 +82,10 @@ pub fn group_consumer(
 /// (rebalance callbacks) or extra settings (static membership).
 pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig, KafkaError> {
     let mut c = client_config(config)?;
-    c.set("group.id", format!("{}.{name}", config.group_prefix))
+    let group = context::group_id(config, name);
+    c.set("client.id", lag::client_id(&group))
+        .set("statistics.interval.ms", lag::STATS_INTERVAL_MS.to_string())
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -254,6 +254,41 @@ impl Instruments {
     }
 }
 
+/// Which service's series [`announce`] starts at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Router,
+    Worker,
+    Extracts,
+}
+
+/// Starts a service's labelled counters at zero, so a rule or panel over an outcome that
+/// has not happened yet (`outcome="aborted"`) reads 0 rather than nothing.
+pub fn announce(role: Role) {
+    let m = metrics();
+    match role {
+        Role::Router => {
+            for outcome in ["committed", "aborted"] {
+                m.router_transactions.add(0, &[kv("outcome", outcome)]);
+            }
+            m.events_routed.add(0, &[]);
+            m.events_quarantined.add(0, &[]);
+        }
+        Role::Worker => {
+            for outcome in ["delivered", "dead_lettered"] {
+                m.deliveries.add(0, &[kv("outcome", outcome)]);
+            }
+            for class in ["2xx", "3xx", "4xx", "5xx", "error"] {
+                m.attempts.add(0, &[kv("status_class", class)]);
+            }
+            m.in_flight.add(0, &[]);
+            m.parked_subscriptions.record(0, &[]);
+            m.retry_lane_backlog.record(0, &[]);
+        }
+        Role::Extracts => m.extract_rows.add(0, &[]),
+    }
+}
+
 /// The status class of an HTTP attempt: `2xx` ... `5xx`, `error` without a response.
 pub fn status_class(status: Option<u16>) -> &'static str {
     match status {

@@ -107,7 +107,7 @@ pub async fn run(
         create: Arc::default(),
         wake: Arc::default(),
     };
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
     use openapi::*;
     let app = Router::new()
         .route(DELIVERY, get(api::get_delivery))

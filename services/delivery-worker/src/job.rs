@@ -10,6 +10,7 @@ use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
+use hookline_telemetry::metrics::{kv, metrics};
 use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
 use hookline_proto::v1::{
@@ -162,6 +163,7 @@ impl Context {
                     .await;
             }
             let started_at_ms = now_ms();
+            let in_flight = InFlight::start();
             let result = self
                 .sender
                 .send(Outgoing {
@@ -172,6 +174,7 @@ impl Context {
                     traceparent: &job.traceparent,
                 })
                 .await;
+            in_flight.end(&result);
             job.attempt += 1;
             // An address the egress guard refuses will be refused again: final.
             let verdict = if result.error_class == crate::http::EGRESS_DENIED {
@@ -216,9 +219,13 @@ impl Context {
             }
             match (verdict, next) {
                 (Verdict::Delivered, _) if !job.replay_id.is_empty() => {
+                    delivered(None);
                     return self.recovered(&job).await;
                 }
-                (Verdict::Delivered, _) => return Outcome::Completed,
+                (Verdict::Delivered, _) => {
+                    delivered(Some(job.routed_at_ms));
+                    return Outcome::Completed;
+                }
                 (Verdict::Retry { .. }, Some(delay)) => {
                     job.due_at_ms = now_ms() + delay.as_millis() as i64;
                     if delay > self.in_memory_max {
@@ -313,6 +320,7 @@ impl Context {
             );
             match written.map_err(|(e, _)| e).and(published) {
                 Ok(_) => {
+                    metrics().deliveries.add(1, &[kv("outcome", "dead_lettered")]);
                     tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
                     return Outcome::Completed;
                 }
@@ -439,4 +447,45 @@ fn headers(list: &[(String, String)]) -> Vec<hookline_proto::v1::Header> {
             value: value.clone(),
         })
         .collect()
+}
+
+/// An HTTP attempt under way, counted in `hookline_deliveries_in_flight` until it ends (also
+/// when its task is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics().in_flight.add(1, &[]);
+        InFlight
+    }
+
+    /// Records the attempt's duration and status class.
+    fn end(self, result: &crate::http::AttemptResult) {
+        let m = metrics();
+        let class = hookline_telemetry::metrics::status_class(result.status);
+        m.attempts.add(1, &[kv("status_class", class)]);
+        let mut attributes = vec![kv("http.request.method", "POST")];
+        match result.status {
+            Some(status) => attributes.push(kv("http.response.status_code", i64::from(status))),
+            None => attributes.push(kv("error.type", result.error_class)),
+        }
+        m.attempt_duration
+            .record(result.duration.as_secs_f64(), &attributes);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.add(-1, &[]);
+    }
+}
+
+/// A delivery reached its endpoint; `routed_at_ms` (none for a replay) starts its latency.
+fn delivered(routed_at_ms: Option<i64>) {
+    let m = metrics();
+    m.deliveries.add(1, &[kv("outcome", "delivered")]);
+    if let Some(routed) = routed_at_ms.filter(|&t| t > 0) {
+        let seconds = (now_ms() - routed).max(0) as f64 / 1000.0;
+        m.delivery_latency.record(seconds, &[]);
+    }
 }

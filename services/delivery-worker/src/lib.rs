@@ -72,7 +72,9 @@ pub async fn run(
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
+    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Worker);
+    health.require_assignment(&config, source::GROUP);
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
         hookline_runtime::json_fallbacks(hookline_runtime::health_routes(

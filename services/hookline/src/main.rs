@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 
 fn load() -> anyhow::Result<Config> {
     let config = Config::load()?;
-    hookline_telemetry::init(&config.log_format, &config.log_level);
+    hookline_runtime::init_telemetry(&config, "hookline");
     Ok(config)
 }
 

@@ -83,7 +83,12 @@ impl BatchLoop {
                 }
                 Gathered::Batch(batch) => batch,
             };
-            match self.transact(&batch).await {
+            let result = self.transact(&batch).await;
+            let outcome = if result.is_ok() { "committed" } else { "aborted" };
+            hookline_telemetry::metrics::metrics()
+                .router_transactions
+                .add(1, &[hookline_telemetry::metrics::kv("outcome", outcome)]);
+            match result {
                 Ok(()) => self.lost_memberships = 0,
                 Err(Failure::Abort(reason)) => {
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; re-reading its records");
@@ -161,10 +166,11 @@ impl BatchLoop {
         }
         let (deliveries, quarantine) =
             (&self.config.topic_deliveries, &self.config.topic_quarantine);
+        let mut tally = Tally::default();
         let records: Vec<route::Outgoing> = self.matcher.read(|index| {
             batch
                 .iter()
-                .flat_map(|m| route::outgoing(index, m, deliveries, quarantine))
+                .flat_map(|m| tally.count(route::outgoing(index, m, deliveries, quarantine), quarantine))
                 .collect()
         });
         self.producer.produce(records).await?;
@@ -172,7 +178,9 @@ impl BatchLoop {
             .consumer
             .group_metadata()
             .ok_or_else(|| Failure::Abort("no consumer group metadata".into()))?;
-        self.producer.commit(next_offsets(batch)?, group).await
+        self.producer.commit(next_offsets(batch)?, group).await?;
+        tally.record();
+        Ok(())
     }
 
     /// The consumer's static membership was taken over. Its own session expiring (the group
@@ -255,6 +263,33 @@ impl BatchLoop {
 }
 
 /// The highest offset per partition in `batch`.
+/// What one transaction routed, recorded as metrics once it committed (or aborted).
+#[derive(Default)]
+struct Tally {
+    fan_outs: Vec<usize>,
+    quarantined: u64,
+}
+
+impl Tally {
+    /// Counts one record's outgoing records: its jobs, or its one quarantine record.
+    fn count(&mut self, out: Vec<route::Outgoing>, quarantine: &str) -> Vec<route::Outgoing> {
+        match out.as_slice() {
+            [one] if one.topic == quarantine => self.quarantined += 1,
+            jobs => self.fan_outs.push(jobs.len()),
+        }
+        out
+    }
+
+    fn record(self) {
+        let m = hookline_telemetry::metrics::metrics();
+        m.events_routed.add(self.fan_outs.len() as u64, &[]);
+        m.events_quarantined.add(self.quarantined, &[]);
+        for n in self.fan_outs {
+            m.fan_out.record(n as f64, &[]);
+        }
+    }
+}
+
 fn partitions_of(batch: &[OwnedMessage]) -> BTreeMap<i32, (String, i64)> {
     let mut last: BTreeMap<i32, (String, i64)> = BTreeMap::new();
     for m in batch {
