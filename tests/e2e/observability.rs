@@ -100,8 +100,14 @@ impl Prometheus {
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
         let child = Command::new(bin.join("prometheus"))
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -123,8 +129,8 @@ impl Prometheus {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.join("prometheus.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
                 panic!("prometheus exited ({status}):\n{log}");
             }
             assert!(Instant::now() < deadline, "prometheus not ready in 60 s");
@@ -241,7 +247,10 @@ async fn load(stack: Arc<Stack>, stop: Arc<AtomicBool>) {
             .await;
         if n % 5 == 0 {
             let _ = client()
-                .get(format!("{}/api/v1/event-deliveries/subscriptions", stack.api))
+                .get(format!(
+                    "{}/api/v1/event-deliveries/subscriptions",
+                    stack.api
+                ))
                 .bearer_auth(TOKEN_A)
                 .send()
                 .await;
@@ -328,6 +337,22 @@ async fn prometheus_sees_every_panel_and_rule() {
     for rule in &rule_list {
         exprs.extend(checked_parts(rule["query"].as_str().expect("query")));
     }
+    // And what the load did is counted, not only announced at zero.
+    let group = |name: &str| format!("{}.{name}", stack.config.group_prefix);
+    for positive in [
+        "sum(hookline_events_routed_total)".to_owned(),
+        "sum(hookline_events_quarantined_total)".to_owned(),
+        "sum(hookline_deliveries_total{outcome=\"delivered\"})".to_owned(),
+        "sum(hookline_deliveries_total{outcome=\"dead_lettered\"})".to_owned(),
+        "sum(hookline_delivery_attempts_total{status_class=\"5xx\"})".to_owned(),
+        "sum(http_client_request_duration_seconds_count)".to_owned(),
+        "sum(hookline_router_fanout_count)".to_owned(),
+        "sum(http_server_request_duration_seconds_count{http_route=\"/api/v1/event-deliveries/subscriptions\"})".to_owned(),
+        format!("count(hookline_consumer_lag{{group=\"{}\"}})", group("router")),
+        format!("count(hookline_consumer_lag{{group=\"{}\"}})", group("delivery-worker")),
+    ] {
+        exprs.push(format!("({positive}) > 0"));
+    }
     let mut missing = exprs.clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !missing.is_empty() && Instant::now() < deadline {
@@ -360,9 +385,13 @@ async fn prometheus_sees_every_panel_and_rule() {
         )
         .await;
     let up = prometheus
-        .api("/api/v1/query", &[("query", "sum(up{job=~\"hookline-.*\"})")])
+        .api(
+            "/api/v1/query",
+            &[("query", "sum(up{job=~\"hookline-.*\"})")],
+        )
         .await;
 
+    eprintln!("{} expressions checked against Prometheus", exprs.len());
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
     drop(prometheus);
@@ -380,7 +409,10 @@ async fn prometheus_sees_every_panel_and_rule() {
             .is_some_and(|v| v.contains(&json!(NAMESPACE))),
         "{namespaces}"
     );
-    assert_eq!(up["result"][0]["value"][1], "5", "every service scraped: {up}");
+    assert_eq!(
+        up["result"][0]["value"][1], "5",
+        "every service scraped: {up}"
+    );
     assert!(!healthy.received().is_empty() && !failing.received().is_empty());
     Arc::try_unwrap(stack)
         .ok()
@@ -403,5 +435,8 @@ fn alert_expressions_are_checked_by_their_parts() {
         checked_parts("sum(x) > 0 and (sum(y) or vector(0)) == 0"),
         vec!["sum(x)", "(sum(y) or vector(0))"]
     );
-    assert_eq!(checked_parts("up{job=~\"h-.*\"} == 0"), vec!["up{job=~\"h-.*\"}"]);
+    assert_eq!(
+        checked_parts("up{job=~\"h-.*\"} == 0"),
+        vec!["up{job=~\"h-.*\"}"]
+    );
 }

@@ -33,7 +33,11 @@ pub fn record(stats: &Statistics) {
                 let position = [p.app_offset, p.committed_offset]
                     .into_iter()
                     .find(|&o| o >= 0)?;
-                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
                 (end >= 0).then(|| (end - position).max(0))
             })
             .sum();

@@ -119,7 +119,7 @@ pub(crate) async fn record_request(
 }
 
 /// `/metrics`: the process's metrics as Prometheus text; 404 when metrics are off.
-async fn metrics_text() -> axum::response::Response {
+pub async fn metrics_text() -> axum::response::Response {
     match hookline_telemetry::metrics::render() {
         Some(text) => (
             [(

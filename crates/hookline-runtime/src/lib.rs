@@ -22,7 +22,7 @@ use axum::Router;
 pub use error::{ApiError, JsonBody};
 pub use http::{
     JsonPath, JsonQuery, add_common_components, base_document, error_response, health_routes,
-    json_fallbacks, json_response, with_health_paths,
+    json_fallbacks, json_response, metrics_text, with_health_paths,
 };
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;

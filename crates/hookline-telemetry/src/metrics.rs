@@ -33,11 +33,13 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 /// Buckets (seconds) of the latency histograms: the semantic conventions' advice for HTTP
 /// durations, extended to a minute for deliveries that waited for retries.
 const SECONDS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-    10.0, 30.0, 60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    30.0, 60.0,
 ];
 /// Buckets of the router's fan-out (jobs per event).
-const FAN_OUT: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+const FAN_OUT: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+];
 /// How often the OTLP reader pushes.
 const OTLP_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -193,7 +195,10 @@ impl Instruments {
                 .build()
         };
         let counter = |name: &'static str, description: &'static str| {
-            meter.u64_counter(name).with_description(description).build()
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
         };
         let gauge = |name: &'static str, description: &'static str| {
             meter.i64_gauge(name).with_description(description).build()

@@ -10,7 +10,6 @@ use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
-use hookline_telemetry::metrics::{kv, metrics};
 use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
 use hookline_proto::v1::{
@@ -19,6 +18,7 @@ use hookline_proto::v1::{
 };
 use hookline_runtime::CancellationToken;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
+use hookline_telemetry::metrics::{kv, metrics};
 
 use crate::failing::Failing;
 use crate::http::{AttemptResult, Outgoing, Sender};
@@ -320,7 +320,9 @@ impl Context {
             );
             match written.map_err(|(e, _)| e).and(published) {
                 Ok(_) => {
-                    metrics().deliveries.add(1, &[kv("outcome", "dead_lettered")]);
+                    metrics()
+                        .deliveries
+                        .add(1, &[kv("outcome", "dead_lettered")]);
                     tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
                     return Outcome::Completed;
                 }

@@ -84,7 +84,11 @@ impl BatchLoop {
                 Gathered::Batch(batch) => batch,
             };
             let result = self.transact(&batch).await;
-            let outcome = if result.is_ok() { "committed" } else { "aborted" };
+            let outcome = if result.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            };
             hookline_telemetry::metrics::metrics()
                 .router_transactions
                 .add(1, &[hookline_telemetry::metrics::kv("outcome", outcome)]);
@@ -170,7 +174,12 @@ impl BatchLoop {
         let records: Vec<route::Outgoing> = self.matcher.read(|index| {
             batch
                 .iter()
-                .flat_map(|m| tally.count(route::outgoing(index, m, deliveries, quarantine), quarantine))
+                .flat_map(|m| {
+                    tally.count(
+                        route::outgoing(index, m, deliveries, quarantine),
+                        quarantine,
+                    )
+                })
                 .collect()
         });
         self.producer.produce(records).await?;
