@@ -231,7 +231,7 @@ async fn load(stack: Arc<Stack>, stop: Arc<AtomicBool>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let payload = if n % 20 == 0 {
+        let payload = if n.is_multiple_of(20) {
             "not json".to_owned()
         } else {
             json!({"id": uuid::Uuid::new_v4().to_string(), "type": "ACCOUNT.UPDATED",
@@ -245,7 +245,7 @@ async fn load(stack: Arc<Stack>, stop: Arc<AtomicBool>) {
                 Duration::from_secs(10),
             )
             .await;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let _ = client()
                 .get(format!(
                     "{}/api/v1/event-deliveries/subscriptions",
