@@ -5,11 +5,14 @@
 //!   [`transactional_producer`] for consume-transform-produce in Kafka transactions.
 //! - [`ensure_topics`]: creates missing topics with their cleanup policies.
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
+//! - [`keyed_protobuf_view`]: a view of a compacted topic of protobuf values;
+//!   [`publish_event`]: an event to the events topic as protobuf.
 //! - [`lag`]: consumer lag per group and topic, from librdkafka's statistics, as a metric.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
 pub mod context;
+mod keyed;
 pub mod lag;
 pub mod offsets;
 pub mod view;
@@ -25,6 +28,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
 pub use context::{KafkaContext, brokers_reachable};
+pub use keyed::{keyed_protobuf_view, publish_event};
 pub use rdkafka;
 
 /// The producer type of every service.

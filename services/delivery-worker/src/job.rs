@@ -4,11 +4,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hookline_config::Config;
+use hookline_events::Event;
 use hookline_events::operational;
 use hookline_events::time_fmt::now_ms;
-use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
@@ -59,9 +58,11 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
 
 impl Context {
+    /// `producer`: the process's one producer (see `writer::producer`).
     pub fn start(
         config: &Config,
         parked: TopicView<ParkedState>,
+        producer: hookline_kafka::Producer,
         shutdown: CancellationToken,
     ) -> Result<Self, crate::Error> {
         let auto_disable_after = config.auto_disable_after()?;
@@ -73,7 +74,7 @@ impl Context {
             secret_box: SecretBox::from_config(config)?,
             sender: Sender::new(config)?,
             // Attempt records and dead letters wait out a broker outage instead of timing out.
-            producer: crate::writer::producer(config)?,
+            producer,
             schedule: Schedule {
                 delays: config.retry_delays()?,
                 jitter: config.retry_jitter,
@@ -342,20 +343,14 @@ impl Context {
         let Some(event) = event else {
             return Ok(());
         };
-        let payload = event.encode_to_vec();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CONTENT_TYPE_HEADER,
-            value: Some(CONTENT_TYPE_PROTOBUF),
-        });
-        let record = FutureRecord::to(&self.topic_events)
-            .key(key)
-            .headers(headers)
-            .payload(&payload);
-        self.producer
-            .send(record, PRODUCE_TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
+        hookline_kafka::publish_event(
+            &self.producer,
+            &self.topic_events,
+            key,
+            event,
+            PRODUCE_TIMEOUT,
+        )
+        .await
     }
 
     /// A replayed delivery reached its endpoint: `hookline.delivery.recovered`, retried

@@ -17,7 +17,6 @@ use hookline_config::Config;
 use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
-use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
@@ -75,22 +74,10 @@ pub async fn run(
         }
     })?;
     let started = hookline_events::time_fmt::now_ms();
-    let extracts = TopicView::start(&config, &config.topic_extracts, move |msg| {
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Update::Skip;
-        };
-        match msg.payload().map(ExtractRecord::decode) {
-            None => Update::Delete(key),
-            Some(Ok(r)) => {
-                count_rows(&r, started);
-                Update::Upsert(key, r)
-            }
-            Some(Err(e)) => {
-                tracing::warn!(offset = msg.offset(), error = %e, "undecodable extract record skipped");
-                Update::Skip
-            }
-        }
-    })?;
+    let extracts =
+        hookline_kafka::keyed_protobuf_view(&config, &config.topic_extracts, move |r| {
+            count_rows(r, started)
+        })?;
     let state = AppState {
         balances: balances.clone(),
         extracts: extracts.clone(),
