@@ -197,3 +197,41 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::Health;
+
+    #[test]
+    fn ready_only_while_every_condition_holds() {
+        let health = Health::default();
+        assert!(!health.is_ready(), "not ready before the service says so");
+        health.set_ready(true);
+        assert!(health.is_ready());
+        let assigned = Arc::new(AtomicBool::new(false));
+        let a = assigned.clone();
+        health.require(move || a.load(Ordering::Relaxed));
+        assert!(!health.is_ready(), "a required condition does not hold yet");
+        assigned.store(true, Ordering::Relaxed);
+        assert!(health.clone().is_ready(), "clones share the conditions");
+    }
+
+    #[test]
+    fn an_assignment_in_the_group_makes_it_ready() {
+        let config = hookline_config::Config {
+            group_prefix: format!("unit-{}", std::process::id()),
+            ..hookline_config::Config::default()
+        };
+        let health = Health::default();
+        health.set_ready(true);
+        health.require_assignment(&config, "router");
+        assert!(!health.is_ready());
+        hookline_kafka::context::note_assigned(&hookline_kafka::context::group_id(
+            &config, "router",
+        ));
+        assert!(health.is_ready());
+    }
+}
