@@ -168,7 +168,26 @@ HOOKLINE_TENANT_A_TOKEN=$HOOKLINE_TENANT_A_TOKEN
 HOOKLINE_TENANT_B=$HOOKLINE_TENANT_B
 HOOKLINE_TENANT_B_TOKEN=$HOOKLINE_TENANT_B_TOKEN
 ENV
+  prometheus_config
   say "the stack is up; addresses and tokens: $STATE/stack.env"
+  say "metrics (Prometheus text) on every service's port: http://$HOOKLINE_API_LISTEN/metrics (API), http://$HOOKLINE_EXTRACTS_LISTEN/metrics (extracts), http://$HOOKLINE_DEAD_LETTERS_LISTEN/metrics (operations), http://$HOOKLINE_ROUTER_LISTEN/metrics (router), http://$HOOKLINE_WORKER_LISTEN/metrics (worker)"
+  say "a Prometheus scrape configuration for them: $STATE/prometheus.yml (prometheus --config.file=$STATE/prometheus.yml)"
+}
+
+# A prometheus.yml scraping the five services, with the alert rules of deploy/prometheus.
+prometheus_config() {
+  {
+    printf 'global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nrule_files:\n  - %s\nscrape_configs:\n' \
+      "$ROOT/deploy/prometheus/alerts.yaml"
+    local job addr
+    for job in subscription-api:$HOOKLINE_API_LISTEN extract-producer:$HOOKLINE_EXTRACTS_LISTEN \
+      dead-letter:$HOOKLINE_DEAD_LETTERS_LISTEN router:$HOOKLINE_ROUTER_LISTEN \
+      delivery-worker:$HOOKLINE_WORKER_LISTEN; do
+      addr=${job#*:}
+      printf '  - job_name: hookline-%s\n    static_configs:\n      - targets: ["%s"]\n        labels: {namespace: local}\n' \
+        "${job%%:*}" "$addr"
+    done
+  } >"$STATE/prometheus.yml"
 }
 
 down() {
@@ -180,7 +199,7 @@ down() {
     for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && { say "no exit after 30 s; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
   fi
-  rm -f "$PIDFILE" "$STATE/stack.env"
+  rm -f "$PIDFILE" "$STATE/stack.env" "$STATE/prometheus.yml"
   local dir
   for dir in $(kafka_dirs); do
     say "stopping Kafka ($dir)"

@@ -25,6 +25,10 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check confluent-kafka 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages confluent-kafka
 fi
+# Debian's Prometheus for the metrics test (tests/e2e/observability.rs), unpacked once
+# into .hookline/prometheus.
+HOOKLINE_PROMETHEUS_BIN=$(scripts/prometheus.sh ensure)
+export HOOKLINE_PROMETHEUS_BIN
 echo "== test: building (the first build compiles librdkafka and takes several minutes)"
 cargo build --workspace --all-targets --locked
 # Kafka's jars, once, before any test starts a broker (the fault suite starts its own).

@@ -13,6 +13,7 @@ mod api_synctera;
 mod binaries;
 mod delivery;
 mod egress;
+mod observability;
 mod operational;
 mod operations;
 mod router;

@@ -139,8 +139,8 @@ pub struct Config {
     pub egress_allow: String,
 
     /// OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`; `/v1/traces`
-    /// is appended). Empty (the default): no spans are made or exported; the W3C
-    /// `traceparent` still travels from producer to receiver.
+    /// and `/v1/metrics` are appended). Empty (the default): no spans are made and nothing
+    /// is pushed; the W3C `traceparent` still travels from producer to receiver.
     pub otlp_endpoint: String,
     /// Share of new traces sampled (0.0-1.0); a span with a parent follows the parent's
     /// decision (a producer's `traceparent` flags).
@@ -148,6 +148,9 @@ pub struct Config {
     /// `json` (default) or `pretty`.
     pub log_format: String,
     pub log_level: String,
+    /// Metrics (`/metrics`, OTLP) and traces; `false` turns them off (every instrument a
+    /// no-op, `/metrics` answers 404, no spans), e.g. to measure their cost.
+    pub telemetry_enabled: bool,
     /// How long in-flight work may take to finish after SIGTERM.
     pub shutdown_grace: String,
 }
@@ -222,6 +225,7 @@ impl Default for Config {
             trace_sample_ratio: 1.0,
             log_format: "json".into(),
             log_level: "info".into(),
+            telemetry_enabled: true,
             shutdown_grace: "20s".into(),
         }
     }

@@ -95,6 +95,34 @@ impl ClientContext for KafkaContext {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::lag::record(&statistics);
+    }
 }
 
 impl ConsumerContext for KafkaContext {}
+
+/// Groups in which a consumer of this process has had its first assignment (the consumer
+/// contexts note it in their rebalance callback); readiness waits for it.
+static ASSIGNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes that a consumer of `group` in this process received an assignment.
+pub fn note_assigned(group: &str) {
+    let mut groups = ASSIGNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !groups.iter().any(|g| g == group) {
+        groups.push(group.to_owned());
+    }
+}
+
+/// Whether a consumer of `group` in this process has received an assignment (maybe an empty
+/// one: a member beyond the partition count is still a member).
+pub fn assigned(group: &str) -> bool {
+    let groups = ASSIGNED.lock().unwrap_or_else(|p| p.into_inner());
+    groups.iter().any(|g| g == group)
+}
+
+/// The group id of `{group_prefix}.{name}` consumers.
+pub fn group_id(config: &hookline_config::Config, name: &str) -> String {
+    format!("{}.{name}", config.group_prefix)
+}

@@ -5,10 +5,15 @@
 //!   [`transactional_producer`] for consume-transform-produce in Kafka transactions.
 //! - [`ensure_topics`]: creates missing topics with their cleanup policies.
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
+//! - [`keyed_protobuf_view`]: a view of a compacted topic of protobuf values;
+//!   [`publish_event`]: an event to the events topic as protobuf.
+//! - [`lag`]: consumer lag per group and topic, from librdkafka's statistics, as a metric.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
 pub mod context;
+mod keyed;
+pub mod lag;
 pub mod offsets;
 pub mod view;
 
@@ -23,6 +28,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
 pub use context::{KafkaContext, brokers_reachable};
+pub use keyed::{keyed_protobuf_view, publish_event};
 pub use rdkafka;
 
 /// The producer type of every service.
@@ -80,7 +86,10 @@ pub fn group_consumer(
 /// (rebalance callbacks) or extra settings (static membership).
 pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig, KafkaError> {
     let mut c = client_config(config)?;
-    c.set("group.id", format!("{}.{name}", config.group_prefix))
+    let group = context::group_id(config, name);
+    c.set("client.id", lag::client_id(&group))
+        .set("statistics.interval.ms", lag::STATS_INTERVAL_MS.to_string())
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -79,12 +79,73 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for JsonPat
     }
 }
 
-/// `/healthz` (200 `{"status":"ok"}` while the process runs), `/readyz` (200
-/// `{"status":"ready"}` once ready, else 503 with an error body) and `/openapi.json`
-/// (`doc`, with the health routes added by [`with_health_paths`]).
+/// Records the duration of one request under its route template (never the raw path, so
+/// ids in paths make no new series), method and status.
+pub(crate) async fn record_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use hookline_telemetry::metrics::{kv, metrics};
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "_OTHER",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let mut attributes = vec![
+        kv("http.request.method", method),
+        kv(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        ),
+    ];
+    if let Some(route) = route {
+        attributes.push(kv("http.route", route));
+    }
+    metrics()
+        .server_duration
+        .record(started.elapsed().as_secs_f64(), &attributes);
+    response
+}
+
+/// `/metrics`: the process's metrics as Prometheus text; 404 when metrics are off.
+pub async fn metrics_text() -> axum::response::Response {
+    match hookline_telemetry::metrics::render() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_off",
+            "metrics are turned off (telemetry_enabled = false)",
+        )
+        .into_response(),
+    }
+}
+
+/// `/healthz` (200 `{"status":"ok"}` while the process runs; it never asks Kafka),
+/// `/readyz` (200 `{"status":"ready"}` once ready, else 503 with an error body), `/metrics`
+/// (Prometheus text) and `/openapi.json` (`doc`, with these routes added by
+/// [`with_health_paths`]).
 pub fn health_routes(health: Health, doc: OpenApi) -> Router {
     let doc = Arc::new(with_health_paths(doc));
     Router::new()
+        .route("/metrics", get(metrics_text))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -100,7 +161,7 @@ pub fn health_routes(health: Health, doc: OpenApi) -> Router {
                         ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "not_ready",
-                            "not ready: still reading its topics, or the brokers are away",
+                            "not ready: still reading its topics, waiting for its partitions, or the brokers are away",
                         )
                         .into_response()
                     }
@@ -240,6 +301,29 @@ pub fn with_health_paths(mut doc: OpenApi) -> OpenApi {
                     "503",
                     error_response("Still reading its topics, or the brokers are away"),
                 )
+                .build(),
+        ),
+    );
+    paths.insert(
+        "/metrics".to_owned(),
+        PathItem::new(
+            HttpMethod::Get,
+            op("metrics", "Metrics in the Prometheus text format")
+                .response(
+                    "200",
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description("Prometheus text exposition format 0.0.4")
+                            .content(
+                                "text/plain",
+                                ContentBuilder::new()
+                                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                                    .build(),
+                            )
+                            .build(),
+                    ),
+                )
+                .response("404", error_response("Metrics are turned off"))
                 .build(),
         ),
     );

@@ -1,12 +1,14 @@
 //! What every service process shares at run time.
 //!
 //! - [`shutdown_on_signals`]: SIGTERM and SIGINT, handled in one place, cancel a token.
-//! - [`Health`] and [`health_routes`]: `/healthz` (alive), `/readyz` (ready for traffic) and
-//!   the service's `/openapi.json`; [`json_fallbacks`], [`JsonQuery`], [`JsonPath`]: every
+//! - [`Health`] and [`health_routes`]: `/healthz` (alive, never waits on Kafka), `/readyz`
+//!   (ready for traffic: views caught up, brokers reachable, consumers assigned), `/metrics`
+//!   (Prometheus text) and the service's `/openapi.json`; [`json_fallbacks`], [`JsonQuery`], [`JsonPath`]: every
 //!   answer axum would give in plain text (404, 405, bad query or path) as JSON instead.
 //! - [`serve`]: an axum server on a given listener that drains on shutdown.
 //! - [`ApiError`]: the JSON error body of every HTTP API (`code`, `message`, `field`).
-//! - [`service_main`]: the whole `main` of a service binary.
+//! - [`init_telemetry`]: logs and metrics as configured; [`service_main`]: the whole `main`
+//!   of a service binary.
 #![forbid(unsafe_code)]
 
 pub mod cursor;
@@ -20,7 +22,7 @@ use axum::Router;
 pub use error::{ApiError, JsonBody};
 pub use http::{
     JsonPath, JsonQuery, add_common_components, base_document, error_response, health_routes,
-    json_fallbacks, json_response, with_health_paths,
+    json_fallbacks, json_response, metrics_text, with_health_paths,
 };
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
@@ -55,21 +57,46 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// Readiness of one service: not ready until its views have caught up.
+type Check = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Readiness of one service: not ready until its views have caught up, while the brokers
+/// are away, or while a condition it requires (a consumer's first assignment) does not hold.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     /// A condition outside the service that must also hold (e.g. brokers reachable).
     probe: Option<fn() -> bool>,
+    /// Further conditions, added with [`Health::require`].
+    checks: Arc<std::sync::Mutex<Vec<Check>>>,
 }
 
 impl Health {
     /// Ready only while the service says so and `probe` holds.
     pub fn with_probe(probe: fn() -> bool) -> Self {
         Self {
-            ready: Arc::default(),
             probe: Some(probe),
+            ..Self::default()
         }
+    }
+
+    /// The health of a service on Kafka: ready once it says so, while the brokers answer.
+    pub fn kafka() -> Self {
+        Self::with_probe(hookline_kafka::brokers_reachable)
+    }
+
+    /// Ready only while `check` holds too.
+    pub fn require(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(check));
+    }
+
+    /// Ready only once a consumer of group `{group_prefix}.{name}` in this process has had
+    /// its first assignment (its context calls `hookline_kafka::context::note_assigned`).
+    pub fn require_assignment(&self, config: &hookline_config::Config, name: &str) {
+        let group = hookline_kafka::context::group_id(config, name);
+        self.require(move || hookline_kafka::context::assigned(&group));
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -77,16 +104,50 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.probe.is_none_or(|p| p())
+        self.ready.load(Ordering::Relaxed)
+            && self.probe.is_none_or(|p| p())
+            && self
+                .checks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .all(|c| c())
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish.
+/// Starts logging, traces and metrics for `service` (its `service.name`, e.g.
+/// `hookline-router`) as `config` says (traces and metrics off with
+/// `telemetry_enabled = false`); a second call in one process changes nothing. Dropping
+/// what it returns exports the spans still buffered.
+pub fn init_telemetry(
+    config: &hookline_config::Config,
+    service: &str,
+) -> hookline_telemetry::Telemetry {
+    let telemetry = hookline_telemetry::init(service, config);
+    let settings = hookline_telemetry::metrics::Settings {
+        service: service.to_owned(),
+        enabled: config.telemetry_enabled,
+        otlp_endpoint: Some(config.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+    };
+    if let Err(e) = hookline_telemetry::metrics::init(&settings) {
+        tracing::warn!(error = %e, "metrics not exported");
+    }
+    telemetry
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish. Every
+/// request is measured (`http.server.request.duration`, by route template) while metrics
+/// are on.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = if hookline_telemetry::metrics::enabled() {
+        app.layer(axum::middleware::from_fn(http::record_request))
+    } else {
+        app
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -113,7 +174,7 @@ where
         }
     };
     // Dropped last, after the runtime: exports the spans still buffered.
-    let _telemetry = hookline_telemetry::init(&format!("hookline-{name}"), &config);
+    let _telemetry = init_telemetry(&config, &format!("hookline-{name}"));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -131,6 +192,7 @@ where
             .await
             .map_err(|e| e.to_string())
     });
+    hookline_telemetry::metrics::shutdown();
     match result {
         Ok(()) => {
             tracing::info!(service = name, "stopped");
@@ -141,5 +203,43 @@ where
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::Health;
+
+    #[test]
+    fn ready_only_while_every_condition_holds() {
+        let health = Health::default();
+        assert!(!health.is_ready(), "not ready before the service says so");
+        health.set_ready(true);
+        assert!(health.is_ready());
+        let assigned = Arc::new(AtomicBool::new(false));
+        let a = assigned.clone();
+        health.require(move || a.load(Ordering::Relaxed));
+        assert!(!health.is_ready(), "a required condition does not hold yet");
+        assigned.store(true, Ordering::Relaxed);
+        assert!(health.clone().is_ready(), "clones share the conditions");
+    }
+
+    #[test]
+    fn an_assignment_in_the_group_makes_it_ready() {
+        let config = hookline_config::Config {
+            group_prefix: format!("unit-{}", std::process::id()),
+            ..hookline_config::Config::default()
+        };
+        let health = Health::default();
+        health.set_ready(true);
+        health.require_assignment(&config, "router");
+        assert!(!health.is_ready());
+        hookline_kafka::context::note_assigned(&hookline_kafka::context::group_id(
+            &config, "router",
+        ));
+        assert!(health.is_ready());
     }
 }

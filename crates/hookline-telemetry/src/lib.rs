@@ -1,11 +1,15 @@
-//! Structured logs and OpenTelemetry traces for every Hookline process.
+//! Telemetry of every Hookline process: structured logs, OpenTelemetry traces and metrics.
 //!
 //! - [`init`]: logs as JSON lines (production) or a human format (development), filtered by
-//!   `RUST_LOG` when set, else by the configured level; and, when `otlp_endpoint` is set, the
-//!   OpenTelemetry layer exporting Hookline's spans over OTLP ([`trace`]).
+//!   `RUST_LOG` when set, else by the configured level; and, when `otlp_endpoint` is set (and
+//!   `telemetry_enabled`), the OpenTelemetry layer exporting Hookline's spans over OTLP
+//!   ([`trace`]).
 //! - [`trace`]: spans across Kafka hops and the W3C `traceparent` helpers.
+//! - [`metrics`]: the OpenTelemetry meter provider, every service's instruments, and their
+//!   Prometheus text for `/metrics` (plus OTLP push when an endpoint is set).
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod trace;
 
 use hookline_config::Config;
@@ -53,7 +57,11 @@ pub fn init(service: &str, config: &Config) -> Telemetry {
             .boxed()
     }
     .with_filter(filter);
-    let provider = match config.otlp_endpoint.trim() {
+    let endpoint = match config.telemetry_enabled {
+        true => config.otlp_endpoint.trim(),
+        false => "",
+    };
+    let provider = match endpoint {
         "" => None,
         endpoint => match trace::exporter(service, endpoint, config.trace_sample_ratio) {
             Ok(p) => Some(p),

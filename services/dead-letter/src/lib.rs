@@ -23,10 +23,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
-use hookline_kafka::rdkafka::Message as _;
-use hookline_kafka::view::{TopicView, Update};
+use hookline_kafka::view::TopicView;
 use hookline_ops_index::Index;
-use hookline_proto::Message as _;
 use hookline_proto::v1::ReplayRun;
 use hookline_runtime::{CancellationToken, Health};
 use hookline_state::SubscriptionView;
@@ -82,19 +80,7 @@ pub async fn run(
     let tokens = TokenTable::from_config(&config)?;
     let index = Index::open(&config)?;
     let subscriptions = hookline_state::subscriptions(&config)?;
-    let replays = TopicView::start(&config, &config.topic_replays, |msg| {
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Update::Skip;
-        };
-        match msg.payload().map(ReplayRun::decode) {
-            None => Update::Delete(key),
-            Some(Ok(run)) => Update::Upsert(key, run),
-            Some(Err(_)) => {
-                tracing::warn!(offset = msg.offset(), "undecodable replay run skipped");
-                Update::Skip
-            }
-        }
-    })?;
+    let replays = hookline_kafka::keyed_protobuf_view(&config, &config.topic_replays, |_| {})?;
     let state = AppState {
         index: index.clone(),
         subscriptions: subscriptions.clone(),
@@ -107,7 +93,7 @@ pub async fn run(
         create: Arc::default(),
         wake: Arc::default(),
     };
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
     use openapi::*;
     let app = Router::new()
         .route(DELIVERY, get(api::get_delivery))

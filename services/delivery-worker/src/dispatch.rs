@@ -532,6 +532,10 @@ impl Dispatcher {
     }
 
     fn on_tick(&mut self) {
+        let (parked, backlog) = self.parking.gauges();
+        let m = hookline_telemetry::metrics::metrics();
+        m.parked_subscriptions.record(parked as i64, &[]);
+        m.retry_lane_backlog.record(backlog, &[]);
         self.parking.on_tick(&mut self.actions);
         self.answer_revocations();
     }

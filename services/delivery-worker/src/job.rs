@@ -4,11 +4,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hookline_config::Config;
+use hookline_events::Event;
 use hookline_events::operational;
 use hookline_events::time_fmt::now_ms;
-use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
+use hookline_kafka::rdkafka::message::OwnedHeaders;
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
@@ -18,6 +18,7 @@ use hookline_proto::v1::{
 };
 use hookline_runtime::CancellationToken;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
+use hookline_telemetry::metrics::{kv, metrics};
 use hookline_telemetry::trace::{self, Context as TraceContext, Traced};
 use tracing::Instrument as _;
 
@@ -60,9 +61,11 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
 
 impl Context {
+    /// `producer`: the process's one producer (see `writer::producer`).
     pub fn start(
         config: &Config,
         parked: TopicView<ParkedState>,
+        producer: hookline_kafka::Producer,
         shutdown: CancellationToken,
     ) -> Result<Self, crate::Error> {
         let auto_disable_after = config.auto_disable_after()?;
@@ -74,7 +77,7 @@ impl Context {
             secret_box: SecretBox::from_config(config)?,
             sender: Sender::new(config)?,
             // Attempt records and dead letters wait out a broker outage instead of timing out.
-            producer: crate::writer::producer(config)?,
+            producer,
             schedule: Schedule {
                 delays: config.retry_delays()?,
                 jitter: config.retry_jitter,
@@ -204,6 +207,7 @@ impl Context {
             }
             let started_at_ms = now_ms();
             let attempt_span = span.child(|parent| attempt_span(parent, &sub, job.attempt + 1));
+            let in_flight = InFlight::start();
             let result = self
                 .sender
                 .send(Outgoing {
@@ -215,6 +219,7 @@ impl Context {
                 })
                 .instrument(attempt_span.span().clone())
                 .await;
+            in_flight.end(&result);
             end_attempt_span(attempt_span, &result);
             job.attempt += 1;
             // An address the egress guard refuses will be refused again: final.
@@ -260,9 +265,13 @@ impl Context {
             }
             match (verdict, next) {
                 (Verdict::Delivered, _) if !job.replay_id.is_empty() => {
+                    delivered(None);
                     return self.recovered(&job, cx).await;
                 }
-                (Verdict::Delivered, _) => return Outcome::Completed,
+                (Verdict::Delivered, _) => {
+                    delivered(Some(job.routed_at_ms));
+                    return Outcome::Completed;
+                }
                 (Verdict::Retry { .. }, Some(delay)) => {
                     job.due_at_ms = now_ms() + delay.as_millis() as i64;
                     if delay > self.in_memory_max {
@@ -364,6 +373,9 @@ impl Context {
             );
             match written.map_err(|(e, _)| e).and(published) {
                 Ok(_) => {
+                    metrics()
+                        .deliveries
+                        .add(1, &[kv("outcome", "dead_lettered")]);
                     tracing::warn!(delivery_id = %job.delivery_id, reason, "dead-lettered");
                     return Outcome::Completed;
                 }
@@ -388,23 +400,15 @@ impl Context {
         let Some(event) = event else {
             return Ok(());
         };
-        let payload = event.encode_to_vec();
-        let headers = trace::inject_kafka(
+        hookline_kafka::publish_event(
+            &self.producer,
+            &self.topic_events,
+            key,
+            event,
             cx,
-            OwnedHeaders::new().insert(Header {
-                key: CONTENT_TYPE_HEADER,
-                value: Some(CONTENT_TYPE_PROTOBUF),
-            }),
-        );
-        let record = FutureRecord::to(&self.topic_events)
-            .key(key)
-            .headers(headers)
-            .payload(&payload);
-        self.producer
-            .send(record, PRODUCE_TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
+            PRODUCE_TIMEOUT,
+        )
+        .await
     }
 
     /// A replayed delivery reached its endpoint: `hookline.delivery.recovered`, retried
@@ -532,4 +536,45 @@ fn headers(list: &[(String, String)]) -> Vec<hookline_proto::v1::Header> {
             value: value.clone(),
         })
         .collect()
+}
+
+/// An HTTP attempt under way, counted in `hookline_deliveries_in_flight` until it ends (also
+/// when its task is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics().in_flight.add(1, &[]);
+        InFlight
+    }
+
+    /// Records the attempt's duration and status class.
+    fn end(self, result: &crate::http::AttemptResult) {
+        let m = metrics();
+        let class = hookline_telemetry::metrics::status_class(result.status);
+        m.attempts.add(1, &[kv("status_class", class)]);
+        let mut attributes = vec![kv("http.request.method", "POST")];
+        match result.status {
+            Some(status) => attributes.push(kv("http.response.status_code", i64::from(status))),
+            None => attributes.push(kv("error.type", result.error_class)),
+        }
+        m.attempt_duration
+            .record(result.duration.as_secs_f64(), &attributes);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.add(-1, &[]);
+    }
+}
+
+/// A delivery reached its endpoint; `routed_at_ms` (none for a replay) starts its latency.
+fn delivered(routed_at_ms: Option<i64>) {
+    let m = metrics();
+    m.deliveries.add(1, &[kv("outcome", "delivered")]);
+    if let Some(routed) = routed_at_ms.filter(|&t| t > 0) {
+        let seconds = (now_ms() - routed).max(0) as f64 / 1000.0;
+        m.delivery_latency.record(seconds, &[]);
+    }
 }

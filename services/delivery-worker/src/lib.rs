@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::offsets::OffsetTracker;
-use hookline_proto::Message as _;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
 
@@ -72,7 +71,9 @@ pub async fn run(
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
+    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Worker);
+    health.require_assignment(&config, source::GROUP);
     let server = tokio::spawn(hookline_runtime::serve(
         listener,
         hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
@@ -85,9 +86,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     let parked = parked_view(&config)?;
+    // One producer for the process: attempt records, dead letters, operational events and
+    // the parking machine's writes.
+    let producer = writer::producer(&config)?;
     let ctx = Arc::new(job::Context::start(
         &config,
         parked.clone(),
+        producer.clone(),
         shutdown.clone(),
     )?);
     tokio::select! {
@@ -97,7 +102,7 @@ pub async fn run(
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let source_stop = CancellationToken::new();
     let (source, inputs, consumer) = source::start(&config, tracker.clone(), source_stop.clone())?;
-    let (writes, acks) = writer::start(&config)?;
+    let (writes, acks) = writer::start(&config, producer)?;
     health.set_ready(true);
     tracing::info!(topic = %config.topic_deliveries, "delivery worker ready");
 
@@ -159,23 +164,9 @@ pub async fn run(
 fn parked_view(
     config: &Config,
 ) -> Result<hookline_kafka::view::TopicView<hookline_proto::v1::ParkedState>, Error> {
-    Ok(hookline_kafka::view::TopicView::start(
+    Ok(hookline_kafka::keyed_protobuf_view(
         config,
         &config.topic_parked,
-        |msg| {
-            use hookline_kafka::rdkafka::Message as _;
-            use hookline_kafka::view::Update;
-            let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-                return Update::Skip;
-            };
-            match msg.payload().map(hookline_proto::v1::ParkedState::decode) {
-                None => Update::Delete(key),
-                Some(Ok(state)) => Update::Upsert(key, state),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "undecodable parked state skipped");
-                    Update::Skip
-                }
-            }
-        },
+        |_| {},
     )?)
 }

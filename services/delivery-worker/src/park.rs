@@ -119,6 +119,24 @@ impl Parking {
         self.appends_in_flight
     }
 
+    /// Parked subscriptions, and lane jobs appended by this worker and not finished yet
+    /// (a parking adopted after a restart counts none until it appends).
+    pub fn gauges(&self) -> (usize, i64) {
+        let backlog = self
+            .parks
+            .values()
+            .map(|p| {
+                let floor = if p.reading {
+                    p.unfinished_floor()
+                } else {
+                    p.state.cursor
+                };
+                (p.last_appended - floor + 1).max(0)
+            })
+            .sum();
+        (self.parks.len(), backlog)
+    }
+
     fn new_park(&mut self, state: ParkedState, persisted: bool) -> &mut Park {
         self.next_id += 1;
         let sub = state.subscription_id.clone();

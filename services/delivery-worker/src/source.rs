@@ -72,6 +72,8 @@ struct Shared {
     inputs: mpsc::UnboundedSender<Input>,
     tracker: Arc<Mutex<OffsetTracker>>,
     topic: String,
+    /// The group id, for readiness (see `hookline_kafka::context::assigned`).
+    group: String,
     full: AtomicBool,
     paused: AtomicBool,
     /// The consumer is closing (leaving the group).
@@ -84,6 +86,9 @@ struct Shared {
     /// How long a revocation may wait for the dispatcher.
     revoke_wait: Duration,
 }
+
+/// The consumer group's name (`{group_prefix}.delivery-worker`).
+pub const GROUP: &str = "delivery-worker";
 
 pub struct SourceContext {
     shared: Arc<Shared>,
@@ -100,6 +105,10 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         KafkaContext.error(error, reason);
+    }
+
+    fn stats(&self, statistics: hookline_kafka::rdkafka::Statistics) {
+        hookline_kafka::lag::record(&statistics);
     }
 }
 
@@ -142,6 +151,7 @@ impl ConsumerContext for SourceContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(partitions = ?partitions_of(tpl), "deliveries partitions assigned");
+                hookline_kafka::context::note_assigned(&self.shared.group);
                 self.assign(consumer, tpl);
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -319,6 +329,7 @@ pub fn start(
         inputs,
         tracker,
         topic: config.topic_deliveries.clone(),
+        group: hookline_kafka::context::group_id(config, GROUP),
         full: AtomicBool::new(false),
         paused: AtomicBool::new(false),
         closing: AtomicBool::new(false),
@@ -326,7 +337,7 @@ pub fn start(
         done: Mutex::new(HashMap::new()),
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
     });
-    let mut c = hookline_kafka::group_consumer_config(config, "delivery-worker")?;
+    let mut c = hookline_kafka::group_consumer_config(config, GROUP)?;
     if config.worker_group_protocol == "consumer" {
         // KIP-848: the coordinator moves a partition only once its owner has revoked it, and
         // a commit with the member's current epoch is accepted during any rebalance, so a

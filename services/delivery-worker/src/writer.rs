@@ -72,8 +72,8 @@ pub fn producer(config: &Config) -> Result<hookline_kafka::Producer, hookline_ka
 /// Starts the writer; acknowledgements arrive on the returned receiver.
 pub fn start(
     config: &Config,
+    producer: hookline_kafka::Producer,
 ) -> Result<(mpsc::UnboundedSender<Write>, mpsc::UnboundedReceiver<Ack>), crate::Error> {
-    let producer = producer(config)?;
     let topics = Topics {
         lane: config.topic_retry_lane.clone(),
         parked: config.topic_parked.clone(),

@@ -17,7 +17,6 @@ use hookline_config::Config;
 use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
-use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
@@ -74,19 +73,11 @@ pub async fn run(
             }
         }
     })?;
-    let extracts = TopicView::start(&config, &config.topic_extracts, |msg| {
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Update::Skip;
-        };
-        match msg.payload().map(ExtractRecord::decode) {
-            None => Update::Delete(key),
-            Some(Ok(r)) => Update::Upsert(key, r),
-            Some(Err(e)) => {
-                tracing::warn!(offset = msg.offset(), error = %e, "undecodable extract record skipped");
-                Update::Skip
-            }
-        }
-    })?;
+    let started = hookline_events::time_fmt::now_ms();
+    let extracts =
+        hookline_kafka::keyed_protobuf_view(&config, &config.topic_extracts, move |r| {
+            count_rows(r, started)
+        })?;
     let state = AppState {
         balances: balances.clone(),
         extracts: extracts.clone(),
@@ -95,7 +86,8 @@ pub async fn run(
         topic_extracts: config.topic_extracts.clone(),
         tokens: TokenTable::from_config(&config)?,
     };
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
+    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Extracts);
     let app = Router::new().merge(api::routes()).with_state(state).merge(
         hookline_runtime::health_routes(health.clone(), api::document()),
     );
@@ -111,4 +103,22 @@ pub async fn run(
     balances.stop();
     extracts.stop();
     Ok(served?)
+}
+
+/// Counts the rows of a run that finished after this process started
+/// (`hookline_extract_rows_total`). Every replica reads every run record, so each counts
+/// every run: take the maximum over replicas, not the sum.
+fn count_rows(record: &ExtractRecord, started_ms: i64) {
+    use hookline_proto::v1::RunStatus;
+    use hookline_proto::v1::extract_record::Record;
+    let Some(Record::Run(run)) = &record.record else {
+        return;
+    };
+    let finished_ms = hookline_events::time_fmt::parse_rfc3339(&run.finished_on)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    if run.status() == RunStatus::Succeeded && finished_ms.is_some_and(|t| t >= started_ms) {
+        hookline_telemetry::metrics::metrics()
+            .extract_rows
+            .add(run.rows_emitted, &[]);
+    }
 }

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     };
     let _telemetry = config
         .as_ref()
-        .map(|c| hookline_telemetry::init("hookline", c));
+        .map(|c| hookline_runtime::init_telemetry(c, "hookline"));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -95,7 +95,16 @@ impl BatchLoop {
             } else {
                 Duration::ZERO
             };
-            match self.transact(&batch).await {
+            let result = self.transact(&batch).await;
+            let outcome = if result.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            };
+            hookline_telemetry::metrics::metrics()
+                .router_transactions
+                .add(1, &[hookline_telemetry::metrics::kv("outcome", outcome)]);
+            match result {
                 Ok(()) => self.lost_memberships = 0,
                 Err(Failure::Abort(reason)) => {
                     tracing::warn!(%reason, records = batch.len(), "transaction aborted; re-reading its records");
@@ -175,6 +184,7 @@ impl BatchLoop {
         }
         let (deliveries, quarantine) =
             (&self.config.topic_deliveries, &self.config.topic_quarantine);
+        let mut tally = Tally::default();
         let mut records: Vec<route::Outgoing> = Vec::new();
         // Each event's span stays open until its transaction is over.
         let spans: Vec<Traced> = self.matcher.read(|index| {
@@ -182,19 +192,22 @@ impl BatchLoop {
                 .iter()
                 .map(|m| {
                     let (out, span) = route::outgoing(index, m, deliveries, quarantine);
-                    records.extend(out);
+                    records.extend(tally.count(out, quarantine));
                     span
                 })
                 .collect()
         });
         let result = self.commit_batch(batch, records).await;
-        if let Err(failure) = &result {
-            let error = match failure {
-                Failure::Abort(_) => "transaction_aborted",
-                Failure::Fatal(_) => "transaction_failed",
-                Failure::Fenced(_) => "fenced",
-            };
-            spans.iter().for_each(|s| s.fail(error));
+        match &result {
+            Ok(()) => tally.record(),
+            Err(failure) => {
+                let error = match failure {
+                    Failure::Abort(_) => "transaction_aborted",
+                    Failure::Fatal(_) => "transaction_failed",
+                    Failure::Fenced(_) => "fenced",
+                };
+                spans.iter().for_each(|s| s.fail(error));
+            }
         }
         result
     }
@@ -209,7 +222,8 @@ impl BatchLoop {
             .consumer
             .group_metadata()
             .ok_or_else(|| Failure::Abort("no consumer group metadata".into()))?;
-        self.producer.commit(next_offsets(batch)?, group).await
+        self.producer.commit(next_offsets(batch)?, group).await?;
+        Ok(())
     }
 
     /// The consumer's static membership was taken over. Its own session expiring (the group
@@ -292,6 +306,33 @@ impl BatchLoop {
 }
 
 /// The highest offset per partition in `batch`.
+/// What one transaction routed, recorded as metrics once it committed (or aborted).
+#[derive(Default)]
+struct Tally {
+    fan_outs: Vec<usize>,
+    quarantined: u64,
+}
+
+impl Tally {
+    /// Counts one record's outgoing records: its jobs, or its one quarantine record.
+    fn count(&mut self, out: Vec<route::Outgoing>, quarantine: &str) -> Vec<route::Outgoing> {
+        match out.as_slice() {
+            [one] if one.topic == quarantine => self.quarantined += 1,
+            jobs => self.fan_outs.push(jobs.len()),
+        }
+        out
+    }
+
+    fn record(self) {
+        let m = hookline_telemetry::metrics::metrics();
+        m.events_routed.add(self.fan_outs.len() as u64, &[]);
+        m.events_quarantined.add(self.quarantined, &[]);
+        for n in self.fan_outs {
+            m.fan_out.record(n as f64, &[]);
+        }
+    }
+}
+
 fn partitions_of(batch: &[OwnedMessage]) -> BTreeMap<i32, (String, i64)> {
     let mut last: BTreeMap<i32, (String, i64)> = BTreeMap::new();
     for m in batch {

@@ -18,10 +18,15 @@ use hookline_kafka::rdkafka::consumer::{
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use hookline_kafka::rdkafka::{ClientContext, TopicPartitionList};
 
+/// The consumer group's name (`{group_prefix}.router`).
+pub const GROUP: &str = "router";
+
 /// Counts revocations (and rebalance errors, which may have lost partitions).
 #[derive(Default)]
 pub struct RouterContext {
     revocations: AtomicU64,
+    /// The group id, for readiness (see `hookline_kafka::context::assigned`).
+    group: String,
 }
 
 impl ClientContext for RouterContext {
@@ -32,12 +37,17 @@ impl ClientContext for RouterContext {
     fn error(&self, error: KafkaError, reason: &str) {
         hookline_kafka::KafkaContext.error(error, reason);
     }
+
+    fn stats(&self, statistics: hookline_kafka::rdkafka::Statistics) {
+        hookline_kafka::lag::record(&statistics);
+    }
 }
 
 impl ConsumerContext for RouterContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                hookline_kafka::context::note_assigned(&self.group);
                 tracing::info!(partitions = ?partitions(tpl), "router assigned partitions")
             }
             Rebalance::Revoke(tpl) => {
@@ -88,9 +98,12 @@ pub fn create(
     config: &Config,
     instance_id: &str,
 ) -> Result<Arc<EventConsumer>, hookline_kafka::KafkaError> {
-    let mut c = hookline_kafka::group_consumer_config(config, "router")?;
+    let mut c = hookline_kafka::group_consumer_config(config, GROUP)?;
     c.set("group.instance.id", instance_id);
-    let consumer: EventConsumer = c.create_with_context(RouterContext::default())?;
+    let consumer: EventConsumer = c.create_with_context(RouterContext {
+        group: hookline_kafka::context::group_id(config, GROUP),
+        ..RouterContext::default()
+    })?;
     Ok(Arc::new(consumer))
 }
 

@@ -51,7 +51,9 @@ pub async fn run(
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
+    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Router);
+    health.require_assignment(&config, consumer::GROUP);
     // The health server also stops when routing stops on an error (e.g. fenced).
     let server_stop = shutdown.child_token();
     let server = tokio::spawn(hookline_runtime::serve(

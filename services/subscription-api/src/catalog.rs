@@ -16,9 +16,7 @@ use hookline_auth::{Principal, Role};
 use hookline_config::Config;
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
 use hookline_kafka::KafkaError;
-use hookline_kafka::rdkafka::Message as _;
-use hookline_kafka::view::{TopicView, Update};
-use hookline_proto::Message as _;
+use hookline_kafka::view::TopicView;
 use hookline_proto::v1::RegisteredEventType;
 use hookline_runtime::{ApiError, JsonBody};
 use serde::{Deserialize, Serialize};
@@ -107,19 +105,7 @@ pub fn built_in() -> impl Iterator<Item = &'static str> {
 }
 
 pub fn view(config: &Config) -> Result<TopicView<RegisteredEventType>, KafkaError> {
-    TopicView::start(config, &config.topic_event_types, |msg| {
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Update::Skip;
-        };
-        match msg.payload().map(RegisteredEventType::decode) {
-            None => Update::Delete(key),
-            Some(Ok(t)) => Update::Upsert(key, t),
-            Some(Err(e)) => {
-                tracing::warn!(offset = msg.offset(), error = %e, "undecodable event type skipped");
-                Update::Skip
-            }
-        }
-    })
+    hookline_kafka::keyed_protobuf_view(config, &config.topic_event_types, |_| {})
 }
 
 fn in_catalog(state: &AppState, matches: impl Fn(&str) -> bool) -> bool {

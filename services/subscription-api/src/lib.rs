@@ -71,7 +71,7 @@ pub async fn run(
     }
     let tokens = TokenTable::from_config(&config)?;
     let store = Store::start(&config)?;
-    let health = Health::with_probe(hookline_kafka::brokers_reachable);
+    let health = Health::kafka();
     let state = AppState {
         store: store.clone(),
         tokens,

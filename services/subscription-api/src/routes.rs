@@ -54,6 +54,7 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/healthz", healthz),
         route(M::GET, "/readyz", readyz),
         route(M::GET, "/openapi.json", openapi_json),
+        route(M::GET, "/metrics", metrics),
         route(M::POST, secrets::BASE, secrets::create),
         route(M::GET, secrets::BASE, secrets::list),
         route(M::GET, SECRET, secrets::get),
@@ -126,9 +127,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "not ready: still reading its topics, or the brokers are away",
+            "not ready: still reading its topics, waiting for its partitions, or the brokers are away",
         ))
     }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Metrics in the Prometheus text format",
+        content_type = "text/plain", body = String),
+        (status = 404, description = "Metrics are turned off", body = ErrorBody)))]
+async fn metrics() -> axum::response::Response {
+    hookline_runtime::metrics_text().await
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
@@ -254,7 +263,7 @@ impl Modify for BearerAuth {
             in the Synctera one), in a stable order."
     ),
     paths(
-        healthz, readyz, openapi_json,
+        healthz, readyz, metrics, openapi_json,
         secrets::create, secrets::list, secrets::get, secrets::delete, secrets::rotate,
         fynapse::create, fynapse::list, fynapse::get, fynapse::replace, fynapse::patch,
         fynapse::delete,

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use hookline_auth::{Principal, Role};
 use hookline_config::Config;
-use hookline_events::{CONTENT_TYPE_HEADER, CONTENT_TYPE_PROTOBUF, Event};
-use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
+use hookline_events::Event;
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
-use hookline_proto::Message as _;
 use hookline_proto::v1::{Dialect, NameClaim, RegisteredEventType, Secret, Subscription};
 use hookline_runtime::ApiError;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
@@ -159,21 +157,17 @@ impl Store {
         event: &Event,
         cx: &hookline_telemetry::trace::Context,
     ) -> Result<(), ApiError> {
-        let bytes = event.encode_to_vec();
-        let headers = hookline_telemetry::trace::inject_kafka(
+        let sent = hookline_kafka::publish_event(
+            &self.producer,
+            &self.topic_events,
+            key,
+            event,
             cx,
-            OwnedHeaders::new().insert(Header {
-                key: CONTENT_TYPE_HEADER,
-                value: Some(CONTENT_TYPE_PROTOBUF),
-            }),
+            WRITE_TIMEOUT,
         );
-        let record = FutureRecord::<str, [u8]>::to(&self.topic_events)
-            .key(key)
-            .headers(headers)
-            .payload(&bytes);
-        match self.producer.send(record, WRITE_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => {
+        match sent.await {
+            Ok(()) => Ok(()),
+            Err(e) => {
                 tracing::warn!(error = %e, event_type = %event.r#type, "event not published");
                 Err(ApiError::unavailable("could not publish the event"))
             }

@@ -38,6 +38,9 @@ pub struct Stack {
     pub api: String,
     pub extracts: String,
     pub dead_letters: String,
+    /// The router's and the worker's health ports (`/healthz`, `/readyz`, `/metrics`).
+    pub router: String,
+    pub worker: String,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -183,6 +186,8 @@ impl Stack {
             api: format!("http://{api}"),
             extracts: format!("http://{ext}"),
             dead_letters: format!("http://{dl}"),
+            router: format!("http://{router}"),
+            worker: format!("http://{worker}"),
             shutdown,
             tasks,
         };
@@ -368,8 +373,8 @@ fn spawn<E: std::fmt::Display>(
 }
 
 fn hookline_telemetry_init(config: &Config) {
-    // Logs only: the tests' configurations name no OTLP endpoint.
-    drop(hookline_telemetry::init("hookline-tests", config));
+    // Logs and metrics; no traces: the tests' configurations name no OTLP endpoint.
+    drop(hookline_runtime::init_telemetry(config, "hookline-e2e"));
 }
 
 fn rand_bytes() -> [u8; 32] {
