@@ -1,28 +1,39 @@
 //! The extract producer: balance extracts (Target: Webhook, Data source: Balances).
 //!
-//! - [`run`]: views over `balances` and `extracts`, and the HTTP API.
-//! - `api`: configure an extract, run it now, list its runs.
-//! - `extract`: one run: the matching balance rows become `balance.extracted` events on
-//!   `events`, in the seed's envelope, the balance kept as its exact decimal text.
+//! - [`run`]: the balances store, the view of `extracts`, the scheduler, the resumer and the
+//!   HTTP API; [`run_with_clock`] the same with the clock schedules read (tests).
+//! - `api`: configurations (create, list, get, replace, patch, delete) and runs (run now,
+//!   list, get, cancel); the OpenAPI document.
+//! - `query`: the Balance Query without I/O: filters, exact decimal ranges, `data` fields.
+//! - `store`: the balances view on disk (redb), rows streamed in key order from a snapshot.
+//! - `driver`: one run, exactly once across crashes: each batch of events and the run's
+//!   checkpoint in one Kafka transaction.
+//! - `schedule`: cron and time zone, tick claims decided by log order, resuming runs whose
+//!   driver died.
 #![forbid(unsafe_code)]
 
 mod api;
-mod extract;
+mod driver;
+mod openapi;
+mod query;
+mod schedule;
+mod store;
 
 use std::sync::Arc;
 
 use axum::Router;
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
-use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
+use hookline_proto::v1::extract_record::Record;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
 
-pub use extract::EVENT_TYPE;
+pub use driver::EVENT_TYPE;
+pub use schedule::{Clock, ManualClock, SystemClock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,18 +41,25 @@ pub enum Error {
     Kafka(#[from] hookline_kafka::KafkaError),
     #[error(transparent)]
     Auth(#[from] hookline_auth::AuthError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub balances: TopicView<BalanceRow>,
+    pub config: Arc<Config>,
+    pub balances: store::BalanceStore,
     pub extracts: TopicView<ExtractRecord>,
+    pub claims: schedule::Claims,
+    pub driving: schedule::Driving,
+    pub clock: Arc<dyn Clock>,
+    /// Names this process's tick claims.
+    pub process_id: String,
     pub producer: hookline_kafka::Producer,
-    pub topic_events: String,
-    pub topic_extracts: String,
     pub tokens: Arc<TokenTable>,
+    pub shutdown: CancellationToken,
 }
 
 impl HasTokens for AppState {
@@ -56,30 +74,39 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`], with schedules read against `clock`.
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> Result<(), Error> {
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let balances = TopicView::start(&config, &config.topic_balances, |msg| {
-        let Some(value) = msg.payload() else {
-            return msg.key().map_or(Update::Skip, |k| {
-                Update::Delete(String::from_utf8_lossy(k).into_owned())
-            });
-        };
-        match decode_balance(hookline_kafka::header(msg, CONTENT_TYPE_HEADER), value) {
-            // Keyed by the row itself, so rows from any producer compact alike.
-            Ok(row) => Update::Upsert(hookline_events::balance_key(&row), row),
-            Err(e) => {
-                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "invalid balance row skipped");
-                Update::Skip
-            }
-        }
-    })?;
-    let extracts = TopicView::start(&config, &config.topic_extracts, |msg| {
+    let balances = store::BalanceStore::start(&config)?;
+    let claims = schedule::Claims::default();
+    let folded = claims.clone();
+    let extracts = TopicView::start(&config, &config.topic_extracts, move |msg| {
         let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return Update::Skip;
         };
         match msg.payload().map(ExtractRecord::decode) {
+            // Claims are folded first-wins, beside the table.
+            None if key.starts_with("claim/") => {
+                folded.fold(key, None);
+                Update::Skip
+            }
             None => Update::Delete(key),
+            Some(Ok(ExtractRecord {
+                record: Some(Record::Claim(c)),
+            })) => {
+                folded.fold(key, Some(c));
+                Update::Skip
+            }
             Some(Ok(r)) => Update::Upsert(key, r),
             Some(Err(e)) => {
                 tracing::warn!(offset = msg.offset(), error = %e, "undecodable extract record skipped");
@@ -88,17 +115,25 @@ pub async fn run(
         }
     })?;
     let state = AppState {
+        config: Arc::new(config.clone()),
         balances: balances.clone(),
         extracts: extracts.clone(),
+        claims,
+        driving: schedule::Driving::default(),
+        clock,
+        process_id: uuid::Uuid::new_v4().to_string(),
         producer: hookline_kafka::producer(&config)?,
-        topic_events: config.topic_events.clone(),
-        topic_extracts: config.topic_extracts.clone(),
         tokens: TokenTable::from_config(&config)?,
+        shutdown: shutdown.clone(),
     };
     let health = Health::with_probe(hookline_kafka::brokers_reachable);
-    let app = Router::new().merge(api::routes()).with_state(state).merge(
-        hookline_runtime::health_routes(health.clone(), api::document()),
-    );
+    let app = Router::new()
+        .merge(api::routes())
+        .with_state(state.clone())
+        .merge(hookline_runtime::health_routes(
+            health.clone(),
+            api::document(),
+        ));
     let app = hookline_runtime::json_fallbacks(app);
     {
         let (b, e, health) = (balances.clone(), extracts.clone(), health.clone());
@@ -107,6 +142,8 @@ pub async fn run(
             health.set_ready(true);
         });
     }
+    tokio::spawn(schedule::scheduler(state.clone(), shutdown.clone()));
+    tokio::spawn(schedule::resumer(state.clone(), shutdown.clone()));
     let served = hookline_runtime::serve(listener, app, shutdown).await;
     balances.stop();
     extracts.stop();
