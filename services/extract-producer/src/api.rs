@@ -600,6 +600,8 @@ async fn run_now(
         if let Some(d) = driver {
             let _ = d.await;
         }
+        // The driver's last transaction is committed; the view may not have read it yet.
+        state.extracts.sync().await;
         let run = committed_run(&state, &run.tenant, &run.extract_name, &run.run_id).unwrap_or(run);
         return Ok((StatusCode::CREATED, Json(RunOut::of(&run))));
     }
