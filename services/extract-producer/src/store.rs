@@ -226,7 +226,7 @@ impl Reader {
             let applied = !changes.is_empty();
             if applied {
                 batches += 1;
-                if let Err(e) = self.write(changes, batches % DURABLE_EVERY == 0) {
+                if let Err(e) = self.write(changes, batches.is_multiple_of(DURABLE_EVERY)) {
                     // The disk is full or failing: nothing can be served correctly.
                     tracing::error!(error = %e, "balances store write failed; reading stops");
                     return;
