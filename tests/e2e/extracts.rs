@@ -182,6 +182,8 @@ async fn extracts_are_configured_strictly_and_by_role() {
     )
     .await;
     assert_eq!(status, 400, "no renaming");
+    let (status, err) = call(Method::PATCH, &one, TOKEN_A, Some(json!([null, null]))).await;
+    assert_eq!(status, 400, "a body is an object: {err}");
 
     let (status, list) = call(Method::GET, &base, VIEWER, None).await;
     assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));

@@ -138,12 +138,29 @@ pub(crate) struct CreateExtract {
     pub active: Option<bool>,
 }
 
+/// A body that must be a JSON object (serde would also take an array for a struct).
+pub(crate) struct Obj<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Obj)
+    }
+}
+
+/// A whole configuration but its name (the path's; an extract is not renamed).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ReplaceExtract {
-    /// If present, the name in the path.
-    #[serde(default)]
-    pub name: Option<String>,
     pub target: String,
     pub data_source: String,
     #[serde(default)]
@@ -436,7 +453,7 @@ async fn store(
 async fn create(
     State(state): State<AppState>,
     who: Principal,
-    JsonBody(body): JsonBody<CreateExtract>,
+    JsonBody(Obj(body)): JsonBody<Obj<CreateExtract>>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::ExtractionsEditor)?;
     check_name(&body.name)?;
@@ -499,15 +516,9 @@ async fn replace(
     State(state): State<AppState>,
     who: Principal,
     JsonPath(name): JsonPath<String>,
-    JsonBody(body): JsonBody<ReplaceExtract>,
+    JsonBody(Obj(body)): JsonBody<Obj<ReplaceExtract>>,
 ) -> Result<Json<ExtractOut>, ApiError> {
     who.require(Role::ExtractionsEditor)?;
-    if body.name.as_ref().is_some_and(|n| *n != name) {
-        return Err(ApiError::invalid(
-            "name",
-            "`name` must be the name in the path (an extract is not renamed)",
-        ));
-    }
     let config = build(
         &who.tenant,
         &name,
@@ -529,7 +540,7 @@ async fn patch(
     State(state): State<AppState>,
     who: Principal,
     JsonPath(name): JsonPath<String>,
-    JsonBody(body): JsonBody<PatchExtract>,
+    JsonBody(Obj(body)): JsonBody<Obj<PatchExtract>>,
 ) -> Result<Json<ExtractOut>, ApiError> {
     who.require(Role::ExtractionsEditor)?;
     let previous = found(&state, &who, &name)?;

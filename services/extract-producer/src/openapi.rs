@@ -58,14 +58,18 @@ fn schemas() -> Value {
             "transactionCurrencies": strings,
             "balanceMin": decimal, "balanceMax": decimal,
             "fields": {"type": "array", "items": {"type": "string", "enum": FIELDS}}}});
-    let timezones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+    let mut timezones: Vec<Value> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|t| json!(t.name()))
+        .collect();
+    timezones.push(Value::Null);
     let schedule = json!({"type": "object", "additionalProperties": false, "required": ["cron"],
         "properties": {
             "cron": {"type": "string", "pattern": *CRON_PATTERN, "description":
                 "minute hour day-of-month month day-of-week (seconds first when six fields); \
                  each `*`, `*/step` or a list of numbers"},
-            "timeZone": {"type": "string", "enum": timezones,
-                "description": "IANA time zone of the cron expression; absent: UTC"}}});
+            "timeZone": {"type": ["string", "null"], "enum": timezones,
+                "description": "IANA time zone of the cron expression; absent or null: UTC"}}});
     let nullable = |s: &str| json!({"oneOf": [{"type": "null"}, schema_ref(s)]});
     let description = json!({"type": ["string", "null"], "maxLength": DESCRIPTION_MAX});
     let fields = |with_name: bool, required: bool| {
@@ -92,8 +96,8 @@ fn schemas() -> Value {
         }
         s
     };
-    let mut replace = fields(true, true);
-    replace["description"] = json!("`name`, if present, must be the name in the path.");
+    let mut replace = fields(false, true);
+    replace["description"] = json!("The whole configuration; the name is the path's.");
     let mut extract = fields(true, true);
     extract["properties"]["createdAt"] = json!({"type": "string", "format": "date-time"});
     extract["properties"]["updatedAt"] = json!({"type": "string", "format": "date-time"});
