@@ -48,8 +48,8 @@ fn op(id: &str, summary: &str, params: Value, responses: &[(&str, Value)]) -> Va
 
 fn schemas() -> Value {
     let strings = json!({"type": "array", "items": {"type": "string"}});
-    let decimal = json!({"type": "string", "pattern": DECIMAL_PATTERN,
-        "description": "Exact decimal text, e.g. \"-12.50\""});
+    let decimal = json!({"type": ["string", "null"], "pattern": DECIMAL_PATTERN,
+        "description": "Exact decimal text, e.g. \"-12.50\"; absent or null: unbounded"});
     let query = json!({"type": "object", "additionalProperties": false,
         "description": "The Balance Query: filters (empty lists match every value; balance \
             bounds inclusive) and the fields of `data` (default: all five, in this order).",

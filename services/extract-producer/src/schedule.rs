@@ -99,13 +99,35 @@ impl Schedule {
             .map(|t| t.with_timezone(&Utc).timestamp_millis())
     }
 
-    /// The latest tick in `(after, now]`, if any.
+    /// The latest tick in `(after, now]`, if any. Looked for in growing windows ending at
+    /// `now`, so a long outage costs few steps: the first window with a tick holds the
+    /// latest one.
     pub fn latest_due(&self, after: i64, now: i64) -> Option<i64> {
+        const HOUR: i64 = 3_600_000;
+        for window in [
+            HOUR,
+            24 * HOUR,
+            32 * 24 * HOUR,
+            366 * 24 * HOUR,
+            5 * 366 * 24 * HOUR,
+        ] {
+            let from = after.max(now - window);
+            if let Some(t) = self.latest_in(from, now) {
+                return Some(t);
+            }
+            if from == after {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn latest_in(&self, after: i64, now: i64) -> Option<i64> {
         let mut tick = self.next_after(after).filter(|t| *t <= now)?;
         for _ in 0..MAX_STEPS {
             match self.next_after(tick) {
                 Some(t) if t <= now => tick = t,
-                _ => return Some(tick),
+                _ => break,
             }
         }
         Some(tick)
@@ -374,6 +396,15 @@ mod tests {
         assert_eq!(
             s.latest_due(after, ms("2026-12-01T10:05:00Z")),
             Some(ms("2026-12-01T10:05:00Z"))
+        );
+        // A year down, a tick every second: still the latest one.
+        let every_second = Schedule::parse("* * * * * *", "").unwrap();
+        let now = ms("2027-12-01T10:00:00Z") + 500;
+        assert_eq!(every_second.latest_due(after, now), Some(now - 500));
+        let yearly = Schedule::parse("0 0 1 1 *", "").unwrap();
+        assert_eq!(
+            yearly.latest_due(after, now),
+            Some(ms("2027-01-01T00:00:00Z"))
         );
     }
 
