@@ -13,6 +13,8 @@ mod api_synctera;
 mod binaries;
 mod delivery;
 mod egress;
+mod extracts;
+mod extracts_kill;
 mod observability;
 mod operational;
 mod operations;

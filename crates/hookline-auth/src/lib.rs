@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Viewer,
+    /// The Fynapse "Extractions Editor": configures and runs balance extracts, reads the
+    /// rest. Below `Editor`, so it changes nothing else.
+    ExtractionsEditor,
     Editor,
     Admin,
 }
@@ -26,9 +29,12 @@ impl std::str::FromStr for Role {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "viewer" => Ok(Role::Viewer),
+            "extractions-editor" => Ok(Role::ExtractionsEditor),
             "editor" => Ok(Role::Editor),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?} (viewer, editor, admin)")),
+            other => Err(format!(
+                "unknown role {other:?} (viewer, extractions-editor, editor, admin)"
+            )),
         }
     }
 }
@@ -182,6 +188,21 @@ mod tests {
         assert!(p.require(Role::Admin).is_err());
         assert!(p.can_see("acme") && !p.can_see("other"));
         assert!(t.lookup("nope").is_none());
+    }
+
+    #[test]
+    fn an_extractions_editor_edits_extracts_only() {
+        let t = TokenTable::parse("extracts-token-0123456789=acme:extractions-editor").unwrap();
+        let p = t.lookup("extracts-token-0123456789").unwrap();
+        assert_eq!(p.role, Role::ExtractionsEditor);
+        assert!(p.require(Role::Viewer).is_ok());
+        assert!(p.require(Role::ExtractionsEditor).is_ok());
+        assert!(p.require(Role::Editor).is_err());
+        let editor = Principal {
+            tenant: "acme".into(),
+            role: Role::Editor,
+        };
+        assert!(editor.require(Role::ExtractionsEditor).is_ok());
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! `/api/v1/extracts`: configure balance extracts, run them, list their runs.
+//! `/api/v1/extracts`: configurations (create, list, get, replace, patch, delete) and runs
+//! (run now, list, get, cancel). `extractions-editor`, editor or admin configure and run;
+//! viewers read. Bodies are strict (unknown fields refused) and every error names its field.
+
+use std::sync::LazyLock;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -6,193 +10,465 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hookline_auth::{Principal, Role};
-use hookline_events::time_fmt::{now_ms, rfc3339_millis};
+use hookline_events::time_fmt::{now_ms, rfc3339_micros, rfc3339_millis};
+use hookline_kafka::rdkafka::producer::FutureRecord;
+use hookline_proto::Message as _;
 use hookline_proto::v1::extract_record::Record;
-use hookline_proto::v1::{BalanceQuery, ExtractConfig, ExtractRecord, ExtractRun};
+use hookline_proto::v1::{
+    BalanceQuery, ExtractConfig, ExtractRecord, ExtractRun, RunCancel, RunStatus,
+};
 use hookline_runtime::{ApiError, JsonBody, JsonPath, JsonQuery};
-use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::AppState;
-use crate::extract::{config_key, execute, new_run};
+use crate::driver::{cancel_key, committed_run, is_final, run_key};
+use crate::query::{DECIMAL_PATTERN, FIELDS};
+use crate::schedule::{Schedule, next_run_at, spawn_driver};
+
+pub(crate) use crate::openapi::document;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/extracts", get(list).post(create))
-        .route("/api/v1/extracts/{name}", get(get_one))
+        .route(
+            "/api/v1/extracts/{name}",
+            get(get_one).put(replace).patch(patch).delete(delete),
+        )
         .route("/api/v1/extracts/{name}/runs", post(run_now).get(list_runs))
+        .route("/api/v1/extracts/{name}/runs/{run_id}", get(get_run))
+        .route("/api/v1/extracts/{name}/runs/{run_id}/cancel", post(cancel))
 }
 
-/// What an extract's name may be: no `/`.
-const NAME_PATTERN: &str = "^[^/]*$";
+pub const NAME_MAX: usize = 255;
+pub const DESCRIPTION_MAX: usize = 1000;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Hookline extract producer",
-        description = "Balance extracts (`/api/v1/extracts`): configurations and runs. A run \
-            emits one `balance.extracted` event per matching balance row. Every call but health \
-            and this document carries `Authorization: Bearer <token>`; `extractions-editor`, \
-            editor or admin configure and run, viewers read. Errors are JSON `{code, message, \
-            field}`."
-    ),
-    paths(create, list, get_one, run_now, list_runs),
-    components(schemas(ErrorOut))
-)]
-struct ExtractDoc;
+/// A cron expression Hookline accepts: five fields (minute hour day-of-month month
+/// day-of-week), or six with seconds first; each `*`, `*/step` or a list of numbers.
+pub static CRON_PATTERN: LazyLock<String> = LazyLock::new(|| {
+    let field = |n: &str, s: &str| format!(r"(\*(/({s}))?|({n})(,({n}))*)");
+    let sec = field("[1-5]?[0-9]", "[1-9]|[1-5][0-9]");
+    let hour = field("1?[0-9]|2[0-3]", "[1-9]|1[0-9]|2[0-3]");
+    let dom = field("[1-9]|[12][0-9]|3[01]", "[1-9]|[12][0-9]|3[01]");
+    let mon = field("[1-9]|1[0-2]", "[1-9]|1[0-2]");
+    let dow = field("[0-7]", "[1-7]");
+    format!("^({sec} )?{sec} {hour} {dom} {mon} {dow}$")
+});
+static CRON: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(&CRON_PATTERN).expect("the cron pattern compiles"));
+static DECIMAL: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(DECIMAL_PATTERN).expect("the decimal pattern compiles"));
 
-/// The served document: the routes above, the health routes, the bearer scheme.
-pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ExtractDoc::openapi();
-    hookline_runtime::add_common_components(&mut doc);
-    let mut v = serde_json::to_value(&doc).expect("the document serialises");
-    let name = &mut v["components"]["schemas"]["CreateExtract"]["properties"]["name"];
-    name["pattern"] = NAME_PATTERN.into();
-    for item in v["paths"].as_object_mut().expect("paths").values_mut() {
-        for op in item.as_object_mut().expect("item").values_mut() {
-            for p in op["parameters"].as_array_mut().into_iter().flatten() {
-                if p["name"] == "name" {
-                    p["schema"] = serde_json::json!({"type": "string", "minLength": 1,
-                        "maxLength": 255, "pattern": NAME_PATTERN});
-                }
+/// The Balance Query (empty lists: every value).
+#[derive(Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct QueryIn {
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub product_names: Vec<String>,
+    #[serde(default)]
+    pub transaction_currencies: Vec<String>,
+    /// Inclusive lower bound on the balance (exact decimal text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_min: Option<String>,
+    /// Inclusive upper bound on the balance (exact decimal text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_max: Option<String>,
+    /// Fields of `data`; empty: all five.
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    #[serde(rename = "node")]
+    Node,
+    #[serde(rename = "account")]
+    Account,
+    #[serde(rename = "balance")]
+    Balance,
+    #[serde(rename = "productName")]
+    ProductName,
+    #[serde(rename = "transactionCurrency")]
+    TransactionCurrency,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        FIELDS[self as usize]
+    }
+
+    fn of(name: &str) -> Option<Self> {
+        [
+            Field::Node,
+            Field::Account,
+            Field::Balance,
+            Field::ProductName,
+            Field::TransactionCurrency,
+        ]
+        .into_iter()
+        .find(|f| f.name() == name)
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ScheduleIn {
+    pub cron: String,
+    /// IANA time zone; absent: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct CreateExtract {
+    pub name: String,
+    pub target: String,
+    pub data_source: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub query: Option<QueryIn>,
+    #[serde(default)]
+    pub schedule: Option<ScheduleIn>,
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// A body that must be a JSON object (serde would also take an array for a struct).
+pub(crate) struct Obj<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
             }
         }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Obj)
     }
-    serde_json::from_value(v).expect("the document deserialises")
 }
 
-/// The error body (see `hookline_runtime::ApiError`).
-#[derive(Serialize, ToSchema)]
-#[schema(as = ErrorBody)]
-struct ErrorOut {
-    code: String,
-    message: String,
-    field: Option<String>,
-}
-
-/// The Balance Query: which rows an extract emits (empty lists: every row).
-#[derive(Deserialize, Serialize, Default, ToSchema)]
+/// A whole configuration but its name (the path's; an extract is not renamed).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct QueryIn {
+pub(crate) struct ReplaceExtract {
+    pub target: String,
+    pub data_source: String,
     #[serde(default)]
-    nodes: Vec<String>,
+    pub description: Option<String>,
     #[serde(default)]
-    accounts: Vec<String>,
+    pub query: Option<QueryIn>,
     #[serde(default)]
-    product_names: Vec<String>,
+    pub schedule: Option<ScheduleIn>,
     #[serde(default)]
-    transaction_currencies: Vec<String>,
+    pub active: Option<bool>,
 }
 
-#[derive(Deserialize, ToSchema)]
+/// Present (`Some`), even when null (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateExtract {
-    /// Unique per tenant; no `/`.
-    #[schema(min_length = 1, max_length = 255)]
-    name: String,
-    #[schema(value_type = String, pattern = "^Webhook$")]
-    target: String,
-    #[schema(value_type = String, pattern = "^Balances$")]
-    data_source: String,
+pub(crate) struct PatchExtract {
     #[serde(default)]
-    query: QueryIn,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub data_source: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub query: Option<Option<QueryIn>>,
+    #[serde(default, deserialize_with = "present")]
+    pub schedule: Option<Option<ScheduleIn>>,
+    #[serde(default, deserialize_with = "present")]
+    pub active: Option<Option<bool>>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ExtractOut {
+pub(crate) struct ExtractOut {
     name: String,
     target: String,
     data_source: String,
+    description: Option<String>,
     query: QueryIn,
+    schedule: Option<ScheduleIn>,
+    active: bool,
+    next_run_at: Option<String>,
     created_at: String,
+    updated_at: String,
 }
 
 impl ExtractOut {
-    fn of(c: &ExtractConfig) -> Self {
+    fn of(c: &ExtractConfig, now: i64) -> Self {
         let q = c.query.clone().unwrap_or_default();
+        let fields = if q.fields.is_empty() {
+            FIELDS.iter().filter_map(|f| Field::of(f)).collect()
+        } else {
+            q.fields.iter().filter_map(|f| Field::of(f)).collect()
+        };
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Self {
             name: c.name.clone(),
             target: c.target.clone(),
             data_source: c.data_source.clone(),
+            description: opt(&c.description),
             query: QueryIn {
                 nodes: q.nodes,
                 accounts: q.accounts,
                 product_names: q.product_names,
                 transaction_currencies: q.transaction_currencies,
+                balance_min: opt(&q.balance_min),
+                balance_max: opt(&q.balance_max),
+                fields,
             },
+            schedule: opt(&c.schedule).map(|cron| ScheduleIn {
+                cron,
+                time_zone: Some(opt(&c.time_zone).unwrap_or_else(|| "UTC".into())),
+            }),
+            active: c.active,
+            next_run_at: next_run_at(c, now).map(rfc3339_millis),
             created_at: rfc3339_millis(c.created_at_ms),
+            updated_at: rfc3339_millis(c.updated_at_ms),
         }
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RunOut {
+pub(crate) struct RunOut {
     run_id: String,
     extract_name: String,
-    started_on: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    finished_on: String,
-    rows_emitted: u64,
-    #[schema(value_type = String)]
     status: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    error: String,
+    /// `manual` or `schedule`.
+    trigger: &'static str,
+    scheduled_for: Option<String>,
+    started_on: String,
+    finished_on: Option<String>,
+    rows_emitted: u64,
+    rows_skipped: u64,
+    error: Option<String>,
+}
+
+pub(crate) fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Queued | RunStatus::Unspecified => "QUEUED",
+        RunStatus::Running => "RUNNING",
+        RunStatus::Succeeded => "SUCCEEDED",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Cancelled => "CANCELLED",
+    }
 }
 
 impl RunOut {
     fn of(r: &ExtractRun) -> Self {
-        use hookline_proto::v1::RunStatus;
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Self {
             run_id: r.run_id.clone(),
             extract_name: r.extract_name.clone(),
+            status: status_name(r.status()),
+            trigger: if r.tick_ms > 0 { "schedule" } else { "manual" },
+            scheduled_for: (r.tick_ms > 0).then(|| rfc3339_millis(r.tick_ms)),
             started_on: r.started_on.clone(),
-            finished_on: r.finished_on.clone(),
+            finished_on: opt(&r.finished_on),
             rows_emitted: r.rows_emitted,
-            status: match r.status() {
-                RunStatus::Running | RunStatus::Unspecified => "RUNNING",
-                RunStatus::Succeeded => "SUCCEEDED",
-                RunStatus::Failed => "FAILED",
-            },
-            error: r.error.clone(),
+            rows_skipped: r.rows_skipped,
+            error: opt(&r.error),
         }
     }
 }
 
-fn config_of(state: &AppState, tenant: &str, name: &str) -> Option<ExtractConfig> {
+pub(crate) fn config_key(tenant: &str, name: &str) -> String {
+    format!("config/{tenant}/{name}")
+}
+
+pub(crate) fn config_of(state: &AppState, tenant: &str, name: &str) -> Option<ExtractConfig> {
     match state.extracts.get(&config_key(tenant, name))?.record? {
         Record::Config(c) => Some(c),
-        Record::Run(_) => None,
+        _ => None,
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/extracts", tag = "extracts", request_body = CreateExtract,
-    responses((status = 201, body = ExtractOut), (status = 400, body = ErrorOut),
-        (status = 401, body = ErrorOut), (status = 403, body = ErrorOut),
-        (status = 409, body = ErrorOut), (status = 413, body = ErrorOut)))]
-async fn create(
-    State(state): State<AppState>,
-    who: Principal,
-    JsonBody(body): JsonBody<CreateExtract>,
-) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::Editor)?;
-    let n = body.name.chars().count();
-    if !(1..=255).contains(&n) || body.name.contains('/') {
+/// Writes an extracts record (a tombstone for `None`) and waits until the view holds it.
+pub(crate) async fn write_value(
+    state: &AppState,
+    key: &str,
+    record: Option<&ExtractRecord>,
+) -> Result<(), String> {
+    let payload = record.map(|r| r.encode_to_vec());
+    let mut r = FutureRecord::to(&state.config.topic_extracts).key(key);
+    if let Some(p) = &payload {
+        r = r.payload(p);
+    }
+    let delivery = state
+        .producer
+        .send(r, std::time::Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e.to_string())?;
+    state
+        .extracts
+        .wait_for_offset(delivery.partition, delivery.offset)
+        .await;
+    Ok(())
+}
+
+pub(crate) async fn write(
+    state: &AppState,
+    key: &str,
+    record: &ExtractRecord,
+) -> Result<(), String> {
+    write_value(state, key, Some(record)).await
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let n = name.chars().count();
+    if !(1..=NAME_MAX).contains(&n) || name.contains('/') {
         return Err(ApiError::invalid(
             "name",
             "`name` must be 1-255 characters without `/`",
         ));
     }
-    if body.target != "Webhook" {
+    Ok(())
+}
+
+/// The parts every write checks; builds the stored configuration (times left to the caller).
+struct Parts {
+    target: String,
+    data_source: String,
+    description: Option<String>,
+    query: Option<QueryIn>,
+    schedule: Option<ScheduleIn>,
+    active: bool,
+}
+
+fn build(tenant: &str, name: &str, p: Parts) -> Result<ExtractConfig, ApiError> {
+    if p.target != "Webhook" {
         return Err(ApiError::invalid("target", "`target` must be \"Webhook\""));
     }
-    if body.data_source != "Balances" {
+    if p.data_source != "Balances" {
         return Err(ApiError::invalid(
             "dataSource",
             "`dataSource` must be \"Balances\"",
         ));
     }
+    if p.description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > DESCRIPTION_MAX)
+    {
+        return Err(ApiError::invalid(
+            "description",
+            "`description` must be at most 1000 characters",
+        ));
+    }
+    let q = p.query.unwrap_or_default();
+    for (field, v) in [
+        ("query.balanceMin", &q.balance_min),
+        ("query.balanceMax", &q.balance_max),
+    ] {
+        if v.as_ref().is_some_and(|v| !DECIMAL.is_match(v)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be a decimal such as \"-12.50\""),
+            ));
+        }
+    }
+    let (schedule, time_zone) = match p.schedule {
+        None => (String::new(), String::new()),
+        Some(s) => {
+            if !CRON.is_match(&s.cron) {
+                return Err(ApiError::invalid(
+                    "schedule.cron",
+                    "`schedule.cron` must be 5 or 6 fields, each `*`, `*/step` or numbers",
+                ));
+            }
+            let tz = s.time_zone.unwrap_or_default();
+            Schedule::parse(&s.cron, &tz).map_err(|(f, m)| ApiError::invalid(f, m))?;
+            (s.cron, tz)
+        }
+    };
+    Ok(ExtractConfig {
+        name: name.to_owned(),
+        tenant: tenant.to_owned(),
+        target: p.target,
+        data_source: p.data_source,
+        query: Some(BalanceQuery {
+            nodes: q.nodes,
+            accounts: q.accounts,
+            product_names: q.product_names,
+            transaction_currencies: q.transaction_currencies,
+            balance_min: q.balance_min.unwrap_or_default(),
+            balance_max: q.balance_max.unwrap_or_default(),
+            fields: q.fields.iter().map(|f| f.name().to_owned()).collect(),
+        }),
+        schedule,
+        time_zone,
+        active: p.active,
+        description: p.description.unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+/// Stores `config`, keeping what the schedule needs to know: ticks before it was (re)set or
+/// activated are not run.
+async fn store(
+    state: &AppState,
+    mut config: ExtractConfig,
+    previous: Option<&ExtractConfig>,
+) -> Result<ExtractConfig, ApiError> {
+    let now = now_ms();
+    config.updated_at_ms = now;
+    config.created_at_ms = previous.map_or(now, |p| p.created_at_ms);
+    let unchanged = previous.is_some_and(|p| {
+        p.active
+            && config.active
+            && p.schedule == config.schedule
+            && p.time_zone == config.time_zone
+    });
+    config.schedule_since_ms = match previous {
+        Some(p) if unchanged => p.schedule_since_ms,
+        _ => state.clock.now_ms(),
+    };
+    let record = ExtractRecord {
+        record: Some(Record::Config(config.clone())),
+    };
+    write(state, &config_key(&config.tenant, &config.name), &record)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(config)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(Obj(body)): JsonBody<Obj<CreateExtract>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Role::ExtractionsEditor)?;
+    check_name(&body.name)?;
+    let config = build(
+        &who.tenant,
+        &body.name,
+        Parts {
+            target: body.target,
+            data_source: body.data_source,
+            description: body.description,
+            query: body.query,
+            schedule: body.schedule,
+            active: body.active.unwrap_or(false),
+        },
+    )?;
     state.extracts.sync().await;
     if config_of(&state, &who.tenant, &body.name).is_some() {
         return Err(ApiError::conflict(
@@ -200,41 +476,21 @@ async fn create(
             format!("an extract named {:?} already exists", body.name),
         ));
     }
-    let now = now_ms();
-    let config = ExtractConfig {
-        name: body.name,
-        tenant: who.tenant.clone(),
-        target: body.target,
-        data_source: body.data_source,
-        query: Some(BalanceQuery {
-            nodes: body.query.nodes,
-            accounts: body.query.accounts,
-            product_names: body.query.product_names,
-            transaction_currencies: body.query.transaction_currencies,
-        }),
-        schedule: String::new(),
-        created_at_ms: now,
-        updated_at_ms: now,
-    };
-    let record = ExtractRecord {
-        record: Some(Record::Config(config.clone())),
-    };
-    crate::extract::write(&state, &config_key(&config.tenant, &config.name), &record)
-        .await
-        .map_err(ApiError::unavailable)?;
-    Ok((StatusCode::CREATED, Json(ExtractOut::of(&config))))
+    let config = store(&state, config, None).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ExtractOut::of(&config, state.clock.now_ms())),
+    ))
 }
 
-#[utoipa::path(get, path = "/api/v1/extracts", tag = "extracts",
-    responses((status = 200, description = "By name", body = Vec<ExtractOut>),
-        (status = 401, body = ErrorOut)))]
 async fn list(State(state): State<AppState>, who: Principal) -> Json<Vec<ExtractOut>> {
     let prefix = config_key(&who.tenant, "");
+    let now = state.clock.now_ms();
     let mut out: Vec<ExtractOut> = state.extracts.read(|t| {
         t.iter()
             .filter(|(k, _)| k.starts_with(&prefix))
             .filter_map(|(_, r)| match &r.record {
-                Some(Record::Config(c)) => Some(ExtractOut::of(c)),
+                Some(Record::Config(c)) => Some(ExtractOut::of(c, now)),
                 _ => None,
             })
             .collect()
@@ -243,66 +499,129 @@ async fn list(State(state): State<AppState>, who: Principal) -> Json<Vec<Extract
     Json(out)
 }
 
-#[utoipa::path(get, path = "/api/v1/extracts/{name}", tag = "extracts",
-    params(("name" = String, Path)),
-    responses((status = 200, body = ExtractOut), (status = 400, body = ErrorOut),
-        (status = 401, body = ErrorOut), (status = 404, body = ErrorOut)))]
+fn found(state: &AppState, who: &Principal, name: &str) -> Result<ExtractConfig, ApiError> {
+    config_of(state, &who.tenant, name).ok_or_else(|| ApiError::not_found("extract"))
+}
+
 async fn get_one(
     State(state): State<AppState>,
     who: Principal,
     JsonPath(name): JsonPath<String>,
 ) -> Result<Json<ExtractOut>, ApiError> {
-    config_of(&state, &who.tenant, &name)
-        .map(|c| Json(ExtractOut::of(&c)))
-        .ok_or_else(|| ApiError::not_found("extract"))
+    let c = found(&state, &who, &name)?;
+    Ok(Json(ExtractOut::of(&c, state.clock.now_ms())))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(Obj(body)): JsonBody<Obj<ReplaceExtract>>,
+) -> Result<Json<ExtractOut>, ApiError> {
+    who.require(Role::ExtractionsEditor)?;
+    let config = build(
+        &who.tenant,
+        &name,
+        Parts {
+            target: body.target,
+            data_source: body.data_source,
+            description: body.description,
+            query: body.query,
+            schedule: body.schedule,
+            active: body.active.unwrap_or(false),
+        },
+    )?;
+    let previous = found(&state, &who, &name)?;
+    let config = store(&state, config, Some(&previous)).await?;
+    Ok(Json(ExtractOut::of(&config, state.clock.now_ms())))
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(Obj(body)): JsonBody<Obj<PatchExtract>>,
+) -> Result<Json<ExtractOut>, ApiError> {
+    who.require(Role::ExtractionsEditor)?;
+    let previous = found(&state, &who, &name)?;
+    let current = ExtractOut::of(&previous, 0);
+    let config = build(
+        &who.tenant,
+        &name,
+        Parts {
+            target: body.target.unwrap_or(current.target),
+            data_source: body.data_source.unwrap_or(current.data_source),
+            description: body.description.unwrap_or(current.description),
+            query: body.query.unwrap_or(Some(current.query)),
+            schedule: body.schedule.unwrap_or(current.schedule),
+            active: body.active.map_or(current.active, |a| a.unwrap_or(false)),
+        },
+    )?;
+    let config = store(&state, config, Some(&previous)).await?;
+    Ok(Json(ExtractOut::of(&config, state.clock.now_ms())))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath(name): JsonPath<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(Role::ExtractionsEditor)?;
+    found(&state, &who, &name)?;
+    write_value(&state, &config_key(&who.tenant, &name), None)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunParams {
+pub(crate) struct RunParams {
     /// Answer only when the run has finished.
     #[serde(default)]
     wait: bool,
 }
 
-#[utoipa::path(post, path = "/api/v1/extracts/{name}/runs", tag = "extracts",
-    params(("name" = String, Path),
-        ("wait" = Option<bool>, Query, description = "Answer when the run has finished (201)")),
-    responses((status = 201, description = "Run finished", body = RunOut),
-        (status = 202, description = "Run started", body = RunOut),
-        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
-        (status = 403, body = ErrorOut), (status = 404, body = ErrorOut)))]
 async fn run_now(
     State(state): State<AppState>,
     who: Principal,
     JsonPath(name): JsonPath<String>,
     JsonQuery(params): JsonQuery<RunParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::Editor)?;
-    let config =
-        config_of(&state, &who.tenant, &name).ok_or_else(|| ApiError::not_found("extract"))?;
-    let run = new_run(&config);
+    who.require(Role::ExtractionsEditor)?;
+    let config = found(&state, &who, &name)?;
+    let run = ExtractRun {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        extract_name: config.name.clone(),
+        tenant: config.tenant.clone(),
+        started_on: rfc3339_micros(time::OffsetDateTime::now_utc()),
+        status: RunStatus::Queued as i32,
+        heartbeat_ms: now_ms(),
+        ..Default::default()
+    };
+    let key = run_key(&run.tenant, &run.extract_name, &run.run_id);
+    let record = ExtractRecord {
+        record: Some(Record::Run(run.clone())),
+    };
+    write(&state, &key, &record)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let driver = spawn_driver(&state, &run, &state.shutdown);
     if params.wait {
-        let run = execute(&state, &config, run).await;
+        if let Some(d) = driver {
+            let _ = d.await;
+        }
+        // The driver's last transaction is committed; the view may not have read it yet.
+        state.extracts.sync().await;
+        let run = committed_run(&state, &run.tenant, &run.extract_name, &run.run_id).unwrap_or(run);
         return Ok((StatusCode::CREATED, Json(RunOut::of(&run))));
     }
-    let accepted = RunOut::of(&run);
-    tokio::spawn(async move { execute(&state, &config, run).await });
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    Ok((StatusCode::ACCEPTED, Json(RunOut::of(&run))))
 }
 
-#[utoipa::path(get, path = "/api/v1/extracts/{name}/runs", tag = "extracts",
-    params(("name" = String, Path)),
-    responses((status = 200, description = "Newest first", body = Vec<RunOut>),
-        (status = 400, body = ErrorOut), (status = 401, body = ErrorOut),
-        (status = 404, body = ErrorOut)))]
-async fn list_runs(
-    State(state): State<AppState>,
-    who: Principal,
-    JsonPath(name): JsonPath<String>,
-) -> Result<Json<Vec<RunOut>>, ApiError> {
-    config_of(&state, &who.tenant, &name).ok_or_else(|| ApiError::not_found("extract"))?;
-    let prefix = crate::extract::run_key(&who.tenant, &name, "");
+/// The runs of an extract: run records and claimed ticks without one yet.
+fn runs_of(state: &AppState, tenant: &str, name: &str) -> Vec<ExtractRun> {
+    let prefix = run_key(tenant, name, "");
     let mut runs: Vec<ExtractRun> = state.extracts.read(|t| {
         t.iter()
             .filter(|(k, _)| k.starts_with(&prefix))
@@ -312,6 +631,59 @@ async fn list_runs(
             })
             .collect()
     });
+    for c in state.claims.of(tenant, name) {
+        if !runs.iter().any(|r| r.run_id == c.run_id) {
+            runs.push(c);
+        }
+    }
     runs.sort_by(|a, b| b.started_on.cmp(&a.started_on));
+    runs
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath(name): JsonPath<String>,
+) -> Result<Json<Vec<RunOut>>, ApiError> {
+    found(&state, &who, &name)?;
+    let runs = runs_of(&state, &who.tenant, &name);
     Ok(Json(runs.iter().map(RunOut::of).collect()))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath((name, run_id)): JsonPath<(String, String)>,
+) -> Result<Json<RunOut>, ApiError> {
+    found(&state, &who, &name)?;
+    committed_run(&state, &who.tenant, &name, &run_id)
+        .map(|r| Json(RunOut::of(&r)))
+        .ok_or_else(|| ApiError::not_found("run"))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath((name, run_id)): JsonPath<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Role::ExtractionsEditor)?;
+    found(&state, &who, &name)?;
+    let run = committed_run(&state, &who.tenant, &name, &run_id)
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    if is_final(&run) {
+        return Err(ApiError::conflict(
+            "runId",
+            format!("the run is {} already", status_name(run.status())),
+        ));
+    }
+    let record = ExtractRecord {
+        record: Some(Record::Cancel(RunCancel {
+            run_id: run_id.clone(),
+            requested_at_ms: now_ms(),
+        })),
+    };
+    write(&state, &cancel_key(&who.tenant, &name, &run_id), &record)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok((StatusCode::ACCEPTED, Json(RunOut::of(&run))))
 }

@@ -1,27 +1,39 @@
 //! The extract producer: balance extracts (Target: Webhook, Data source: Balances).
 //!
-//! - [`run`]: views over `balances` and `extracts`, and the HTTP API.
-//! - `api`: configure an extract, run it now, list its runs.
-//! - `extract`: one run: the matching balance rows become `balance.extracted` events on
-//!   `events`, in the seed's envelope, the balance kept as its exact decimal text.
+//! - [`run`]: the balances store, the view of `extracts`, the scheduler, the resumer and the
+//!   HTTP API; [`run_with_clock`] the same with the clock schedules read (tests).
+//! - `api`: configurations (create, list, get, replace, patch, delete) and runs (run now,
+//!   list, get, cancel); the OpenAPI document.
+//! - `query`: the Balance Query without I/O: filters, exact decimal ranges, `data` fields.
+//! - `store`: the balances view on disk (redb), rows streamed in key order from a snapshot.
+//! - `driver`: one run, exactly once across crashes: each batch of events and the run's
+//!   checkpoint in one Kafka transaction.
+//! - `schedule`: cron and time zone, tick claims decided by log order, resuming runs whose
+//!   driver died.
 #![forbid(unsafe_code)]
 
 mod api;
-mod extract;
+mod driver;
+mod openapi;
+mod query;
+mod schedule;
+mod store;
 
 use std::sync::Arc;
 
 use axum::Router;
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
-use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
+use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
+use hookline_proto::v1::extract_record::Record;
 use hookline_runtime::{CancellationToken, Health};
 use tokio::net::TcpListener;
 
-pub use extract::EVENT_TYPE;
+pub use driver::EVENT_TYPE;
+pub use schedule::{Clock, ManualClock, SystemClock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,18 +41,25 @@ pub enum Error {
     Kafka(#[from] hookline_kafka::KafkaError),
     #[error(transparent)]
     Auth(#[from] hookline_auth::AuthError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub balances: TopicView<BalanceRow>,
+    pub config: Arc<Config>,
+    pub balances: store::BalanceStore,
     pub extracts: TopicView<ExtractRecord>,
+    pub claims: schedule::Claims,
+    pub driving: schedule::Driving,
+    pub clock: Arc<dyn Clock>,
+    /// Names this process's tick claims.
+    pub process_id: String,
     pub producer: hookline_kafka::Producer,
-    pub topic_events: String,
-    pub topic_extracts: String,
     pub tokens: Arc<TokenTable>,
+    pub shutdown: CancellationToken,
 }
 
 impl HasTokens for AppState {
@@ -55,42 +74,67 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`], with schedules read against `clock`.
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> Result<(), Error> {
     if config.create_topics {
         hookline_kafka::ensure_topics(&config).await?;
     }
-    let balances = TopicView::start(&config, &config.topic_balances, |msg| {
-        let Some(value) = msg.payload() else {
-            return msg.key().map_or(Update::Skip, |k| {
-                Update::Delete(String::from_utf8_lossy(k).into_owned())
-            });
+    let balances = store::BalanceStore::start(&config)?;
+    let claims = schedule::Claims::default();
+    let folded = claims.clone();
+    let extracts = TopicView::start(&config, &config.topic_extracts, move |msg| {
+        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Update::Skip;
         };
-        match decode_balance(hookline_kafka::header(msg, CONTENT_TYPE_HEADER), value) {
-            // Keyed by the row itself, so rows from any producer compact alike.
-            Ok(row) => Update::Upsert(hookline_events::balance_key(&row), row),
-            Err(e) => {
-                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "invalid balance row skipped");
+        match msg.payload().map(ExtractRecord::decode) {
+            // Claims are folded first-wins, beside the table.
+            None if key.starts_with("claim/") => {
+                folded.fold(key, None);
+                Update::Skip
+            }
+            None => Update::Delete(key),
+            Some(Ok(ExtractRecord {
+                record: Some(Record::Claim(c)),
+            })) => {
+                folded.fold(key, Some(c));
+                Update::Skip
+            }
+            Some(Ok(r)) => Update::Upsert(key, r),
+            Some(Err(e)) => {
+                tracing::warn!(offset = msg.offset(), error = %e, "undecodable extract record skipped");
                 Update::Skip
             }
         }
     })?;
-    let started = hookline_events::time_fmt::now_ms();
-    let extracts =
-        hookline_kafka::keyed_protobuf_view(&config, &config.topic_extracts, move |r| {
-            count_rows(r, started)
-        })?;
     let state = AppState {
+        config: Arc::new(config.clone()),
         balances: balances.clone(),
         extracts: extracts.clone(),
+        claims,
+        driving: schedule::Driving::default(),
+        clock,
+        process_id: uuid::Uuid::new_v4().to_string(),
         producer: hookline_kafka::producer(&config)?,
-        topic_events: config.topic_events.clone(),
-        topic_extracts: config.topic_extracts.clone(),
         tokens: TokenTable::from_config(&config)?,
+        shutdown: shutdown.clone(),
     };
     let health = Health::kafka();
     hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Extracts);
-    let app = Router::new().merge(api::routes()).with_state(state).merge(
-        hookline_runtime::health_routes(health.clone(), api::document()),
-    );
+    let app = Router::new()
+        .merge(api::routes())
+        .with_state(state.clone())
+        .merge(hookline_runtime::health_routes(
+            health.clone(),
+            api::document(),
+        ));
     let app = hookline_runtime::json_fallbacks(app);
     {
         let (b, e, health) = (balances.clone(), extracts.clone(), health.clone());
@@ -99,26 +143,10 @@ pub async fn run(
             health.set_ready(true);
         });
     }
+    tokio::spawn(schedule::scheduler(state.clone(), shutdown.clone()));
+    tokio::spawn(schedule::resumer(state.clone(), shutdown.clone()));
     let served = hookline_runtime::serve(listener, app, shutdown).await;
     balances.stop();
     extracts.stop();
     Ok(served?)
-}
-
-/// Counts the rows of a run that finished after this process started
-/// (`hookline_extract_rows_total`). Every replica reads every run record, so each counts
-/// every run: take the maximum over replicas, not the sum.
-fn count_rows(record: &ExtractRecord, started_ms: i64) {
-    use hookline_proto::v1::RunStatus;
-    use hookline_proto::v1::extract_record::Record;
-    let Some(Record::Run(run)) = &record.record else {
-        return;
-    };
-    let finished_ms = hookline_events::time_fmt::parse_rfc3339(&run.finished_on)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
-    if run.status() == RunStatus::Succeeded && finished_ms.is_some_and(|t| t >= started_ms) {
-        hookline_telemetry::metrics::metrics()
-            .extract_rows
-            .add(run.rows_emitted, &[]);
-    }
 }
