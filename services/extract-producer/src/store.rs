@@ -188,6 +188,7 @@ impl Reader {
         let mut positions: HashMap<i32, i64> = self.partitions.iter().map(|p| (*p, 0)).collect();
         let mut last_refresh = Instant::now() - REFRESH;
         let mut batches = 0u32;
+        let (mut caught_up_once, mut waiting) = (false, false);
         while self.running() {
             let mut changes = Vec::new();
             let mut timeout = Duration::from_millis(20);
@@ -232,14 +233,22 @@ impl Reader {
                     return;
                 }
             }
-            let caught_up_at = if self.refresh_now.swap(false, Ordering::Relaxed)
-                || last_refresh.elapsed() >= REFRESH
+            // Watermarks are asked for only until the first catch-up and while a caller of
+            // `sync` waits, not in the background (an idle store sends no requests).
+            let asked = self.refresh_now.swap(false, Ordering::Relaxed);
+            waiting |= asked;
+            let caught_up_at = if (asked || waiting || !caught_up_once)
+                && (asked || last_refresh.elapsed() >= REFRESH)
             {
                 last_refresh = Instant::now();
                 self.check_caught_up(&positions)
             } else {
                 None
             };
+            if caught_up_at.is_some() {
+                caught_up_once = true;
+                waiting = false;
+            }
             if applied || caught_up_at.is_some() {
                 self.state.send_modify(|s| {
                     s.positions.clone_from(&positions);
