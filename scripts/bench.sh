@@ -9,7 +9,10 @@
 #   BENCH_QUICK=1 make bench          the short version of every scenario (about 2 minutes)
 #   BENCH_SCENARIOS=2,4 make bench    a subset, in that order (6 idle, 1 max rate and
 #                                     overload, 2 fixed 5,000/s, 3 fan-out, 4 faulty
-#                                     endpoints, 5 extract of 1,000,000 rows)
+#                                     endpoints, 5 extract of 1,000,000 rows, 7 soak)
+#   BENCH_SOAK=1 make bench           add the 30-minute soak after the others (alone:
+#                                     BENCH_SOAK=1 BENCH_SCENARIOS=7; BENCH_SOAK_MINUTES,
+#                                     BENCH_SOAK_RATE events/s, default 2,000)
 #   BENCH_BASELINE=bench/results/X    compare with an earlier report in report.md
 #   BENCH_PROFILE=router:perf         profile one service (`make profile`; perf or callgrind)
 # Extra arguments go to hookline-bench (`target/release/hookline-bench --help`).
@@ -35,6 +38,7 @@ echo "== bench: starting a Kafka broker for this run"
 bootstrap=$(HOOKLINE_KAFKA_QUIET=1 scripts/kafka.sh start --dir "$dir" --heap 1g)
 command="make bench"
 [[ -n ${BENCH_SCENARIOS:-} ]] && command="BENCH_SCENARIOS=$BENCH_SCENARIOS $command"
+[[ -n ${BENCH_SOAK:-} ]] && command="BENCH_SOAK=$BENCH_SOAK $command"
 [[ -n ${BENCH_QUICK:-} ]] && command="BENCH_QUICK=$BENCH_QUICK $command"
 echo "== bench: running (broker at $bootstrap, results in $out)"
 target/release/hookline-bench --bootstrap "$bootstrap" --kafka-pid "$(cat "$dir/kafka.pid")" \

@@ -2,6 +2,7 @@
 //! files): delivered/s against offered rate, p50/p99 against offered rate, and each stage's
 //! p50 (routed, job committed, first attempt, 2xx) against offered rate. The points are the
 //! load phases with fan-out 1 and healthy endpoints (scenarios 1, 2 and 6), by offered rate.
+//! After a soak (scenario 7), each process's RSS minute by minute.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use crate::phase::PhaseResult;
 use crate::scenarios::ScenarioResult;
 
 const SIZE: (u32, u32) = (760, 440);
+const OFFERED: &str = "offered events/s";
 
 /// One line of a chart: its name, colour and points.
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
@@ -35,6 +37,7 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn chart(
     path: &Path,
     caption: &str,
+    x_desc: &str,
     y_desc: &str,
     log_y: bool,
     series: &[Series<'_>],
@@ -55,7 +58,6 @@ fn chart(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64);
-    let x_desc = "offered events/s";
     macro_rules! draw {
         ($chart:expr) => {{
             let mut c = $chart;
@@ -100,8 +102,16 @@ fn chart(
     Ok(())
 }
 
-/// Draws the three curves into `dir`; returns the files written (none without load phases).
+/// Draws the curves into `dir`: the three against offered rate, and the soak's memory
+/// curve when the soak ran; returns the files written.
 pub fn draw(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = draw_rates(dir, scenarios)?;
+    written.extend(draw_soak(dir, scenarios)?);
+    Ok(written)
+}
+
+/// The three curves against offered rate (none without load phases).
+fn draw_rates(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<PathBuf>> {
     let phases = points(scenarios);
     if phases.is_empty() {
         return Ok(Vec::new());
@@ -117,6 +127,7 @@ pub fn draw(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<Path
     chart(
         &throughput,
         "Delivered against offered (fan-out 1)",
+        OFFERED,
         "deliveries/s",
         false,
         &[
@@ -133,6 +144,7 @@ pub fn draw(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<Path
     chart(
         &latency,
         "Latency event sent to 2xx received",
+        OFFERED,
         "ms (log)",
         true,
         &[
@@ -157,6 +169,7 @@ pub fn draw(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<Path
         chart(
             &stages,
             "Per-stage latency p50, from the event's send time",
+            OFFERED,
             "ms (log)",
             true,
             &[
@@ -180,4 +193,55 @@ pub fn draw(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Vec<Path
         written.push(stages);
     }
     Ok(written)
+}
+
+/// The soak's memory curve (scenario 7): each process's RSS at the end of every minute.
+fn draw_soak(dir: &Path, scenarios: &[ScenarioResult]) -> anyhow::Result<Option<PathBuf>> {
+    let Some(soak) = scenarios
+        .iter()
+        .find(|s| s.id == 7 && s.error.is_none() && !s.phases.is_empty())
+    else {
+        return Ok(None);
+    };
+    const COLOURS: [RGBColor; 8] = [
+        BLUE,
+        RED,
+        RGBColor(0, 150, 0),
+        RGBColor(230, 140, 0),
+        MAGENTA,
+        CYAN,
+        RGBColor(120, 80, 0),
+        RGBColor(160, 160, 160),
+    ];
+    let names: Vec<&str> = soak.phases[0]
+        .processes
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let series: Vec<Series<'_>> = names
+        .iter()
+        .zip(COLOURS.iter().cycle())
+        .map(|(name, colour)| {
+            let points = soak
+                .phases
+                .iter()
+                .enumerate()
+                .filter_map(|(minute, phase)| {
+                    let p = phase.processes.iter().find(|p| p.name == *name)?;
+                    Some(((minute + 1) as f64, p.final_rss_mb))
+                })
+                .collect();
+            (*name, *colour, points)
+        })
+        .collect();
+    let path = dir.join("soak.svg");
+    chart(
+        &path,
+        "Soak: resident memory at the end of each minute",
+        "minutes",
+        "RSS MB",
+        false,
+        &series,
+    )?;
+    Ok(Some(path))
 }

@@ -12,7 +12,7 @@
 //! - `procstat`: per-process CPU and RSS from `/proc`.
 //! - `stages`: per-stage latency (routed, job committed, first attempt) of every phase.
 //! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the six
-//!   scenarios; `report`: the JSON and Markdown reports; `curves`: their SVG curves;
+//!   scenarios, `soak` the seventh (`BENCH_SOAK=1`); `report`: the JSON and Markdown reports; `curves`: their SVG curves;
 //!   `compare`: the comparison with a baseline report (`--baseline DIR`).
 #![forbid(unsafe_code)]
 
@@ -26,6 +26,7 @@ mod procstat;
 mod receiver;
 mod report;
 mod scenarios;
+mod soak;
 mod stack;
 mod stages;
 
@@ -64,6 +65,10 @@ struct Args {
     /// idle one first).
     #[arg(long, env = "BENCH_SCENARIOS", default_value = "6,1,2,3,4,5")]
     scenarios: String,
+    /// Add the soak (scenario 7: 30 minutes at 2,000 events/s; `BENCH_SOAK_MINUTES`,
+    /// `BENCH_SOAK_RATE`) after the other scenarios.
+    #[arg(long, env = "BENCH_SOAK", value_parser = clap::builder::FalseyValueParser::new())]
+    soak: bool,
     /// An earlier results folder: report.md compares this run with its report.json.
     #[arg(long, env = "BENCH_BASELINE")]
     baseline: Option<PathBuf>,
@@ -133,11 +138,14 @@ impl Bench {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(args.out.join("logs"))?;
-    let wanted: Vec<u32> = args
+    let mut wanted: Vec<u32> = args
         .scenarios
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    if args.soak && !wanted.contains(&7) {
+        wanted.push(7);
+    }
     let run_id = format!("bench{}", receiver::now_us() / 1_000_000);
     let retry = (
         "HOOKLINE_RETRY_SCHEDULE".to_owned(),
@@ -203,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             4 => scenarios::faulty_endpoints(&mut bench).await,
             5 => extract::million_rows(&mut bench).await,
             6 => scenarios::idle(&mut bench).await,
+            7 => soak::soak(&mut bench).await,
             _ => continue,
         };
         let result = outcome.unwrap_or_else(|e| scenarios::failed(n, &e));

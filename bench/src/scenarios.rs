@@ -13,8 +13,8 @@ use crate::generator::{self, KeySpec};
 use crate::phase::{PhaseResult, PhaseSpec, tracing_note};
 use crate::receiver::Faults;
 
-pub const TENANTS: [&str; 6] = [
-    "bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5", "bench_s6",
+pub const TENANTS: [&str; 7] = [
+    "bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5", "bench_s6", "bench_s7",
 ];
 /// Quick retries, so scenario 4's 500s are retried within the run (the default schedule
 /// waits 5 s, then 5 min).
@@ -52,7 +52,7 @@ pub fn correct(phases: &[PhaseResult]) -> bool {
 
 /// `n` subscriptions of `tenant`, subscription `i` selecting the exact type `{prefix}.T{i}`,
 /// and `keys` ordering keys spread over those types (fan-out 1).
-async fn one_to_one(
+pub async fn one_to_one(
     bench: &mut Bench,
     tenant: &str,
     prefix: &str,
@@ -73,7 +73,7 @@ async fn one_to_one(
 
 /// A short low-rate phase before measuring: the router has seen the subscriptions, the
 /// worker has its connections. Its figures are dropped.
-async fn warm_up(
+pub async fn warm_up(
     bench: &Bench,
     tenant: &str,
     run: &str,

@@ -154,6 +154,10 @@ pub struct Instruments {
     pub fan_out: Histogram<f64>,
     /// `hookline_router_transactions_total{outcome=committed|aborted}` (router).
     pub router_transactions: Counter<u64>,
+    /// `hookline_router_transaction_phase_duration_seconds{phase=view|produce|offsets|commit}`:
+    /// each step of a router transaction: waiting for the subscription view, producing the
+    /// jobs until every one is acknowledged, adding the offsets, committing (router).
+    pub router_phase: Histogram<f64>,
     /// `hookline_deliveries_total{outcome=delivered|dead_lettered}`: finished deliveries
     /// (worker).
     pub deliveries: Counter<u64>,
@@ -217,6 +221,10 @@ impl Instruments {
             router_transactions: counter(
                 "hookline.router.transactions",
                 "Router Kafka transactions by outcome",
+            ),
+            router_phase: seconds(
+                "hookline.router.transaction.phase.duration",
+                "Each step of a router transaction",
             ),
             deliveries: counter("hookline.deliveries", "Finished deliveries by outcome"),
             attempts: counter(

@@ -175,6 +175,7 @@ impl BatchLoop {
         // timestamp is in force (capped at now, so a producer clock running ahead cannot
         // stall the partition).
         let now = now_ms();
+        let started = std::time::Instant::now();
         if let Some(newest) = batch.iter().filter_map(|m| m.timestamp().to_millis()).max() {
             tokio::select! {
                 _ = self.matcher.wait_caught_up(newest.min(now)) => {}
@@ -182,6 +183,7 @@ impl BatchLoop {
                 _ = self.shutdown.cancelled() => return Ok(()),
             }
         }
+        phase_took("view", started);
         let (deliveries, quarantine) =
             (&self.config.topic_deliveries, &self.config.topic_quarantine);
         let mut tally = Tally::default();
@@ -217,7 +219,9 @@ impl BatchLoop {
         batch: &[OwnedMessage],
         records: Vec<route::Outgoing>,
     ) -> Result<(), Failure> {
+        let started = std::time::Instant::now();
         self.producer.produce(records).await?;
+        phase_took("produce", started);
         let group = self
             .consumer
             .group_metadata()
@@ -305,7 +309,14 @@ impl BatchLoop {
     }
 }
 
-/// The highest offset per partition in `batch`.
+/// Records how long a step of a transaction took.
+pub(crate) fn phase_took(phase: &'static str, started: std::time::Instant) {
+    hookline_telemetry::metrics::metrics().router_phase.record(
+        started.elapsed().as_secs_f64(),
+        &[hookline_telemetry::metrics::kv("phase", phase)],
+    );
+}
+
 /// What one transaction routed, recorded as metrics once it committed (or aborted).
 #[derive(Default)]
 struct Tally {
@@ -333,6 +344,7 @@ impl Tally {
     }
 }
 
+/// The highest offset per partition in `batch`.
 fn partitions_of(batch: &[OwnedMessage]) -> BTreeMap<i32, (String, i64)> {
     let mut last: BTreeMap<i32, (String, i64)> = BTreeMap::new();
     for m in batch {

@@ -190,11 +190,14 @@ impl TxnProducer {
         group: ConsumerGroupMetadata,
     ) -> Result<(), Failure> {
         let p = self.producer.clone();
+        let started = std::time::Instant::now();
         blocking("send_offsets_to_transaction", move || {
             p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
         })
         .await
         .map_err(|e| Failure::from_kafka(&e))?;
+        crate::batch::phase_took("offsets", started);
+        let started = std::time::Instant::now();
         let mut tries = 0;
         loop {
             let p = self.producer.clone();
@@ -203,7 +206,10 @@ impl TxnProducer {
             })
             .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    crate::batch::phase_took("commit", started);
+                    return Ok(());
+                }
                 // The outcome is not known yet: asking again returns it.
                 Err(e) if retriable(&e) && tries < 10 => {
                     tries += 1;
