@@ -268,8 +268,14 @@ impl SourceContext {
         for p in &partitions {
             ask.add_partition(&self.shared.topic, *p);
         }
-        let Ok(committed) = consumer.committed_offsets(ask, Duration::from_secs(10)) else {
-            return;
+        let committed = match consumer.committed_offsets(ask, Duration::from_secs(10)) {
+            Ok(committed) => committed,
+            Err(e) => {
+                // librdkafka still starts them at their committed offsets; only what the
+                // previous owner finished past those is not known, and is delivered again.
+                tracing::warn!(?partitions, error = %e, "committed offsets and their metadata not read; records finished past them will be delivered again");
+                return;
+            }
         };
         let mut finished = lock_any(&self.shared.finished);
         let mut done = lock_any(&self.shared.done);
