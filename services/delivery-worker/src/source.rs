@@ -43,7 +43,7 @@ use hookline_kafka::rdkafka::consumer::{
 };
 use hookline_kafka::rdkafka::error::KafkaError;
 use hookline_kafka::rdkafka::message::Message;
-use hookline_kafka::rdkafka::types::RDKafkaRespErr;
+use hookline_kafka::rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
@@ -234,7 +234,14 @@ impl SourceContext {
             while let Err(e) =
                 commit_partitions(consumer, &self.shared, &partitions, CommitMode::Sync)
             {
-                if !retriable(&e) || Instant::now() >= deadline {
+                // A classic-protocol rebalance waits for this very callback: no use waiting.
+                let classic_rebalance = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration
+                    )
+                );
+                if !retriable(&e) || classic_rebalance || Instant::now() >= deadline {
                     tracing::warn!(?partitions, error = %e, "revoked partitions' offsets not committed; their next owner repeats what finished since the last commit");
                     break;
                 }
@@ -325,7 +332,7 @@ const LEAVE_COMMIT_RETRY: Duration = Duration::from_secs(4);
 /// A commit refusal that a later attempt may not get: a rebalance under way (the member's
 /// epoch moved on), the coordinator moving or busy, a timeout.
 fn retriable(e: &KafkaError) -> bool {
-    use hookline_kafka::rdkafka::types::RDKafkaErrorCode as C;
+    use RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
         Some(
