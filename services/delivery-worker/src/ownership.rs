@@ -145,6 +145,9 @@ impl<R> Ownership<R> {
     /// `partitions` are revoked: they are no longer ours, their tokens are cancelled. Returns
     /// the (partition, epoch) pairs that were ours, and the reply when the revocation may be
     /// answered at once (nothing of them under way); otherwise it waits until `deadline`.
+    /// A partition whose earlier revocation still waits for its attempts (a worker handing
+    /// everything over before it leaves, then revoked by the group) is waited for again: the
+    /// answer lets the caller commit, and what is still under way would not be in the commit.
     pub fn revoke(
         &mut self,
         partitions: &[i32],
@@ -152,15 +155,22 @@ impl<R> Ownership<R> {
         reply: R,
     ) -> (Vec<(i32, u64)>, Option<R>) {
         let mut revoked = Vec::new();
+        let mut waits = Vec::new();
         for p in partitions {
             if let Some(owned) = self.owned.remove(p) {
                 owned.stop.cancel();
                 self.held -= owned.held.map_or(0, |h| h.len());
                 revoked.push((*p, owned.epoch));
+                waits.push((*p, owned.epoch));
+            }
+            for r in &self.revoking {
+                waits.extend(r.partitions.iter().filter(|(q, _)| q == p));
             }
         }
+        waits.sort_unstable();
+        waits.dedup();
         let revoking = Revoking {
-            partitions: revoked.clone(),
+            partitions: waits,
             deadline,
             reply,
         };
@@ -265,6 +275,28 @@ mod tests {
         let (revoked, at_once) = o.revoke(&[2, 9], now, "r2");
         assert_eq!(revoked.len(), 1);
         assert_eq!(at_once, Some("r2"));
+    }
+
+    #[test]
+    fn a_second_revocation_of_a_partition_still_being_revoked_waits_too() {
+        let mut o: Ownership<&str> = Ownership::default();
+        let e = o.assign(4, CancellationToken::new());
+        o.started(&m(4, 20, e));
+        let now = Instant::now();
+        let (_, at_once) = o.revoke(&[4], now + Duration::from_secs(5), "hand-over");
+        assert!(at_once.is_none());
+        // The group revokes it too while its attempt is under way: no answer yet.
+        let (revoked, at_once) = o.revoke(&[4], now + Duration::from_secs(5), "group");
+        assert!(revoked.is_empty(), "no longer ours");
+        assert!(at_once.is_none(), "its attempt is still under way");
+        assert!(o.may_finish(&m(4, 20, e)));
+        let mut answered = o.finished(&m(4, 20, e), now);
+        answered.sort_unstable();
+        assert_eq!(answered, ["group", "hand-over"]);
+        assert!(
+            o.revoke(&[4], now, "again").1.is_some(),
+            "nothing waits now"
+        );
     }
 
     #[test]

@@ -14,8 +14,17 @@
 //!   not done again).
 //! - Every assignment is reported as [`Input::Assigned`] (the dispatcher adopts the
 //!   partitions' parked subscriptions).
-//! - Done offsets are committed every [`COMMIT_EVERY`], and once more when the source stops,
-//!   before the consumer closes and leaves the group.
+//! - Done offsets are committed every [`COMMIT_EVERY`].
+//! - Leaving (the source stops): the worker hands its partitions over *before* it closes the
+//!   consumer, while it is still a member of the group and polls (so rebalances in progress
+//!   are served): it stops reading, has the dispatcher stop every assigned partition's work
+//!   (attempts under way finish within the grace time), and commits what finished, with the
+//!   commit metadata, until the commit is accepted. Closing then only hands the partitions
+//!   on. A commit made from the revocation that closing triggers is not enough: librdkafka
+//!   leaves the group as soon as an unassign completes while it terminates, so when a
+//!   rebalance was under way as the worker began to leave, that commit reaches the
+//!   coordinator after the member left and is refused (`UNKNOWN_MEMBER_ID`), and the next
+//!   owner repeats everything since the last periodic commit.
 //! - Broker trouble (all brokers down, transport errors, coordinator moves) is weather: it is
 //!   logged (and readiness goes false) by the shared client context, and the consumer carries
 //!   on when the brokers are back.
@@ -34,7 +43,7 @@ use hookline_kafka::rdkafka::consumer::{
 };
 use hookline_kafka::rdkafka::error::KafkaError;
 use hookline_kafka::rdkafka::message::Message;
-use hookline_kafka::rdkafka::types::RDKafkaRespErr;
+use hookline_kafka::rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use hookline_kafka::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
@@ -78,6 +87,9 @@ struct Shared {
     paused: AtomicBool,
     /// The consumer is closing (leaving the group).
     closing: AtomicBool,
+    /// The worker is handing its partitions over before it closes the consumer: nothing is
+    /// read any more, assignments are taken but paused.
+    leaving: AtomicBool,
     /// Where this worker finished partitions it no longer has (the offset, and the commit
     /// metadata naming what past it is finished too), in case they come back.
     finished: Mutex<HashMap<i32, (i64, String)>>,
@@ -149,6 +161,20 @@ impl ConsumerContext for SourceContext {
                     consumer.unassign()
                 }
             }
+            // Handing over before leaving: taken (the consumer is still a member, and closing
+            // will revoke them), but paused and never read, so nothing of them starts here.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if self.shared.leaving.load(Ordering::Relaxed) =>
+            {
+                tracing::info!(partitions = ?partitions_of(tpl), "assignment while leaving: paused");
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                let _ = consumer.pause(tpl);
+                r
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(partitions = ?partitions_of(tpl), "deliveries partitions assigned");
                 hookline_kafka::context::note_assigned(&self.shared.group);
@@ -201,8 +227,27 @@ impl SourceContext {
             // The dispatcher answers within its grace time; past that, hand them on anyway.
             let _ = answer.recv_timeout(self.shared.revoke_wait);
         }
-        if !lost {
-            commit_partitions(consumer, &self.shared, &partitions, CommitMode::Sync);
+        if !lost && !self.shared.closing.load(Ordering::Relaxed) {
+            // Within a callback the consumer cannot be polled: a refused commit is tried again
+            // after a pause (heartbeats go on in librdkafka's own threads meanwhile).
+            let deadline = Instant::now() + REVOKE_COMMIT_RETRY;
+            while let Err(e) =
+                commit_partitions(consumer, &self.shared, &partitions, CommitMode::Sync)
+            {
+                // A classic-protocol rebalance waits for this very callback: no use waiting.
+                let classic_rebalance = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration
+                    )
+                );
+                if !retriable(&e) || classic_rebalance || Instant::now() >= deadline {
+                    tracing::warn!(?partitions, error = %e, "revoked partitions' offsets not committed; their next owner repeats what finished since the last commit");
+                    break;
+                }
+                tracing::debug!(?partitions, error = %e, "revoked partitions' commit refused; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         let mut done = lock_any(&self.shared.done);
         for p in &partitions {
@@ -230,8 +275,14 @@ impl SourceContext {
         for p in &partitions {
             ask.add_partition(&self.shared.topic, *p);
         }
-        let Ok(committed) = consumer.committed_offsets(ask, Duration::from_secs(10)) else {
-            return;
+        let committed = match consumer.committed_offsets(ask, Duration::from_secs(10)) {
+            Ok(committed) => committed,
+            Err(e) => {
+                // librdkafka still starts them at their committed offsets; only what the
+                // previous owner finished past those is not known, and is delivered again.
+                tracing::warn!(?partitions, error = %e, "committed offsets and their metadata not read; records finished past them will be delivered again");
+                return;
+            }
         };
         let mut finished = lock_any(&self.shared.finished);
         let mut done = lock_any(&self.shared.done);
@@ -271,13 +322,42 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// How long a revocation's commit is tried again while the coordinator refuses it for a
+/// transient reason.
+const REVOKE_COMMIT_RETRY: Duration = Duration::from_secs(2);
+
+/// How long a leaving worker tries to commit what it finished.
+const LEAVE_COMMIT_RETRY: Duration = Duration::from_secs(4);
+
+/// A commit refusal that a later attempt may not get: a rebalance under way (the member's
+/// epoch moved on), the coordinator moving or busy, a timeout.
+fn retriable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::StaleMemberEpoch
+                | C::RebalanceInProgress
+                | C::IllegalGeneration
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::WaitingForCoordinator
+        )
+    )
+}
+
 /// Commits the finished offsets of `partitions` (all tracked ones when empty).
 fn commit_partitions(
     consumer: &BaseConsumer<SourceContext>,
     shared: &Shared,
     partitions: &[i32],
     mode: CommitMode,
-) {
+) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
     {
         let tracker = lock(&shared.tracker);
@@ -290,10 +370,57 @@ fn commit_partitions(
         }
     }
     if tpl.count() == 0 {
-        return;
+        return Ok(());
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::debug!(error = %e, "offset commit failed; will repeat");
+    consumer.commit(&tpl, mode)
+}
+
+/// Leaving: hands every assigned partition over while the consumer is still a member of the
+/// group (see the module documentation). Reading stops, the dispatcher stops the partitions'
+/// work and answers once their attempts under way are over (or the grace time is), and what
+/// finished is committed, with its metadata, until the coordinator accepts it. Meanwhile the
+/// consumer is polled, so a rebalance under way is served (a revocation commits its
+/// partitions as usual; an assignment is taken but paused) and the commit is not refused for
+/// a stale member epoch.
+fn hand_over(consumer: &BaseConsumer<SourceContext>, shared: &Shared) {
+    shared.leaving.store(true, Ordering::Relaxed);
+    let assigned = consumer.assignment().unwrap_or_default();
+    let _ = consumer.pause(&assigned);
+    let partitions = partitions_of(&assigned);
+    tracing::info!(?partitions, "leaving: handing partitions over");
+    let (reply, answer) = std::sync::mpsc::channel();
+    let asked = !partitions.is_empty()
+        && shared
+            .inputs
+            .send(Input::Revoke {
+                partitions,
+                lost: false,
+                reply,
+            })
+            .is_ok();
+    if asked {
+        let deadline = Instant::now() + shared.revoke_wait;
+        while Instant::now() < deadline
+            && matches!(answer.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))
+        {
+            // Serves rebalance callbacks; a record still buffered is dropped unread (it was
+            // not begun, so the committed offset does not pass it).
+            let _ = consumer.poll(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + LEAVE_COMMIT_RETRY;
+    loop {
+        match commit_partitions(consumer, shared, &[], CommitMode::Sync) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "leaving: commit refused; trying again");
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving: finished offsets not committed; the partitions' next owners repeat what finished since the last commit");
+                break;
+            }
+        }
     }
 }
 
@@ -333,6 +460,7 @@ pub fn start(
         full: AtomicBool::new(false),
         paused: AtomicBool::new(false),
         closing: AtomicBool::new(false),
+        leaving: AtomicBool::new(false),
         finished: Mutex::new(HashMap::new()),
         done: Mutex::new(HashMap::new()),
         revoke_wait: config.shutdown_grace()? + Duration::from_secs(2),
@@ -426,13 +554,15 @@ fn poll_loop(consumer: BaseConsumer<SourceContext>, shared: Arc<Shared>, stop: C
             None => {}
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
-            commit_partitions(&consumer, &shared, &[], CommitMode::Async);
+            if let Err(e) = commit_partitions(&consumer, &shared, &[], CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit failed; will repeat");
+            }
             last_commit = Instant::now();
         }
     }
-    commit_partitions(&consumer, &shared, &[], CommitMode::Sync);
+    hand_over(&consumer, &shared);
     shared.closing.store(true, Ordering::Relaxed);
-    // Leaving the group revokes what is left; the dispatcher is gone by then and the
-    // callback does not wait for it.
+    // Leaving the group revokes every partition: the dispatcher has nothing of them any
+    // more and answers at once, and what finished is already committed.
     drop(consumer);
 }
