@@ -114,6 +114,14 @@ pub fn transactional_producer(
     config: &Config,
     transactional_id: &str,
 ) -> Result<Producer, KafkaError> {
+    Ok(transactional_config(config, transactional_id)?.create_with_context(KafkaContext)?)
+}
+
+/// The configuration of [`transactional_producer`], for a caller that tunes it further.
+pub fn transactional_config(
+    config: &Config,
+    transactional_id: &str,
+) -> Result<ClientConfig, KafkaError> {
     let mut c = client_config(config)?;
     c.set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
@@ -122,7 +130,7 @@ pub fn transactional_producer(
         .set("compression.type", "lz4")
         .set("transaction.timeout.ms", "30000")
         .set("message.timeout.ms", "20000");
-    Ok(c.create_with_context(KafkaContext)?)
+    Ok(c)
 }
 
 /// Creates every topic of `config` that does not exist, with its cleanup policy, the

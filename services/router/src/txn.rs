@@ -125,7 +125,13 @@ impl TxnProducer {
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, hookline_kafka::KafkaError> {
         loop {
-            let producer = hookline_kafka::transactional_producer(config, transactional_id)?;
+            // A batch's records are handed over all at once and the transaction waits for
+            // them: lingering would only delay its first produce request (and the partitions'
+            // registration with the transaction, which librdkafka schedules after the linger).
+            let producer: hookline_kafka::Producer =
+                hookline_kafka::transactional_config(config, transactional_id)?
+                    .set("linger.ms", "0")
+                    .create_with_context(hookline_kafka::KafkaContext)?;
             let p = producer.clone();
             match blocking("init_transactions", move || {
                 p.init_transactions(CALL_TIMEOUT)
