@@ -361,7 +361,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("deliveries".into())
         .spawn(move || poll_loop(consumer, shared, stop))
-        .map_err(crate::Error::Io)?;
+        ?;
     Ok((source, rx, thread))
 }
 
