@@ -108,7 +108,7 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: hookline_kafka::rdkafka::Statistics) {
-        hookline_kafka::lag::record(&statistics);
+        hookline_kafka::KafkaContext.stats(statistics);
     }
 }
 
