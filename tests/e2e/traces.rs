@@ -551,8 +551,10 @@ async fn an_extract_run_is_one_span_and_its_events_are_linked_and_routed() {
         reqwest::Method::POST,
         &base,
         TOKEN_A,
-        Some(json!({"name": "eur", "target": "Webhook", "dataSource": "Balances",
-            "query": {"transactionCurrencies": ["EUR"]}})),
+        Some(
+            json!({"name": "eur", "target": "Webhook", "dataSource": "Balances",
+            "query": {"transactionCurrencies": ["EUR"]}}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -593,7 +595,10 @@ async fn an_extract_run_is_one_span_and_its_events_are_linked_and_routed() {
         assert_eq!(route.service, "hookline-router");
         assert_eq!(route.parent, event.span_id, "{routes:#?}");
     }
-    assert!(extract_producer.terminate(20), "the extract producer stops cleanly");
+    assert!(
+        extract_producer.terminate(20),
+        "the extract producer stops cleanly"
+    );
     assert!(router.terminate(20), "the router stops cleanly");
     stack.stop().await;
 }

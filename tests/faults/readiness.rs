@@ -92,7 +92,10 @@ async fn readiness_follows_the_brokers() {
     kafka.kill_node(1).await;
     let killed = Instant::now();
     let bodies = wait_readyz(&client, &all, 503, &mut run, &kafka).await;
-    eprintln!("every service not ready {:.1?} after the kill", killed.elapsed());
+    eprintln!(
+        "every service not ready {:.1?} after the kill",
+        killed.elapsed()
+    );
     for body in &bodies {
         assert_eq!(body["code"], "not_ready", "{body}");
         let message = body["message"].as_str().unwrap_or_default();
@@ -102,7 +105,10 @@ async fn readiness_follows_the_brokers() {
     kafka.start_node(1).await;
     let back = Instant::now();
     wait_readyz(&client, &all, 200, &mut run, &kafka).await;
-    eprintln!("every service ready {:.1?} after the broker returned", back.elapsed());
+    eprintln!(
+        "every service ready {:.1?} after the broker returned",
+        back.elapsed()
+    );
     let exited = run.services.exited();
     assert!(exited.is_empty(), "{exited:?} exited");
 }

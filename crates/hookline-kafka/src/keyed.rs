@@ -67,5 +67,7 @@ pub async fn publish_event(
         .key(key)
         .headers(headers)
         .payload(&payload);
-    crate::send_within(producer, record, timeout).await.map(drop)
+    crate::send_within(producer, record, timeout)
+        .await
+        .map(drop)
 }

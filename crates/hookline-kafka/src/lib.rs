@@ -95,9 +95,7 @@ pub fn process_producer(config: &Config) -> Result<std::sync::Arc<Producer>, Kaf
         config.kafka_bootstrap,
         config.kafka_extra_properties()?
     );
-    let mut producers = PROCESS_PRODUCERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut producers = PROCESS_PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
     producers.retain(|(_, p)| p.strong_count() > 0);
     if let Some(p) = producers
         .iter()
@@ -147,7 +145,10 @@ pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig
     let mut c = client_config(config)?;
     let group = context::group_id(config, name);
     c.set("client.id", lag::client_id(&group))
-        .set("statistics.interval.ms", context::STATS_INTERVAL_MS.to_string())
+        .set(
+            "statistics.interval.ms",
+            context::STATS_INTERVAL_MS.to_string(),
+        )
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -13,7 +13,10 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The exporters' client, trusting the certificates of [`CA_FILE_VAR`] too.
 pub(crate) fn client() -> Result<reqwest_otlp::blocking::Client, String> {
-    let extra = match std::env::var(CA_FILE_VAR).ok().filter(|p| !p.trim().is_empty()) {
+    let extra = match std::env::var(CA_FILE_VAR)
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    {
         None => Vec::new(),
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| format!("{CA_FILE_VAR}={path}: {e}"))?;
@@ -29,7 +32,9 @@ pub(crate) fn client() -> Result<reqwest_otlp::blocking::Client, String> {
         for cert in extra {
             builder = builder.add_root_certificate(cert);
         }
-        builder.build().map_err(|e| format!("OTLP HTTP client: {e}"))
+        builder
+            .build()
+            .map_err(|e| format!("OTLP HTTP client: {e}"))
     })
     .join()
     .map_err(|_| "OTLP HTTP client: building it panicked".to_owned())?

@@ -360,8 +360,7 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("deliveries".into())
-        .spawn(move || poll_loop(consumer, shared, stop))
-        ?;
+        .spawn(move || poll_loop(consumer, shared, stop))?;
     Ok((source, rx, thread))
 }
 
