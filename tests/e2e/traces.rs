@@ -4,6 +4,9 @@
 //! which answers 500 once: one trace across the router's and the worker's spans, each span
 //! under the right parent, and the receiver's `traceparent` in that trace; with a producer's
 //! `traceparent`, that trace is the producer's. A replay of a delivery joins the same trace.
+//! An extract run is one span, each event's span linked to it and continued by the router.
+//! Spans reach an `https://` collector too (a certificate made by the test, trusted through
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,8 @@ struct Span {
     span_id: String,
     parent: String,
     attributes: HashMap<String, String>,
+    /// `(trace id, span id)` of each linked span.
+    links: Vec<(String, String)>,
 }
 
 /// An OTLP/HTTP collector stand-in: `POST /v1/traces` with an `ExportTraceServiceRequest`.
@@ -84,6 +89,11 @@ async fn export(State(spans): State<Arc<Mutex<Vec<Span>>>>, body: Bytes) -> (Sta
                 span_id: hex(&span.span_id),
                 parent: hex(&span.parent_span_id),
                 attributes: attributes(&span.attributes),
+                links: span
+                    .links
+                    .iter()
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
             });
         }
     }
@@ -94,15 +104,67 @@ async fn export(State(spans): State<Arc<Mutex<Vec<Span>>>>, body: Bytes) -> (Sta
 }
 
 impl Collector {
+    fn app(spans: &Arc<Mutex<Vec<Span>>>) -> axum::Router {
+        axum::Router::new()
+            .route("/v1/traces", axum::routing::post(export))
+            .with_state(spans.clone())
+    }
+
     async fn start() -> Collector {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/v1/traces", axum::routing::post(export))
-            .with_state(spans.clone());
+        let app = Self::app(&spans);
         tokio::spawn(async move { axum::serve(listener, app).await });
         Collector { spans, url }
+    }
+
+    /// The same over TLS (`https://127.0.0.1:port`), with a certificate for 127.0.0.1 issued
+    /// by a CA made here; returns the CA certificate (PEM) too.
+    async fn start_tls() -> (Collector, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hookline test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let app = Self::app(&spans);
+        let listener = TlsListener {
+            tcp: listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        };
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Collector { spans, url }, ca.pem())
+    }
+
+    /// Every span named `name`.
+    fn named(&self, name: &str) -> Vec<Span> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect()
     }
 
     fn trace(&self, trace_id: &str) -> Vec<Span> {
@@ -417,4 +479,156 @@ async fn a_retry_through_the_retry_lane_stays_in_the_trace() {
     assert!(router.terminate(20), "the router stops cleanly");
     assert!(worker.terminate(20), "the worker stops cleanly");
     stack.stop().await;
+}
+
+/// TLS connections on a TCP listener; a failed handshake is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A free port on 127.0.0.1 for a process to listen on.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_extract_run_is_one_span_and_its_events_are_linked_and_routed() {
+    let collector = Collector::start().await;
+    let stack = Stack::start_without_router_and_worker(|_| {}).await;
+    // A subscription for the router to route to (no worker runs: nothing is delivered).
+    let receiver = Receiver::start(&[], 200).await;
+    stack
+        .fynapse_subscription("Balances", &receiver.url, json!(["balance.extracted"]))
+        .await;
+    let balances = stack.config.topic_balances.clone();
+    for account in 1..=3 {
+        let row = json!({"node": "N1", "account": account.to_string(), "productName": "",
+            "transactionCurrency": "EUR", "balance": "1.50"});
+        stack
+            .publish_json(&balances, &format!("row{account}"), &row)
+            .await;
+    }
+    // The extract producer and the router as processes exporting their spans.
+    let extracts = free_addr();
+    let env = [
+        ("HOOKLINE_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HOOKLINE_EXTRACTS_LISTEN", extracts.as_str()),
+        ("HOOKLINE_ROUTER_LISTEN", "127.0.0.1:0"),
+    ];
+    let extract_producer = Service::start("hookline-extract-producer", &stack.config, &env);
+    let router = Service::start("hookline-router", &stack.config, &env);
+    let base = format!("http://{extracts}/api/v1/extracts");
+    let client = crate::support::client();
+    eventually(60, "the extract producer process is ready", || {
+        let r = client.get(format!("http://{extracts}/readyz")).send();
+        async move { r.await.ok().filter(|r| r.status() == 200).map(drop) }
+    })
+    .await;
+    let (status, body) = crate::support::call(
+        reqwest::Method::POST,
+        &base,
+        TOKEN_A,
+        Some(
+            json!({"name": "eur", "target": "Webhook", "dataSource": "Balances",
+            "query": {"transactionCurrencies": ["EUR"]}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, run) = crate::support::call(
+        reqwest::Method::POST,
+        &format!("{base}/eur/runs?wait=true"),
+        TOKEN_A,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["rowsEmitted"], 3, "{run}");
+
+    let run_span = eventually(60, "the extract_run span", || {
+        let runs = collector.named("extract_run");
+        async move { runs.into_iter().next() }
+    })
+    .await;
+    assert_eq!(run_span.service, "hookline-extract-producer");
+    assert_eq!(collector.named("extract_run").len(), 1, "one span per run");
+    let events = eventually(60, "3 extract_event spans", || {
+        let events = collector.named("extract_event");
+        async move { (events.len() >= 3).then_some(events) }
+    })
+    .await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for event in &events {
+        assert!(
+            event
+                .links
+                .contains(&(run_span.trace_id.clone(), run_span.span_id.clone())),
+            "the event's span is linked to the run's: {event:#?} {run_span:#?}"
+        );
+        // The router continues the event's trace: its route span is a child of the event's.
+        let routes = collector.wait_for(&event.trace_id, "route", 1).await;
+        let route = routes.iter().find(|s| s.name == "route").unwrap();
+        assert_eq!(route.service, "hookline-router");
+        assert_eq!(route.parent, event.span_id, "{routes:#?}");
+    }
+    assert!(
+        extract_producer.terminate(20),
+        "the extract producer stops cleanly"
+    );
+    assert!(router.terminate(20), "the router stops cleanly");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spans_reach_an_https_collector() {
+    let (collector, ca_pem) = Collector::start_tls().await;
+    let dir = std::env::temp_dir().join(format!("hookline-otlp-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let stack = Stack::start_without_router_and_worker(|_| {}).await;
+    let env = [
+        ("HOOKLINE_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.to_str().unwrap()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("HOOKLINE_ROUTER_LISTEN", "127.0.0.1:0"),
+    ];
+    let router = Service::start("hookline-router", &stack.config, &env);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    publish(
+        &stack,
+        "acct-tls",
+        "ACCOUNT.CREATED",
+        Some(&format!("00-{trace}-00f067aa0ba902b8-01")),
+    )
+    .await;
+    let spans = collector.wait_for(trace, "route", 1).await;
+    assert_eq!(spans[0].service, "hookline-router");
+    assert!(router.terminate(20), "the router stops cleanly");
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

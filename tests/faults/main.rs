@@ -11,4 +11,5 @@
 mod binaries;
 mod broker;
 mod cluster;
+mod readiness;
 mod support;

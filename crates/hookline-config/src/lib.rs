@@ -138,8 +138,9 @@ pub struct Config {
     /// Empty by default; tests and `make run` set `127.0.0.1/32`.
     pub egress_allow: String,
 
-    /// OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`; `/v1/traces`
-    /// and `/v1/metrics` are appended). Empty (the default): no spans are made and nothing
+    /// OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`, or `https://`
+    /// verified against the system's roots and `OTEL_EXPORTER_OTLP_CERTIFICATE`;
+    /// `/v1/traces` and `/v1/metrics` are appended). Empty (the default): no spans are made and nothing
     /// is pushed; the W3C `traceparent` still travels from producer to receiver.
     pub otlp_endpoint: String,
     /// Share of new traces sampled (0.0-1.0); a span with a parent follows the parent's
@@ -313,10 +314,10 @@ impl Config {
             ));
         }
         let otlp = self.otlp_endpoint.trim();
-        if !otlp.is_empty() && !otlp.starts_with("http://") {
+        if !otlp.is_empty() && !otlp.starts_with("http://") && !otlp.starts_with("https://") {
             return Err(invalid(
                 "otlp_endpoint",
-                format!("{otlp:?}: expected an http:// URL (OTLP over HTTP, protobuf)"),
+                format!("{otlp:?}: expected an http:// or https:// URL (OTLP over HTTP, protobuf)"),
             ));
         }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
@@ -533,6 +534,8 @@ mod tests {
             let c = Config::load().unwrap();
             assert_eq!(c.otlp_endpoint, "http://127.0.0.1:4318");
             assert_eq!(c.trace_sample_ratio, 0.25);
+            jail.set_env("HOOKLINE_OTLP_ENDPOINT", "https://collector.example:4318");
+            assert!(Config::load().is_ok(), "https:// is accepted");
             jail.set_env("HOOKLINE_TRACE_SAMPLE_RATIO", "2");
             let e = Config::load().unwrap_err().to_string();
             assert!(e.contains("trace_sample_ratio"), "{e}");

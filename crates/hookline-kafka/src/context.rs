@@ -2,8 +2,10 @@
 //!
 //! A broker outage is weather, not an operator's emergency: librdkafka reconnects by itself,
 //! so connection failures are logged at DEBUG, and "all brokers down" at WARN at most once
-//! per [`OUTAGE_LOG_EVERY`] for the whole process. [`brokers_reachable`] tells readiness
-//! probes whether any client of the process saw every broker down just now.
+//! per [`OUTAGE_LOG_EVERY_MS`] for the whole process. [`brokers_reachable`] tells readiness
+//! probes whether the brokers are away: from the first "all brokers down" report of any
+//! client of the process until a statistics report (see [`STATS_INTERVAL_MS`]) emitted after
+//! it shows a client connected to a broker again.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -15,11 +17,13 @@ use rdkafka::types::RDKafkaErrorCode;
 
 /// How often an ongoing outage is logged.
 pub const OUTAGE_LOG_EVERY_MS: i64 = 30_000;
-/// For how long "all brokers down" makes the process not ready. librdkafka repeats the
-/// report while it keeps failing to connect, so this is the time since the last failure.
-pub const OUTAGE_HOLD_MS: i64 = 5_000;
+/// How often the process's producer and its group consumers report statistics (which
+/// carry consumer lag and each broker's connection state).
+pub const STATS_INTERVAL_MS: u32 = 5_000;
 
 static LAST_ALL_DOWN_MS: AtomicI64 = AtomicI64::new(0);
+/// Emission time (ms) of the latest statistics report that showed a broker connected.
+static LAST_CONNECTED_MS: AtomicI64 = AtomicI64::new(0);
 static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
 
 fn now_ms() -> i64 {
@@ -29,10 +33,22 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// False while some client of this process has found every broker down in the last
-/// [`OUTAGE_HOLD_MS`].
+/// False from the moment some client of this process found every broker down until a
+/// statistics report emitted after that moment shows a connected broker. (librdkafka reports
+/// "all brokers down" once per outage, not again while it keeps reconnecting, so the outage
+/// lasts until a client is seen connected again.)
 pub fn brokers_reachable() -> bool {
-    now_ms() - LAST_ALL_DOWN_MS.load(Ordering::Relaxed) > OUTAGE_HOLD_MS
+    let down = LAST_ALL_DOWN_MS.load(Ordering::Relaxed);
+    down == 0 || LAST_CONNECTED_MS.load(Ordering::Relaxed) > down
+}
+
+/// Notes the connection state in one client's statistics: a report emitted (its wall-clock
+/// `time`, whole seconds) after the last "all brokers down" with a broker `UP` ends the
+/// outage. A report of the second the outage began proves nothing and is ignored.
+pub fn note_statistics(stats: &rdkafka::Statistics) {
+    if stats.brokers.values().any(|b| b.state == "UP") {
+        LAST_CONNECTED_MS.fetch_max(stats.time * 1000, Ordering::Relaxed);
+    }
 }
 
 /// Whether some client of this process found every broker down within the last `ms`.
@@ -97,6 +113,7 @@ impl ClientContext for KafkaContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        note_statistics(&statistics);
         crate::lag::record(&statistics);
     }
 }

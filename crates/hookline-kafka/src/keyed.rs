@@ -46,8 +46,7 @@ where
 
 /// Publishes `event` to `topic` as protobuf (header `content-type: application/x-protobuf`),
 /// keyed by `key`, with `cx` as its `traceparent` (the router's span for it continues that
-/// trace); waits for the broker's acknowledgement (at most `timeout` in a full producer
-/// queue).
+/// trace); waits for the broker's acknowledgement for at most `timeout` in all.
 pub async fn publish_event(
     producer: &Producer,
     topic: &str,
@@ -68,9 +67,7 @@ pub async fn publish_event(
         .key(key)
         .headers(headers)
         .payload(&payload);
-    producer
-        .send(record, timeout)
+    crate::send_within(producer, record, timeout)
         .await
         .map(drop)
-        .map_err(|(e, _)| e)
 }

@@ -1,15 +1,12 @@
 //! Consumer lag from librdkafka's statistics: every group consumer (see
 //! [`group_consumer_config`](crate::group_consumer_config)) emits statistics every
-//! [`STATS_INTERVAL_MS`]; its context hands them to [`record`], which sets
+//! [`STATS_INTERVAL_MS`](crate::context::STATS_INTERVAL_MS); its context hands them to [`record`], which sets
 //! `hookline_consumer_lag{group, topic}` to the records between this member's position and
 //! the end (the last stable offset: consumers read committed records only) of the
 //! partitions assigned to it.
 
 use hookline_telemetry::metrics::{kv, metrics};
 use rdkafka::statistics::Statistics;
-
-/// How often group consumers report statistics.
-pub const STATS_INTERVAL_MS: u32 = 5_000;
 
 /// Separates the group id from the process id in a group consumer's `client.id`.
 const CLIENT_ID_SEPARATOR: char = '@';

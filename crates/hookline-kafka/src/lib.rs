@@ -1,8 +1,10 @@
 //! Kafka plumbing shared by every service.
 //!
-//! - [`client_config`], [`producer`], [`group_consumer`]: librdkafka settings in one place
-//!   (idempotent producer, manual offsets, auto-commit off); [`group_consumer_config`] and
-//!   [`transactional_producer`] for consume-transform-produce in Kafka transactions.
+//! - [`client_config`], [`process_producer`], [`group_consumer`]: librdkafka settings in one
+//!   place (idempotent producer, manual offsets, auto-commit off); [`group_consumer_config`]
+//!   and [`transactional_producer`] for consume-transform-produce in Kafka transactions.
+//! - [`process_producer`]: the one non-transactional producer of a process, shared by every
+//!   service in it; [`send_within`]: a write that must be answered in time.
 //! - [`ensure_topics`]: creates missing topics with their cleanup policies.
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
 //! - [`keyed_protobuf_view`]: a view of a compacted topic of protobuf values;
@@ -62,15 +64,70 @@ pub fn client_config(config: &Config) -> Result<ClientConfig, KafkaError> {
     Ok(c)
 }
 
-/// An idempotent producer that waits for every in-sync replica.
+/// An idempotent producer that waits for every in-sync replica and waits out outages (its
+/// records never time out: a caller that must answer in time bounds its own wait with
+/// [`send_within`]). It reports statistics, from which readiness learns that the brokers are
+/// back after an outage. Services take the process's one producer from [`process_producer`].
 pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
     let mut c = client_config(config)?;
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", "60000");
+        .set("message.timeout.ms", "0")
+        .set(
+            "statistics.interval.ms",
+            context::STATS_INTERVAL_MS.to_string(),
+        );
     Ok(c.create_with_context(KafkaContext)?)
+}
+
+/// Producers of this process, by the settings that make them differ (bootstrap servers and
+/// the operator's extra properties); held weakly, so the last service to drop one closes it.
+static PROCESS_PRODUCERS: std::sync::Mutex<Vec<(String, std::sync::Weak<Producer>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The process's producer for `config`'s cluster: every service of the process (all five in
+/// `hookline all`) writes through the same one, made on first use.
+pub fn process_producer(config: &Config) -> Result<std::sync::Arc<Producer>, KafkaError> {
+    let key = format!(
+        "{}|{:?}",
+        config.kafka_bootstrap,
+        config.kafka_extra_properties()?
+    );
+    let mut producers = PROCESS_PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
+    producers.retain(|(_, p)| p.strong_count() > 0);
+    if let Some(p) = producers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, p)| p.upgrade())
+    {
+        return Ok(p);
+    }
+    let p = std::sync::Arc::new(producer(config)?);
+    producers.push((key, std::sync::Arc::downgrade(&p)));
+    Ok(p)
+}
+
+/// Writes `record` and waits for the broker's acknowledgement for at most `timeout` in all.
+/// After a timeout the record may still be written later (the producer keeps retrying it),
+/// as after any failed write whose outcome the broker did not confirm.
+pub async fn send_within<K, P>(
+    producer: &Producer,
+    record: rdkafka::producer::FutureRecord<'_, K, P>,
+    timeout: Duration,
+) -> Result<rdkafka::producer::future_producer::Delivery, rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    match tokio::time::timeout(timeout, producer.send(record, timeout)).await {
+        Ok(Ok(delivery)) => Ok(delivery),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(rdkafka::error::KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        )),
+    }
 }
 
 /// A consumer in group `{group_prefix}.{name}` with offsets managed by the caller:
@@ -88,7 +145,10 @@ pub fn group_consumer_config(config: &Config, name: &str) -> Result<ClientConfig
     let mut c = client_config(config)?;
     let group = context::group_id(config, name);
     c.set("client.id", lag::client_id(&group))
-        .set("statistics.interval.ms", lag::STATS_INTERVAL_MS.to_string())
+        .set(
+            "statistics.interval.ms",
+            context::STATS_INTERVAL_MS.to_string(),
+        )
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

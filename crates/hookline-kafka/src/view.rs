@@ -10,6 +10,10 @@
 //! the time at which those watermarks were asked for as `caught_up_at_ms`. An idle view asks
 //! the broker nothing.
 //!
+//! A view is *current* ([`TopicView::is_current`], part of readiness) once it first caught
+//! up, except while it has stayed behind a time some caller waits for for longer than
+//! [`BEHIND_MS`] (brokers away, or a backlog it cannot read fast enough).
+//!
 //! Architecture Invariant: when `caught_up_at_ms >= T`, every record acknowledged by the
 //! broker before time `T` has been applied to the table.
 
@@ -48,6 +52,8 @@ pub struct TopicView<V> {
     state: watch::Receiver<ViewState>,
     /// The latest time some caller waits for (`caught_up_at_ms >= wanted`).
     wanted: Arc<AtomicI64>,
+    /// Since when (ms) a caller has waited for a time the view has not reached; 0 when none.
+    behind_since_ms: Arc<AtomicI64>,
     /// Wakes the reader: a caller waits for freshness, or the view stops.
     wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
@@ -60,6 +66,7 @@ impl<V> Clone for TopicView<V> {
             table: self.table.clone(),
             state: self.state.clone(),
             wanted: self.wanted.clone(),
+            behind_since_ms: self.behind_since_ms.clone(),
             wake: self.wake.clone(),
             stop: self.stop.clone(),
         }
@@ -76,6 +83,9 @@ fn now_ms() -> i64 {
 /// While a caller waits and the view is behind, freshness is asked again at most this often
 /// (and after every burst of records).
 const RECHECK: Duration = Duration::from_millis(20);
+/// For how long a view may stay behind a time a caller waits for before it is no longer
+/// current (and its service no longer ready).
+pub const BEHIND_MS: i64 = 10_000;
 /// How long the reading consumer's fetch may wait at the broker for new records (the broker
 /// answers as soon as records arrive; this is how often an idle view asks again).
 const FETCH_WAIT_MS: &str = "500";
@@ -114,6 +124,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             table: table.clone(),
             state: rx,
             wanted: Arc::new(AtomicI64::new(0)),
+            behind_since_ms: Arc::new(AtomicI64::new(0)),
             wake: Arc::new(Notify::new()),
             stop: Arc::new(AtomicBool::new(false)),
         };
@@ -127,6 +138,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             table,
             state: tx,
             wanted: view.wanted.clone(),
+            behind_since_ms: view.behind_since_ms.clone(),
             wake: view.wake.clone(),
             stop: view.stop.clone(),
             apply,
@@ -169,6 +181,12 @@ impl<V: Send + Sync + 'static> TopicView<V> {
     /// True once the view has read everything that existed when it started.
     pub fn is_ready(&self) -> bool {
         self.state.borrow().caught_up_at_ms > 0
+    }
+
+    /// Ready, and not behind a time some caller has waited for for longer than [`BEHIND_MS`].
+    pub fn is_current(&self) -> bool {
+        let behind_since = self.behind_since_ms.load(Ordering::Relaxed);
+        self.is_ready() && (behind_since == 0 || now_ms() - behind_since < BEHIND_MS)
     }
 
     /// Waits until every record acknowledged before `since_ms` is in the table.
@@ -218,6 +236,7 @@ struct Reader<V, F> {
     table: Arc<RwLock<HashMap<String, V>>>,
     state: watch::Sender<ViewState>,
     wanted: Arc<AtomicI64>,
+    behind_since_ms: Arc<AtomicI64>,
     wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
     apply: F,
@@ -300,6 +319,16 @@ where
                 caught_up_at_ms = caught_up_at_ms.max(t);
                 // The next waiter's check is immediate.
                 last_check = None;
+            }
+            if caught_up_at_ms == 0 || self.wanted.load(Ordering::Relaxed) > caught_up_at_ms {
+                let _ = self.behind_since_ms.compare_exchange(
+                    0,
+                    now_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else {
+                self.behind_since_ms.store(0, Ordering::Relaxed);
             }
             if applied > 0 || caught_up_at.is_some() {
                 self.state.send_modify(|s| {

@@ -153,19 +153,8 @@ pub fn health_routes(health: Health, doc: OpenApi) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = health.is_ready();
-                async move {
-                    if ready {
-                        Json(serde_json::json!({"status": "ready"})).into_response()
-                    } else {
-                        ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not_ready",
-                            "not ready: still reading its topics, waiting for its partitions, or the brokers are away",
-                        )
-                        .into_response()
-                    }
-                }
+                let answer = readyz_answer(&health);
+                async move { answer }
             }),
         )
         .route(
@@ -175,6 +164,20 @@ pub fn health_routes(health: Health, doc: OpenApi) -> Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+}
+
+/// The `/readyz` answer: 200 `{"status":"ready"}`, or 503 with an error body (code
+/// `not_ready`) whose message says what keeps the service from being ready.
+pub fn readyz_answer(health: &Health) -> axum::response::Response {
+    match health.why_not_ready() {
+        None => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Some(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("not ready: {why}"),
+        )
+        .into_response(),
+    }
 }
 
 /// A service's document: `title` and `description`, the bearer scheme, the error body and

@@ -7,6 +7,9 @@
 //!   answer axum would give in plain text (404, 405, bad query or path) as JSON instead.
 //! - [`serve`]: an axum server on a given listener that drains on shutdown.
 //! - [`ApiError`]: the JSON error body of every HTTP API (`code`, `message`, `field`).
+//! - [`Service`]: the start-up every service's `run` shares (topics, readiness conditions,
+//!   the process's one producer, the HTTP app with its health routes, serving); [`Error`]
+//!   the error a `run` ends with.
 //! - [`init_telemetry`]: logs and metrics as configured; [`service_main`]: the whole `main`
 //!   of a service binary.
 #![forbid(unsafe_code)]
@@ -14,6 +17,7 @@
 pub mod cursor;
 mod error;
 mod http;
+mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +26,9 @@ use axum::Router;
 pub use error::{ApiError, JsonBody};
 pub use http::{
     JsonPath, JsonQuery, add_common_components, base_document, error_response, health_routes,
-    json_fallbacks, json_response, metrics_text, with_health_paths,
+    json_fallbacks, json_response, metrics_text, readyz_answer, with_health_paths,
 };
+pub use service::{Error, Service};
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 
@@ -59,59 +64,83 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 type Check = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Readiness of one service: not ready until its views have caught up, while the brokers
-/// are away, or while a condition it requires (a consumer's first assignment) does not hold.
+/// Readiness of one service: ready once it says so ([`Health::set_ready`], after its views
+/// first caught up), and then only while every condition holds: the brokers are reachable
+/// ([`hookline_kafka::brokers_reachable`]), its views are current
+/// ([`hookline_kafka::view::TopicView::is_current`]), its consumers have had their first
+/// assignment. When not ready, [`Health::why_not_ready`] names the first condition that fails.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
-    /// A condition outside the service that must also hold (e.g. brokers reachable).
-    probe: Option<fn() -> bool>,
-    /// Further conditions, added with [`Health::require`].
-    checks: Arc<std::sync::Mutex<Vec<Check>>>,
+    /// Conditions, each with what is wrong while it fails.
+    checks: Arc<std::sync::Mutex<Vec<(String, Check)>>>,
 }
 
 impl Health {
-    /// Ready only while the service says so and `probe` holds.
-    pub fn with_probe(probe: fn() -> bool) -> Self {
-        Self {
-            probe: Some(probe),
-            ..Self::default()
-        }
-    }
-
     /// The health of a service on Kafka: ready once it says so, while the brokers answer.
     pub fn kafka() -> Self {
-        Self::with_probe(hookline_kafka::brokers_reachable)
+        let health = Self::default();
+        health.require(
+            "the Kafka brokers are unreachable",
+            hookline_kafka::brokers_reachable,
+        );
+        health
     }
 
-    /// Ready only while `check` holds too.
-    pub fn require(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+    /// Ready only while `check` holds too; `why` says what is wrong while it does not.
+    pub fn require(
+        &self,
+        why: impl Into<String>,
+        check: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
         self.checks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(check));
+            .push((why.into(), Arc::new(check)));
+    }
+
+    /// Ready only while `view` is current: caught up once, and not behind a time a caller
+    /// has waited for for longer than [`hookline_kafka::view::BEHIND_MS`].
+    pub fn require_current<V: Send + Sync + 'static>(
+        &self,
+        view: &hookline_kafka::view::TopicView<V>,
+    ) {
+        let view = view.clone();
+        self.require(
+            format!("the view of topic {} is behind", view.topic()),
+            move || view.is_current(),
+        );
     }
 
     /// Ready only once a consumer of group `{group_prefix}.{name}` in this process has had
     /// its first assignment (its context calls `hookline_kafka::context::note_assigned`).
     pub fn require_assignment(&self, config: &hookline_config::Config, name: &str) {
         let group = hookline_kafka::context::group_id(config, name);
-        self.require(move || hookline_kafka::context::assigned(&group));
+        self.require(
+            format!("waiting for the partitions of consumer group {group}"),
+            move || hookline_kafka::context::assigned(&group),
+        );
     }
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// What keeps the service from being ready, if anything.
+    pub fn why_not_ready(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Some("still reading its topics".to_owned());
+        }
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(_, check)| !check())
+            .map(|(why, _)| why.clone())
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && self.probe.is_none_or(|p| p())
-            && self
-                .checks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .all(|c| c())
+        self.why_not_ready().is_none()
     }
 }
 
@@ -221,8 +250,9 @@ mod tests {
         assert!(health.is_ready());
         let assigned = Arc::new(AtomicBool::new(false));
         let a = assigned.clone();
-        health.require(move || a.load(Ordering::Relaxed));
+        health.require("unassigned", move || a.load(Ordering::Relaxed));
         assert!(!health.is_ready(), "a required condition does not hold yet");
+        assert_eq!(health.why_not_ready().as_deref(), Some("unassigned"));
         assigned.store(true, Ordering::Relaxed);
         assert!(health.clone().is_ready(), "clones share the conditions");
     }

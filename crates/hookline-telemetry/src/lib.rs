@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod otlp;
 pub mod trace;
 
 use hookline_config::Config;

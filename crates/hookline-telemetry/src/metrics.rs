@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
@@ -91,6 +91,7 @@ pub fn init(settings: &Settings) -> Result<(), String> {
         let otlp = opentelemetry_otlp::MetricExporter::builder()
             .with_http()
             .with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')))
+            .with_http_client(crate::otlp::client()?)
             .build()
             .map_err(|e| format!("OTLP metric exporter: {e}"))?;
         builder = builder.with_reader(

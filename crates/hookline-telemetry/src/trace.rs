@@ -60,6 +60,7 @@ pub fn exporter(
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(url)
+        .with_http_client(crate::otlp::client()?)
         .with_headers(HashMap::new())
         .build()
         .map_err(|e| e.to_string())?;

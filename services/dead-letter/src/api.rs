@@ -2,12 +2,12 @@
 //! letters. Every index read runs on the blocking pool (it may touch the disk).
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
 use hookline_ops_index::{Page, Scope, Summary, Window};
 use hookline_proto::v1::{Attempt, AttemptOutcome, DeadLetter, Header};
-use hookline_runtime::ApiError;
+use hookline_runtime::{ApiError, JsonPath};
 use serde::Serialize;
 
 use crate::AppState;
@@ -225,7 +225,7 @@ pub async fn visible_delivery(
 pub async fn get_delivery(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<DeliveryOut>, ApiError> {
     who.require(Role::Viewer)?;
     let s = visible_delivery(&state, &who, &id).await?;
@@ -235,7 +235,7 @@ pub async fn get_delivery(
 pub async fn delivery_attempts(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<List<AttemptOut>>, ApiError> {
     who.require(Role::Viewer)?;
@@ -371,7 +371,7 @@ pub async fn latest_dead_letter(
 pub async fn dead_letter(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<DeadLetterOut>, ApiError> {
     who.require(Role::Viewer)?;
     path_id("deliveryId", &id)?;

@@ -26,25 +26,11 @@ use hookline_config::Config;
 use hookline_kafka::view::TopicView;
 use hookline_ops_index::Index;
 use hookline_proto::v1::ReplayRun;
-use hookline_runtime::{CancellationToken, Health};
+use hookline_runtime::{CancellationToken, Service};
 use hookline_state::SubscriptionView;
 use tokio::net::TcpListener;
 
 pub use openapi::{OPERATIONS, document as openapi_document};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] hookline_kafka::KafkaError),
-    #[error(transparent)]
-    Auth(#[from] hookline_auth::AuthError),
-    #[error(transparent)]
-    Index(#[from] hookline_ops_index::IndexError),
-    #[error(transparent)]
-    Config(#[from] hookline_config::ConfigError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -52,7 +38,7 @@ struct AppState {
     subscriptions: SubscriptionView,
     replays: TopicView<ReplayRun>,
     tokens: Arc<TokenTable>,
-    producer: hookline_kafka::Producer,
+    producer: Arc<hookline_kafka::Producer>,
     config: Arc<Config>,
     topic_replays: String,
     in_memory_max_ms: i64,
@@ -73,10 +59,8 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    if config.create_topics {
-        hookline_kafka::ensure_topics(&config).await?;
-    }
+) -> Result<(), hookline_runtime::Error> {
+    let service = Service::start("dead-letter", None, &config, &shutdown).await?;
     let tokens = TokenTable::from_config(&config)?;
     let index = Index::open(&config)?;
     let subscriptions = hookline_state::subscriptions(&config)?;
@@ -86,14 +70,15 @@ pub async fn run(
         subscriptions: subscriptions.clone(),
         replays: replays.clone(),
         tokens,
-        producer: hookline_kafka::producer(&config)?,
+        producer: service.producer()?,
         config: Arc::new(config.clone()),
         topic_replays: config.topic_replays.clone(),
         in_memory_max_ms: config.retry_in_memory_max()?.as_millis() as i64,
         create: Arc::default(),
         wake: Arc::default(),
     };
-    let health = Health::kafka();
+    service.require_current(&subscriptions);
+    service.require_current(&replays);
     use openapi::*;
     let app = Router::new()
         .route(DELIVERY, get(api::get_delivery))
@@ -107,34 +92,32 @@ pub async fn run(
         .route(QUARANTINE, get(quarantine::list))
         .route(QUARANTINE_REPUBLISH, post(quarantine::republish))
         .layer(DefaultBodyLimit::max(config.api_body_limit))
-        .with_state(state.clone())
-        .merge(hookline_runtime::health_routes(
-            health.clone(),
-            openapi::served_document(),
-        ));
-    let app = hookline_runtime::json_fallbacks(app);
-    {
-        let (index, subscriptions, replays, health) = (
-            index.clone(),
-            subscriptions.clone(),
-            replays.clone(),
-            health.clone(),
-        );
-        let (state, config, shutdown) = (state.clone(), Arc::new(config.clone()), shutdown.clone());
-        tokio::spawn(async move {
-            let started = hookline_events::time_fmt::now_ms();
+        .with_state(state.clone());
+    let app = service.app(app, openapi::served_document());
+    let started = hookline_events::time_fmt::now_ms();
+    let caught_up = {
+        let (index, subscriptions, replays) =
+            (index.clone(), subscriptions.clone(), replays.clone());
+        move || async move {
             tokio::join!(
                 index.wait_caught_up(started),
                 subscriptions.sync(),
                 replays.sync()
             );
-            health.set_ready(true);
+        }
+    };
+    service.ready_when(caught_up.clone()());
+    {
+        // Replay runs are driven once the index and the views have caught up.
+        let (state, config, shutdown) = (state.clone(), Arc::new(config.clone()), shutdown.clone());
+        tokio::spawn(async move {
+            caught_up().await;
             replay::drive_all(state, config, shutdown).await;
         });
     }
-    let served = hookline_runtime::serve(listener, app, shutdown).await;
+    let served = service.serve(listener, app).await;
     index.stop();
     subscriptions.stop();
     replays.stop();
-    Ok(served?)
+    served
 }

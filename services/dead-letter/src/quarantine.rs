@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::rfc3339_millis;
@@ -15,7 +15,7 @@ use hookline_kafka::rdkafka::message::{Header, Headers, Message, OwnedHeaders, O
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_ops_index::Quarantined;
-use hookline_runtime::ApiError;
+use hookline_runtime::{ApiError, JsonPath};
 use serde::Serialize;
 
 use crate::AppState;
@@ -91,7 +91,7 @@ pub struct Republished {
 pub async fn republish(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<(StatusCode, Json<Republished>), ApiError> {
     who.require(Role::Admin)?;
     let pk = Params::parse(Some(&format!("cursor={id}")), &["cursor"])
@@ -132,11 +132,9 @@ pub async fn republish(
     if let Some(v) = record.payload() {
         produce = produce.payload(v);
     }
-    let acked = state
-        .producer
-        .send(produce, Duration::from_secs(15))
+    let acked = hookline_kafka::send_within(&state.producer, produce, Duration::from_secs(15))
         .await
-        .map_err(|(e, _)| ApiError::unavailable(format!("could not republish: {e}")))?;
+        .map_err(|e| ApiError::unavailable(format!("could not republish: {e}")))?;
     tracing::info!(
         topic,
         partition = acked.partition,

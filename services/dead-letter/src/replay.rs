@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hookline_auth::{Principal, Role};
 use hookline_config::Config;
@@ -26,7 +26,7 @@ use hookline_kafka::view::TopicView;
 use hookline_ops_index::{State as DeliveryState, Store, Summary};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeliveryJob, ReplayRun, ReplayState};
-use hookline_runtime::{ApiError, CancellationToken, JsonBody};
+use hookline_runtime::{ApiError, CancellationToken, JsonBody, JsonPath};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -92,7 +92,7 @@ fn check_subscription(state: &AppState, who: &Principal, id: &str) -> Result<Str
 pub async fn replay_one(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
     who.require(Role::Editor)?;
@@ -200,11 +200,9 @@ async fn start(
     let record = FutureRecord::to(&state.topic_replays)
         .key(&replay_id)
         .payload(&payload);
-    let acked = state
-        .producer
-        .send(record, Duration::from_secs(15))
+    let acked = hookline_kafka::send_within(&state.producer, record, Duration::from_secs(15))
         .await
-        .map_err(|(e, _)| ApiError::unavailable(format!("could not record the replay: {e}")))?;
+        .map_err(|e| ApiError::unavailable(format!("could not record the replay: {e}")))?;
     state
         .replays
         .wait_for_offset(acked.partition, acked.offset)
@@ -240,7 +238,7 @@ pub struct RunOut {
 pub async fn get_run(
     State(state): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<RunOut>, ApiError> {
     who.require(Role::Viewer)?;
     path_id("replayId", &id)?;

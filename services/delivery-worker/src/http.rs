@@ -99,7 +99,7 @@ impl Sender {
             // As many idle connections as attempts in flight: fewer closes and re-opens them.
             .pool_max_idle_per_host(config.worker_concurrency)
             .build()
-            .map_err(|e| crate::Error::Http(e.to_string()))?;
+            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
         Ok(Self {
             client,
             policy,

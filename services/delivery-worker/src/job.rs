@@ -45,7 +45,7 @@ pub struct Context {
     pub secrets: SecretView,
     secret_box: SecretBox,
     sender: Sender,
-    producer: hookline_kafka::Producer,
+    producer: std::sync::Arc<hookline_kafka::Producer>,
     schedule: Schedule,
     in_memory_max: Duration,
     topic_attempts: String,
@@ -61,11 +61,11 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
 
 impl Context {
-    /// `producer`: the process's one producer (see `writer::producer`).
+    /// `producer`: the process's one producer.
     pub fn start(
         config: &Config,
         parked: TopicView<ParkedState>,
-        producer: hookline_kafka::Producer,
+        producer: std::sync::Arc<hookline_kafka::Producer>,
         shutdown: CancellationToken,
     ) -> Result<Self, crate::Error> {
         let auto_disable_after = config.auto_disable_after()?;

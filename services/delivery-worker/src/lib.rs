@@ -38,29 +38,12 @@ use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::offsets::OffsetTracker;
-use hookline_runtime::{CancellationToken, Health};
+pub use hookline_runtime::Error;
+use hookline_runtime::{CancellationToken, Service};
 use tokio::net::TcpListener;
 
 pub use job::Outcome;
 pub use retry::{Schedule, Verdict, classify};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] hookline_kafka::KafkaError),
-    #[error("kafka: {0}")]
-    Client(#[from] hookline_kafka::rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Config(#[from] hookline_config::ConfigError),
-    #[error(transparent)]
-    State(#[from] hookline_state::StateError),
-    #[error("HTTP client: {0}")]
-    Http(String),
-    #[error("dispatch: {0}")]
-    Dispatch(String),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// Delivers until `shutdown`, serving `/healthz` and `/readyz` on `listener`.
 pub async fn run(
@@ -68,27 +51,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if config.create_topics {
-        hookline_kafka::ensure_topics(&config).await?;
-    }
-    let health = Health::kafka();
-    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Worker);
-    health.require_assignment(&config, source::GROUP);
-    let server = tokio::spawn(hookline_runtime::serve(
+    let service = Service::start(
+        "delivery-worker",
+        Some(hookline_telemetry::metrics::Role::Worker),
+        &config,
+        &shutdown,
+    )
+    .await?;
+    service.require_assignment(source::GROUP);
+    let server = service.serve_health(
         listener,
-        hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
-            health.clone(),
-            hookline_runtime::base_document(
-                "Hookline delivery worker",
-                "The delivery worker signs and POSTs delivery jobs; over HTTP it serves only its health and this document.",
-            ),
-        )),
+        "Hookline delivery worker",
+        "The delivery worker signs and POSTs delivery jobs; over HTTP it serves only its health and this document.",
         shutdown.clone(),
-    ));
+    );
     let parked = parked_view(&config)?;
-    // One producer for the process: attempt records, dead letters, operational events and
-    // the parking machine's writes.
-    let producer = writer::producer(&config)?;
+    // The process's producer: attempt records, dead letters, operational events and the
+    // parking machine's writes (its records wait out outages).
+    let producer = service.producer()?;
     let ctx = Arc::new(job::Context::start(
         &config,
         parked.clone(),
@@ -103,7 +83,10 @@ pub async fn run(
     let source_stop = CancellationToken::new();
     let (source, inputs, consumer) = source::start(&config, tracker.clone(), source_stop.clone())?;
     let (writes, acks) = writer::start(&config, producer)?;
-    health.set_ready(true);
+    service.require_current(&ctx.subscriptions);
+    service.require_current(&ctx.secrets);
+    service.require_current(&parked);
+    service.health().set_ready(true);
     tracing::info!(topic = %config.topic_deliveries, "delivery worker ready");
 
     // On shutdown the consumer leaves first, while the dispatcher still runs: closing it
@@ -154,7 +137,7 @@ pub async fn run(
     dispatcher.run().await;
     dispatcher_stop.cancel();
     let _ = leave.await;
-    health.set_ready(false);
+    service.health().set_ready(false);
     parked.stop();
     ctx.stop();
     let _ = server.await;

@@ -120,7 +120,7 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: hookline_kafka::rdkafka::Statistics) {
-        hookline_kafka::lag::record(&statistics);
+        hookline_kafka::KafkaContext.stats(statistics);
     }
 }
 
@@ -488,8 +488,7 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("deliveries".into())
-        .spawn(move || poll_loop(consumer, shared, stop))
-        .map_err(crate::Error::Io)?;
+        .spawn(move || poll_loop(consumer, shared, stop))?;
     Ok((source, rx, thread))
 }
 

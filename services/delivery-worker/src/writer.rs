@@ -58,21 +58,10 @@ struct Topics {
     parked: String,
 }
 
-/// A producer that waits out outages instead of failing records.
-pub fn producer(config: &Config) -> Result<hookline_kafka::Producer, hookline_kafka::KafkaError> {
-    let mut c = hookline_kafka::client_config(config)?;
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "0");
-    Ok(c.create_with_context(hookline_kafka::KafkaContext)?)
-}
-
 /// Starts the writer; acknowledgements arrive on the returned receiver.
 pub fn start(
     config: &Config,
-    producer: hookline_kafka::Producer,
+    producer: std::sync::Arc<hookline_kafka::Producer>,
 ) -> Result<(mpsc::UnboundedSender<Write>, mpsc::UnboundedReceiver<Ack>), crate::Error> {
     let topics = Topics {
         lane: config.topic_retry_lane.clone(),
@@ -87,7 +76,7 @@ pub fn start(
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Ack> + Send>>;
 
 async fn run(
-    producer: hookline_kafka::Producer,
+    producer: std::sync::Arc<hookline_kafka::Producer>,
     topics: Topics,
     mut writes: mpsc::UnboundedReceiver<Write>,
     acks: mpsc::UnboundedSender<Ack>,

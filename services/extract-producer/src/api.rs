@@ -313,11 +313,10 @@ pub(crate) async fn write_value(
     if let Some(p) = &payload {
         r = r.payload(p);
     }
-    let delivery = state
-        .producer
-        .send(r, std::time::Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| e.to_string())?;
+    let delivery =
+        hookline_kafka::send_within(&state.producer, r, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
     state
         .extracts
         .wait_for_offset(delivery.partition, delivery.offset)

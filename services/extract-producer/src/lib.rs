@@ -29,23 +29,11 @@ use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
 use hookline_proto::v1::ExtractRecord;
 use hookline_proto::v1::extract_record::Record;
-use hookline_runtime::{CancellationToken, Health};
+use hookline_runtime::{CancellationToken, Service};
 use tokio::net::TcpListener;
 
 pub use driver::EVENT_TYPE;
 pub use schedule::{Clock, ManualClock, SystemClock};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] hookline_kafka::KafkaError),
-    #[error(transparent)]
-    Auth(#[from] hookline_auth::AuthError),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -57,7 +45,7 @@ pub(crate) struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Names this process's tick claims.
     pub process_id: String,
-    pub producer: hookline_kafka::Producer,
+    pub producer: Arc<hookline_kafka::Producer>,
     pub tokens: Arc<TokenTable>,
     pub shutdown: CancellationToken,
 }
@@ -73,7 +61,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), hookline_runtime::Error> {
     run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
 }
 
@@ -83,10 +71,14 @@ pub async fn run_with_clock(
     listener: TcpListener,
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
-) -> Result<(), Error> {
-    if config.create_topics {
-        hookline_kafka::ensure_topics(&config).await?;
-    }
+) -> Result<(), hookline_runtime::Error> {
+    let service = Service::start(
+        "extract-producer",
+        Some(hookline_telemetry::metrics::Role::Extracts),
+        &config,
+        &shutdown,
+    )
+    .await?;
     let balances = store::BalanceStore::start(&config)?;
     let claims = schedule::Claims::default();
     let folded = claims.clone();
@@ -122,31 +114,25 @@ pub async fn run_with_clock(
         driving: schedule::Driving::default(),
         clock,
         process_id: uuid::Uuid::new_v4().to_string(),
-        producer: hookline_kafka::producer(&config)?,
+        producer: service.producer()?,
         tokens: TokenTable::from_config(&config)?,
         shutdown: shutdown.clone(),
     };
-    let health = Health::kafka();
-    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Extracts);
-    let app = Router::new()
-        .merge(api::routes())
-        .with_state(state.clone())
-        .merge(hookline_runtime::health_routes(
-            health.clone(),
-            api::document(),
-        ));
-    let app = hookline_runtime::json_fallbacks(app);
-    {
-        let (b, e, health) = (balances.clone(), extracts.clone(), health.clone());
-        tokio::spawn(async move {
+    service.require_current(&extracts);
+    let app = service.app(
+        Router::new().merge(api::routes()).with_state(state.clone()),
+        api::document(),
+    );
+    service.ready_when({
+        let (b, e) = (balances.clone(), extracts.clone());
+        async move {
             tokio::join!(b.sync(), e.sync());
-            health.set_ready(true);
-        });
-    }
+        }
+    });
     tokio::spawn(schedule::scheduler(state.clone(), shutdown.clone()));
     tokio::spawn(schedule::resumer(state.clone(), shutdown.clone()));
-    let served = hookline_runtime::serve(listener, app, shutdown).await;
+    let served = service.serve(listener, app).await;
     balances.stop();
     extracts.stop();
-    Ok(served?)
+    served
 }

@@ -59,7 +59,7 @@ fn now_ms() -> i64 {
 
 impl BalanceStore {
     /// Creates the store in a fresh temporary folder and starts folding `balances` into it.
-    pub fn start(config: &Config) -> Result<Self, crate::Error> {
+    pub fn start(config: &Config) -> Result<Self, hookline_runtime::Error> {
         let dir = tempfile::Builder::new()
             .prefix("hookline-balances-")
             .tempdir()?;

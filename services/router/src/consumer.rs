@@ -39,7 +39,7 @@ impl ClientContext for RouterContext {
     }
 
     fn stats(&self, statistics: hookline_kafka::rdkafka::Statistics) {
-        hookline_kafka::lag::record(&statistics);
+        hookline_kafka::KafkaContext.stats(statistics);
     }
 }
 

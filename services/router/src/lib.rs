@@ -22,21 +22,23 @@ mod txn;
 pub mod view;
 
 use hookline_config::Config;
-use hookline_runtime::{CancellationToken, Health};
+use hookline_runtime::{CancellationToken, Service};
 use tokio::net::TcpListener;
 
 pub use batch::{LINGER, MAX_BATCH};
 pub use route::route;
 pub use txn::{instance_name, transactional_id};
 
+/// How routing stops: a fenced router (another process runs under its instance name) is
+/// told apart from a Kafka failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Kafka(#[from] hookline_kafka::KafkaError),
     #[error("kafka: {0}")]
     Client(#[from] hookline_kafka::rdkafka::error::KafkaError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Start(#[from] hookline_runtime::Error),
     /// A newer router process with this instance's name took over (see `router_instance`).
     #[error("fenced by a newer router with the same instance name: {0}")]
     Fenced(String),
@@ -48,27 +50,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if config.create_topics {
-        hookline_kafka::ensure_topics(&config).await?;
-    }
-    let health = Health::kafka();
-    hookline_telemetry::metrics::announce(hookline_telemetry::metrics::Role::Router);
-    health.require_assignment(&config, consumer::GROUP);
+    let service = Service::start(
+        "router",
+        Some(hookline_telemetry::metrics::Role::Router),
+        &config,
+        &shutdown,
+    )
+    .await?;
+    service.require_assignment(consumer::GROUP);
     // The health server also stops when routing stops on an error (e.g. fenced).
     let server_stop = shutdown.child_token();
-    let server = tokio::spawn(hookline_runtime::serve(
+    let server = service.serve_health(
         listener,
-        hookline_runtime::json_fallbacks(hookline_runtime::health_routes(
-            health.clone(),
-            hookline_runtime::base_document(
-                "Hookline router",
-                "The router routes events to delivery jobs; over HTTP it serves only its health and this document.",
-            ),
-        )),
+        "Hookline router",
+        "The router routes events to delivery jobs; over HTTP it serves only its health and this document.",
         server_stop.clone(),
-    ));
-    let result = route_until_shutdown(config, &health, &shutdown).await;
-    health.set_ready(false);
+    );
+    let result = route_until_shutdown(config, &service, &shutdown).await;
+    service.health().set_ready(false);
     server_stop.cancel();
     let _ = server.await;
     result
@@ -76,7 +75,7 @@ pub async fn run(
 
 async fn route_until_shutdown(
     config: Config,
-    health: &Health,
+    service: &Service,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
     let matcher = view::SubscriptionMatcher::start(&config)?;
@@ -92,7 +91,8 @@ async fn route_until_shutdown(
         return Ok(());
     };
     let consumer = consumer::start(&config, &instance)?;
-    health.set_ready(true);
+    service.require_current(matcher.view());
+    service.health().set_ready(true);
     tracing::info!(topic = %config.topic_events, transactional_id = %instance, "router ready");
     let result = batch::BatchLoop {
         config,

@@ -46,6 +46,11 @@ impl SubscriptionMatcher {
         self.view.wait_caught_up(since_ms).await;
     }
 
+    /// The view of `subscriptions` the index is kept from.
+    pub fn view(&self) -> &TopicView<()> {
+        &self.view
+    }
+
     /// Waits until everything acknowledged up to now is in the index.
     pub async fn sync(&self) {
         self.view.sync().await;

@@ -27,31 +27,17 @@ use std::sync::Arc;
 
 use hookline_auth::{HasTokens, TokenTable};
 use hookline_config::Config;
-use hookline_runtime::{CancellationToken, Health};
+use hookline_runtime::{CancellationToken, Service};
 use tokio::net::TcpListener;
 
 pub use routes::{ApiDoc, documented, table};
 pub use store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] hookline_kafka::KafkaError),
-    #[error(transparent)]
-    State(#[from] hookline_state::StateError),
-    #[error(transparent)]
-    Auth(#[from] hookline_auth::AuthError),
-    #[error(transparent)]
-    Config(#[from] hookline_config::ConfigError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
-
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub store: Store,
     pub tokens: Arc<TokenTable>,
-    pub health: Health,
+    pub health: hookline_runtime::Health,
 }
 
 impl HasTokens for AppState {
@@ -65,35 +51,32 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    if config.create_topics {
-        hookline_kafka::ensure_topics(&config).await?;
-    }
+) -> Result<(), hookline_runtime::Error> {
+    let service = Service::start("subscription-api", None, &config, &shutdown).await?;
     let tokens = TokenTable::from_config(&config)?;
-    let store = Store::start(&config)?;
-    let health = Health::kafka();
+    let store = Store::start(&config, service.producer()?)?;
+    service.require_current(&store.subscriptions);
+    service.require_current(&store.secrets);
+    service.require_current(&store.claims);
+    service.require_current(&store.event_types);
     let state = AppState {
         store: store.clone(),
         tokens,
-        health: health.clone(),
+        health: service.health().clone(),
     };
+    // Its own route table serves the health routes (they are part of its document).
     let app = routes::router(state, config.api_body_limit);
-    let ready = {
+    service.ready_when({
         let store = store.clone();
-        async move {
-            store.sync().await;
-            health.set_ready(true);
-            tracing::info!("subscription-api ready");
-        }
-    };
-    tokio::spawn(ready);
+        async move { store.sync().await }
+    });
     let commands = tokio::spawn(commands::run(
         config.clone(),
         store.clone(),
         shutdown.clone(),
     ));
-    let served = hookline_runtime::serve(listener, app, shutdown).await;
+    let served = service.serve(listener, app).await;
     let _ = commands.await;
     store.stop();
-    Ok(served?)
+    served
 }

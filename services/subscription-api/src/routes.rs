@@ -10,10 +10,9 @@ use std::sync::OnceLock;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
-use hookline_runtime::ApiError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -118,18 +117,8 @@ async fn healthz() -> Json<Status> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "Views caught up; ready for traffic", body = Status),
         (status = 503, description = "Still reading its topics, or the brokers are away", body = ErrorBody)))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    if state.health.is_ready() {
-        Ok(Json(Status {
-            status: "ready".into(),
-        }))
-    } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "not ready: still reading its topics, waiting for its partitions, or the brokers are away",
-        ))
-    }
+async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    hookline_runtime::readyz_answer(&state.health)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),

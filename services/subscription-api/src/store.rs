@@ -18,7 +18,7 @@ use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
 #[derive(Clone)]
 pub struct Store {
-    producer: hookline_kafka::Producer,
+    producer: Arc<hookline_kafka::Producer>,
     pub subscriptions: SubscriptionView,
     pub secrets: SecretView,
     /// Current holder of each claimed name, keyed `kind/tenant/name`.
@@ -69,9 +69,12 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(what))
     }
 
-    pub fn start(config: &Config) -> Result<Self, crate::Error> {
+    pub fn start(
+        config: &Config,
+        producer: Arc<hookline_kafka::Producer>,
+    ) -> Result<Self, hookline_runtime::Error> {
         Ok(Self {
-            producer: hookline_kafka::producer(config)?,
+            producer,
             subscriptions: hookline_state::subscriptions(config)?,
             secrets: hookline_state::secrets(config)?,
             claims: crate::claims::view(config)?,
@@ -185,9 +188,9 @@ impl Store {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        match self.producer.send(record, WRITE_TIMEOUT).await {
+        match hookline_kafka::send_within(&self.producer, record, WRITE_TIMEOUT).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::error!(topic, error = %e, "state write failed");
                 Err(ApiError::unavailable(
                     "could not store the change; nothing was changed",

@@ -11,7 +11,7 @@ use hookline_config::Config;
 pub use crate::binaries::{binary, env_of};
 
 /// The five services: binary name and the address its `/readyz` answers on.
-fn services(config: &Config) -> [(&'static str, std::net::SocketAddr); 5] {
+pub fn services(config: &Config) -> [(&'static str, std::net::SocketAddr); 5] {
     [
         ("hookline-subscription-api", config.api_listen),
         ("hookline-extract-producer", config.extracts_listen),
