@@ -75,7 +75,7 @@ async fn runs(url: &str, name: &str) -> Vec<Value> {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    body.as_array().expect("runs").clone()
+    body["items"].as_array().expect("runs").clone()
 }
 
 /// The `balance.extracted` events of the stack's events topic, decoded.
@@ -431,5 +431,49 @@ async fn runs_are_listed_fetched_and_finished_runs_not_cancelled() {
     assert_eq!(status, 409, "{err}");
     let (status, _) = call(Method::GET, &format!("{base}/x/runs/nope"), TOKEN_A, None).await;
     assert_eq!(status, 404);
+
+    // The list, a page at a time, newest first.
+    let (status, second) = call(
+        Method::POST,
+        &format!("{base}/x/runs?wait=true"),
+        TOKEN_A,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{second}");
+    let (status, page) = call(
+        Method::GET,
+        &format!("{base}/x/runs?limit=1"),
+        TOKEN_A,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["runId"], second["runId"], "{page}");
+    let cursor = page["nextCursor"].as_str().expect("a next page");
+    let (status, page) = call(
+        Method::GET,
+        &format!("{base}/x/runs?limit=1&cursor={cursor}"),
+        TOKEN_A,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["runId"], run["runId"], "{page}");
+    assert!(page.get("nextCursor").is_none(), "{page}");
+    for (query, field) in [("limit=0", "limit"), ("cursor=xyz", "cursor"), ("x=1", "x")] {
+        let (status, err) = call(
+            Method::GET,
+            &format!("{base}/x/runs?{query}"),
+            TOKEN_A,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, &err["field"]),
+            (400, &json!(field)),
+            "{query}: {err}"
+        );
+    }
     stack.stop().await;
 }

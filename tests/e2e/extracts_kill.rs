@@ -1,7 +1,8 @@
 //! A run survives SIGKILL: the extract producer, as its own process, is killed in the middle
 //! of a run of 100,000 rows and started again; the run resumes from its checkpoint and a
 //! `read_committed` reader of `events` finds every row's event exactly once, all of them
-//! with the run's `startedOn` and extract name. The peak RSS of the process is printed.
+//! with the run's `startedOn` and extract name. The peak RSS of the process is printed. The
+//! balances store folder the killed process left behind is removed by the next start.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -102,7 +103,23 @@ async fn a_run_killed_midway_resumes_and_emits_every_row_exactly_once() {
         .await
         .expect("create topics");
     publish_rows(&config).await;
-    let first = Service::start("hookline-extract-producer", &config, &[]);
+    // The processes' temporary folder, to see the store folders in it.
+    let tmp = std::env::temp_dir().join(format!("hookline-kill-{}", config.group_prefix));
+    std::fs::create_dir_all(&tmp).expect("a temporary folder");
+    let tmp_env = tmp.to_str().expect("a UTF-8 path").to_owned();
+    let stores = || -> Vec<String> {
+        std::fs::read_dir(&tmp)
+            .expect("the temporary folder")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("hookline-balances-"))
+            .collect()
+    };
+    let first = Service::start(
+        "hookline-extract-producer",
+        &config,
+        &[("TMPDIR", &tmp_env)],
+    );
     ready(&config).await;
     let base = format!("http://{}/api/v1/extracts", config.extracts_listen);
     let (status, body) = call(
@@ -130,9 +147,24 @@ async fn a_run_killed_midway_resumes_and_emits_every_row_exactly_once() {
     let rss = first.peak_rss();
     first.kill();
     assert!(emitted < ROWS as u64, "killed midway: {emitted} emitted");
+    let left = stores();
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed process's store is left: {left:?}"
+    );
 
-    let second = Service::start("hookline-extract-producer", &config, &[]);
+    let second = Service::start(
+        "hookline-extract-producer",
+        &config,
+        &[("TMPDIR", &tmp_env)],
+    );
     ready(&config).await;
+    let now = stores();
+    assert!(
+        now.len() == 1 && now[0] != left[0],
+        "only the new process's store remains: {now:?}"
+    );
     let before = run_of(&base, &id).await.expect("the run");
     assert_eq!(before["status"], "RUNNING", "interrupted: {before}");
     let done = eventually(180, "the run resumes and succeeds", || {
@@ -165,4 +197,5 @@ async fn a_run_killed_midway_resumes_and_emits_every_row_exactly_once() {
     assert_eq!(records.len(), ROWS, "one event per row, none twice");
     assert_eq!(per_id.len(), ROWS);
     drop(second);
+    let _ = std::fs::remove_dir_all(&tmp);
 }

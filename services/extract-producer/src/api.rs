@@ -639,14 +639,79 @@ fn runs_of(state: &AppState, tenant: &str, name: &str) -> Vec<ExtractRun> {
     runs
 }
 
+/// Page size of the runs list: default and most.
+pub(crate) const LIMIT_DEFAULT: usize = 50;
+pub(crate) const LIMIT_MAX: usize = 100;
+/// Longest cursor accepted (hex of a run's sort key).
+pub(crate) const CURSOR_MAX: usize = 2048;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// One page of runs, newest first, as the subscription lists page (`limit`, `cursor`,
+/// `nextCursor`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunList {
+    items: Vec<RunOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// A run's place in the list: its start time, then its id (unique).
+fn run_sort_key(run: &ExtractRun) -> String {
+    format!("{}/{}", run.started_on, run.run_id)
+}
+
 async fn list_runs(
     State(state): State<AppState>,
     who: Principal,
     JsonPath(name): JsonPath<String>,
-) -> Result<Json<Vec<RunOut>>, ApiError> {
+    JsonQuery(page): JsonQuery<PageParams>,
+) -> Result<Json<RunList>, ApiError> {
+    let limit = match &page.limit {
+        None => LIMIT_DEFAULT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LIMIT_MAX).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("`limit` must be 1-{LIMIT_MAX}")))?,
+    };
+    let after = match &page.cursor {
+        None => None,
+        Some(c) => Some(
+            hookline_runtime::cursor::decode(c, CURSOR_MAX).ok_or_else(|| {
+                ApiError::invalid("cursor", "`cursor` is not a cursor of a previous page")
+            })?,
+        ),
+    };
     found(&state, &who, &name)?;
-    let runs = runs_of(&state, &who.tenant, &name);
-    Ok(Json(runs.iter().map(RunOut::of).collect()))
+    let mut runs: Vec<(String, ExtractRun)> = runs_of(&state, &who.tenant, &name)
+        .into_iter()
+        .map(|r| (run_sort_key(&r), r))
+        .collect();
+    // Newest first; a page holds the runs before the cursor's.
+    runs.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut rest = runs
+        .into_iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k.as_bytes() < a.as_slice()))
+        .peekable();
+    let mut items = Vec::new();
+    let mut last = None;
+    while items.len() < limit {
+        let Some((k, r)) = rest.next() else { break };
+        items.push(RunOut::of(&r));
+        last = Some(k);
+    }
+    let next_cursor = rest
+        .peek()
+        .and(last)
+        .map(|k| hookline_runtime::cursor::encode(k.as_bytes()));
+    Ok(Json(RunList { items, next_cursor }))
 }
 
 async fn get_run(

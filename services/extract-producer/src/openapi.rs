@@ -3,10 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{CRON_PATTERN, DESCRIPTION_MAX, NAME_MAX};
+use crate::api::{CRON_PATTERN, CURSOR_MAX, DESCRIPTION_MAX, LIMIT_DEFAULT, LIMIT_MAX, NAME_MAX};
 use crate::query::{DECIMAL_PATTERN, FIELDS};
 
 const NAME_PATTERN: &str = "^[^/]*$";
+/// A runs list cursor: lowercase hex (`hookline_runtime::cursor`).
+const CURSOR_PATTERN: &str = "^([0-9a-f]{2})*$";
 
 fn err(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema":
@@ -142,6 +144,12 @@ fn paths() -> Value {
     let both = json!([name_param(), run_param()]);
     let wait = json!({"name": "wait", "in": "query", "required": false,
         "schema": {"type": "boolean"}, "description": "Answer when the run has finished (201)"});
+    let limit = json!({"name": "limit", "in": "query", "required": false,
+        "description": format!("Page size, 1-{LIMIT_MAX} (default {LIMIT_DEFAULT})"),
+        "schema": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}});
+    let cursor = json!({"name": "cursor", "in": "query", "required": false,
+        "description": "`nextCursor` of the previous page",
+        "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX}});
     let mut p = json!({
         "/api/v1/extracts": {
             "post": op("createExtract", "Configure an extract", json!([]), &[
@@ -176,9 +184,14 @@ fn paths() -> Value {
                 ("202", ok("Run started", run.clone())), ("400", err("Bad input")),
                 ("403", err("Role too weak")), ("404", err("No such extract")),
                 ("503", err("Kafka unavailable"))]),
-            "get": op("listRuns", "Runs, newest first", json!([name_param()]), &[
-                ("200", ok("Newest first", json!({"type": "array", "items": run}))),
-                ("400", err("Bad name")), ("404", err("No such extract"))]),
+            "get": op("listRuns", "Runs, newest first, a page at a time",
+                json!([name_param(), limit, cursor]), &[
+                ("200", ok("Newest first (start time, then run id)", json!({"type": "object",
+                    "required": ["items"], "properties": {
+                        "items": {"type": "array", "items": run},
+                        "nextCursor": {"type": "string", "pattern": CURSOR_PATTERN,
+                            "description": "`cursor` of the next page; absent on the last"}}}))),
+                ("400", err("Bad name, limit or cursor")), ("404", err("No such extract"))]),
         },
         "/api/v1/extracts/{name}/runs/{runId}": {
             "get": op("getRun", "One run", both.clone(), &[

@@ -2,8 +2,9 @@
 //! B-tree (redb), keyed `node/account/productName/transactionCurrency`, so a run streams rows
 //! in key order from a read transaction (a snapshot) instead of holding them in memory.
 //!
-//! The store lives in a temporary folder of this process and is rebuilt from the topic at
-//! every start (Kafka is the only store). A reading thread assigns every partition from the
+//! The store lives in a temporary folder of this process (`hookline-balances-{pid}-…`) and is
+//! rebuilt from the topic at every start (Kafka is the only store); at start, the folders of
+//! processes that no longer run (left by a SIGKILL) are removed. A reading thread assigns every partition from the
 //! beginning and folds up to `BATCH` records per write transaction; like
 //! `hookline_kafka::view::TopicView` it publishes its positions and the time at which it was
 //! last caught up with the high watermarks, so `sync` means "every row acknowledged before
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hookline_config::Config;
-use hookline_events::{BalanceRow, CONTENT_TYPE_HEADER, decode_balance};
+use hookline_events::{CONTENT_TYPE_HEADER, decode_balance};
 use hookline_kafka::KafkaContext;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::{Message, Offset, TopicPartitionList};
@@ -24,6 +25,10 @@ use hookline_kafka::view::ViewState;
 use hookline_proto::Message as _;
 use redb::{Database, Durability, ReadTransaction, TableDefinition};
 use tokio::sync::watch;
+
+/// The store's folder in the temporary folder: this prefix, the process id, `-`, a random
+/// suffix.
+const DIR_PREFIX: &str = "hookline-balances-";
 
 /// Row key → the row, protobuf `BalanceRow`.
 pub const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
@@ -60,8 +65,9 @@ fn now_ms() -> i64 {
 impl BalanceStore {
     /// Creates the store in a fresh temporary folder and starts folding `balances` into it.
     pub fn start(config: &Config) -> Result<Self, hookline_runtime::Error> {
+        remove_stale_dirs(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
-            .prefix("hookline-balances-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -126,9 +132,36 @@ impl BalanceStore {
     }
 }
 
-/// Decodes a stored row.
-pub fn row_of(bytes: &[u8]) -> Option<BalanceRow> {
-    BalanceRow::decode(bytes).ok()
+/// Removes the store folders in `tmp` of processes that no longer run. Only where `/proc`
+/// tells which processes run (Linux); a folder of another running replica is left alone.
+fn remove_stale_dirs(tmp: &std::path::Path) {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => tracing::info!(dir = %entry.path().display(), "stale balances store removed"),
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "stale balances store not removed")
+            }
+        }
+    }
 }
 
 struct Reader {
@@ -314,17 +347,36 @@ impl Reader {
 pub fn rows_after<'a>(
     table: &'a redb::ReadOnlyTable<&'static str, &'static [u8]>,
     after: &str,
-) -> Result<impl Iterator<Item = (String, Vec<u8>)> + 'a, StoreError> {
+) -> Result<redb::Range<'a, &'static str, &'static [u8]>, StoreError> {
     use std::ops::Bound;
-    let range = if after.is_empty() {
-        table.range::<&str>(..).map_err(err)?
+    if after.is_empty() {
+        table.range::<&str>(..).map_err(err)
     } else {
         table
             .range::<&str>((Bound::Excluded(after), Bound::Unbounded))
-            .map_err(err)?
-    };
-    Ok(range.filter_map(|e| {
-        e.ok()
-            .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()))
-    }))
+            .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No process has this id (above the kernel's pid_max).
+        let dead = tmp.path().join(format!("{DIR_PREFIX}99999999-abc"));
+        let mine = tmp
+            .path()
+            .join(format!("{DIR_PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("hookline-balances-x");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("balances.redb"), b"x").unwrap();
+        }
+        remove_stale_dirs(tmp.path());
+        assert!(!dead.exists() || !std::path::Path::new("/proc/self").exists());
+        assert!(mine.exists() && other.exists());
+    }
 }
