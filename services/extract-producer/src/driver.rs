@@ -507,7 +507,14 @@ impl Driver<'_> {
             .key(&key)
             .payload(&value);
         self.producer.send(record).map_err(|(e, _)| e)?;
-        // Flushes (serving the delivery reports) and fails if any record of the batch failed.
+        // Every acknowledgement first, serving delivery reports as they come: the client's
+        // `commit_transaction` flushes before committing, and while anything is outstanding
+        // that flush polls in whole 100 ms steps. Records time out (`message.timeout.ms`), so
+        // this ends.
+        while self.producer.in_flight_count() > 0 {
+            self.producer.poll(Duration::from_millis(1));
+        }
+        // Fails if any record of the batch failed.
         self.producer.commit_transaction(TXN_TIMEOUT)?;
         Ok(())
     }
