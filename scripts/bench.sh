@@ -15,6 +15,7 @@
 #                                     BENCH_SOAK_RATE events/s, default 2,000)
 #   BENCH_BASELINE=bench/results/X    compare with an earlier report in report.md
 #   BENCH_PROFILE=router:perf         profile one service (`make profile`; perf or callgrind)
+#   HOOKLINE_KAFKA_FULL_JIT=1         the broker's JVM with C2 (default: C1 only, fast start)
 # Extra arguments go to hookline-bench (`target/release/hookline-bench --help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +36,8 @@ cargo build --release --locked -p hookline -p hookline-subscription-api \
   -p hookline-extract-producer -p hookline-router -p hookline-delivery-worker \
   -p hookline-dead-letter -p hookline-bench
 echo "== bench: starting a Kafka broker for this run"
+# HOOKLINE_KAFKA_FULL_JIT=1 runs the broker with its JVM's full JIT, as in production
+# (by default it stops at C1, like the tests' brokers, as in every report so far).
 bootstrap=$(HOOKLINE_KAFKA_QUIET=1 scripts/kafka.sh start --dir "$dir" --heap 1g)
 command="make bench"
 [[ -n ${BENCH_SCENARIOS:-} ]] && command="BENCH_SCENARIOS=$BENCH_SCENARIOS $command"

@@ -223,9 +223,14 @@ logger.cleaner.level = WARN
 EOF
 }
 
+# The JIT stops at C1 by default: brokers of tests start faster and burn less CPU compiling.
+# HOOKLINE_KAFKA_FULL_JIT=1 (e.g. for `make bench`) keeps the JVM's default tiers, as a production
+# broker runs, so its CPU per request is the steady state's.
 jvm() {
+  local tiers=(-XX:TieredStopAtLevel=1)
+  [[ ${HOOKLINE_KAFKA_FULL_JIT:-0} == 1 ]] && tiers=()
   JVM=(java -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
-    -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true
+    "${tiers[@]}" -XX:-UsePerfData -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$LIBS/*")
 }
 
