@@ -610,9 +610,20 @@ async fn run_now(
         if let Some(d) = driver {
             let _ = d.await;
         }
-        // The driver's last transaction is committed; the view may not have read it yet.
-        state.extracts.sync().await;
-        let run = committed_run(&state, &run.tenant, &run.extract_name, &run.run_id).unwrap_or(run);
+        // The driver's last transaction is committed, but its markers may not be written
+        // yet, so a read_committed view can be caught up and still not show it: read until
+        // the run shows as finished (or a while has passed: a driver stopped by shutdown
+        // leaves it running).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let run = loop {
+            state.extracts.sync().await;
+            let current = committed_run(&state, &run.tenant, &run.extract_name, &run.run_id);
+            match current {
+                Some(c) if crate::driver::is_final(&c) => break c,
+                _ if tokio::time::Instant::now() >= deadline => break current.unwrap_or(run),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
         return Ok((StatusCode::CREATED, Json(RunOut::of(&run))));
     }
     Ok((StatusCode::ACCEPTED, Json(RunOut::of(&run))))

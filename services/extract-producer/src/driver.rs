@@ -524,8 +524,8 @@ impl Driver<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn event_matches_the_seed_envelope() {
+    /// An extract and one of its runs.
+    fn fixture() -> (ExtractConfig, ExtractRun) {
         let config = ExtractConfig {
             name: "test".into(),
             tenant: "t".into(),
@@ -536,6 +536,12 @@ mod tests {
             started_on: "2026-04-14T09:54:43.674940Z".into(),
             ..Default::default()
         };
+        (config, run)
+    }
+
+    #[test]
+    fn event_matches_the_seed_envelope() {
+        let (config, run) = fixture();
         let e = event_for(&config, &run, "k", "{}".into(), "2026-04-14T09:54:45.040Z");
         assert_eq!(e.metadata["startedOn"], "2026-04-14T09:54:43.674940Z");
         assert_eq!(e.metadata["extractConfigurationName"], "test");
@@ -548,16 +554,7 @@ mod tests {
 
     #[test]
     fn encoded_events_decode_to_the_whole_event() {
-        let config = ExtractConfig {
-            name: "test".into(),
-            tenant: "t".into(),
-            ..Default::default()
-        };
-        let run = ExtractRun {
-            run_id: "r".into(),
-            started_on: "2026-04-14T09:54:43.674940Z".into(),
-            ..Default::default()
-        };
+        let (config, run) = fixture();
         let mut encoder = Encoder::new(&config, &run);
         let mut batch = Batch::default();
         for (key, data) in [("a/1", r#"{"balance":1.5}"#), ("b/2", "{}")] {
