@@ -18,6 +18,7 @@ mod extracts_kill;
 mod observability;
 mod operational;
 mod operations;
+mod operations_order;
 mod router;
 mod support;
 mod traces;

@@ -5,7 +5,8 @@
 //! - [`Index::open`]: opens the store in `ops_index_dir` and starts the reading thread.
 //! - `store.rs` ([`Store`]): tables, the fold of a batch (with the positions it reaches, in one
 //!   transaction: the checkpoint is the data), queries by delivery, subscription, event,
-//!   tenant and time, retention sweeps.
+//!   tenant and time, a subscription's deliveries in the order of the log (for replays),
+//!   retention sweeps, the layout version (another one is rebuilt).
 //! - `summary.rs` ([`Summary`], [`State`]): one delivery's facts and its derived state.
 //! - `ingest.rs`: the reading thread.
 //! - `keys.rs`: key layouts.
@@ -16,6 +17,8 @@
 
 mod ingest;
 pub mod keys;
+#[cfg(test)]
+mod log_order_tests;
 pub mod store;
 pub mod summary;
 
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hookline_config::Config;
 use tokio::sync::watch;
 
-pub use store::{Page, Scope, Store, Window};
+pub use store::{LogPage, Page, Scope, Store, Window};
 pub use summary::{Quarantined, State, Summary};
 
 #[derive(Debug, thiserror::Error)]

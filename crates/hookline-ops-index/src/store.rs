@@ -36,6 +36,9 @@ const DEAD_BY_TENANT: Table = TableDefinition::new("dead_letters_by_tenant");
 const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
 /// `prefix(subscription) ++ time(created) ++ delivery id`: a subscription's deliveries by age.
 const DEL_BY_SUB: Table = TableDefinition::new("deliveries_by_subscription");
+/// `prefix(subscription) ++ log position ++ delivery id` → `time(created)`: a subscription's
+/// deliveries in the order of the log (see [`Summary::log_position`]), for replays.
+const DEL_BY_SUB_LOG: Table = TableDefinition::new("deliveries_by_subscription_log");
 /// `time(created) ++ delivery id`: for retention.
 const DEL_BY_CREATED: Table = TableDefinition::new("deliveries_by_created");
 /// `prefix(replay id) ++ delivery id`: deliveries of a replay run that succeeded since.
@@ -43,8 +46,15 @@ const REPLAY_DELIVERED: Table = TableDefinition::new("replay_delivered");
 const REPLAY_COUNT: TableDefinition<&str, u64> = TableDefinition::new("replay_delivered_count");
 /// Quarantined records by position: [`Quarantined`].
 const QUARANTINE: Table = TableDefinition::new("quarantine");
+/// `"schema"` → the layout version the tables were written with.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout version. An index written with another one (or with none: before versions were
+/// kept) is emptied at open and rebuilt from the topics, a derived view. 2: the deliveries of
+/// a subscription in the order of the log (`DEL_BY_SUB_LOG`), and the event position in
+/// each summary.
+pub const SCHEMA: u64 = 2;
 /// Every table keyed and valued by bytes.
-const BYTE_TABLES: [Table; 13] = [
+const BYTE_TABLES: [Table; 14] = [
     ATTEMPTS,
     ATT_BY_DELIVERY,
     ATT_BY_SUB,
@@ -55,6 +65,7 @@ const BYTE_TABLES: [Table; 13] = [
     DEAD_BY_SUB,
     DEAD_BY_TENANT,
     DEL_BY_SUB,
+    DEL_BY_SUB_LOG,
     DEL_BY_CREATED,
     REPLAY_DELIVERED,
     QUARANTINE,
@@ -120,6 +131,19 @@ pub struct Page<T> {
     pub next: Option<Pk>,
 }
 
+/// A page of a subscription's deliveries in the order of the log.
+pub struct LogPage {
+    /// Each delivery's id and summary.
+    pub items: Vec<(String, Summary)>,
+    /// Where the next page starts (an opaque cursor), `None` once every delivery was seen.
+    pub next: Option<Vec<u8>>,
+}
+
+/// First byte of a cursor of [`Store::deliveries_in_log_order`]. No key of the creation-time
+/// index starts with it (their first byte is the high byte of a length of at most 255), so
+/// a cursor of either can be told apart.
+const LOG_CURSOR: u8 = b'L';
+
 pub struct Store {
     db: Database,
 }
@@ -138,7 +162,39 @@ impl Store {
             .map_err(err)?;
         let store = Self { db };
         store.reopen_tables()?;
+        store.check_schema()?;
         Ok(store)
+    }
+
+    /// Empties an index written with another layout (it is rebuilt from the topics: its
+    /// positions go too) and records the current one.
+    fn check_schema(&self) -> Result<(), IndexError> {
+        let found = {
+            let txn = self.db.begin_read().map_err(err)?;
+            match txn.open_table(META) {
+                Ok(t) => t.get("schema").map_err(err)?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(err(e)),
+            }
+        };
+        if found == Some(SCHEMA) {
+            return Ok(());
+        }
+        if !self.positions()?.is_empty() {
+            tracing::warn!(
+                found = found.unwrap_or(1),
+                current = SCHEMA,
+                "operations index written with another layout: rebuilding it from the topics"
+            );
+            self.clear()?;
+        }
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(META)
+            .map_err(err)?
+            .insert("schema", SCHEMA)
+            .map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(())
     }
 
     /// Creates the tables that do not exist.
@@ -154,6 +210,14 @@ impl Store {
         }
         txn.commit().map_err(err)?;
         Ok(())
+    }
+
+    /// Drops the layout version, as an index written before versions were kept.
+    #[cfg(test)]
+    pub(crate) fn forget_schema_for_test(&self) {
+        let txn = self.db.begin_write().unwrap();
+        txn.delete_table(META).unwrap();
+        txn.commit().unwrap();
     }
 
     /// Empties every table: the topics the index was folded from are gone (recreated).
@@ -192,7 +256,8 @@ impl Store {
     pub fn apply(&self, batch: Batch) -> Result<(), IndexError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
-            let mut summaries: HashMap<String, (Summary, i64)> = HashMap::new();
+            // Each summary touched, with its creation time and log position as indexed before.
+            let mut summaries: HashMap<String, (Summary, i64, Option<[u8; 12]>)> = HashMap::new();
             let mut deliveries = txn.open_table(DELIVERIES).map_err(err)?;
             let mut attempts = txn.open_table(ATTEMPTS).map_err(err)?;
             let mut att_delivery = txn.open_table(ATT_BY_DELIVERY).map_err(err)?;
@@ -207,16 +272,17 @@ impl Store {
             let mut replay_count = txn.open_table(REPLAY_COUNT).map_err(err)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(err)?;
             let load = |id: &str,
-                        summaries: &mut HashMap<String, (Summary, i64)>|
+                        summaries: &mut HashMap<String, (Summary, i64, Option<[u8; 12]>)>|
              -> Result<(), IndexError> {
                 if !summaries.contains_key(id) {
                     let found = deliveries
                         .get(id)
                         .map_err(err)?
-                        .and_then(|v| Summary::decode(v.value()).ok())
-                        .unwrap_or_default();
+                        .and_then(|v| Summary::decode(v.value()).ok());
+                    let log = found.as_ref().map(Summary::log_position);
+                    let found = found.unwrap_or_default();
                     let created = found.created_ms;
-                    summaries.insert(id.to_owned(), (found, created));
+                    summaries.insert(id.to_owned(), (found, created, log));
                 }
                 Ok(())
             };
@@ -229,7 +295,7 @@ impl Store {
                         job,
                     } => {
                         load(&job.delivery_id, &mut summaries)?;
-                        if let Some((s, _)) = summaries.get_mut(&job.delivery_id) {
+                        if let Some((s, ..)) = summaries.get_mut(&job.delivery_id) {
                             s.job(job, *partition, *offset, *record_ms);
                         }
                     }
@@ -253,7 +319,7 @@ impl Store {
                             table.insert(k.as_slice(), [].as_slice()).map_err(err)?;
                         }
                         load(&a.delivery_id, &mut summaries)?;
-                        if let Some((s, _)) = summaries.get_mut(&a.delivery_id) {
+                        if let Some((s, ..)) = summaries.get_mut(&a.delivery_id) {
                             s.attempt(a);
                         }
                         if !a.replay_id.is_empty() && a.outcome == AttemptOutcome::Succeeded as i32
@@ -299,15 +365,30 @@ impl Store {
                             table.insert(k.as_slice(), [].as_slice()).map_err(err)?;
                         }
                         load(&job.delivery_id, &mut summaries)?;
-                        if let Some((s, _)) = summaries.get_mut(&job.delivery_id) {
+                        if let Some((s, ..)) = summaries.get_mut(&job.delivery_id) {
                             s.dead_letter(letter);
                         }
                     }
                 }
             }
             let mut by_sub = txn.open_table(DEL_BY_SUB).map_err(err)?;
+            let mut by_log = txn.open_table(DEL_BY_SUB_LOG).map_err(err)?;
             let mut by_created = txn.open_table(DEL_BY_CREATED).map_err(err)?;
-            for (id, (s, created_before)) in summaries {
+            for (id, (s, created_before, log_before)) in summaries {
+                let log = s.log_position();
+                if log_before != Some(log) || s.created_ms != created_before {
+                    if let Some(before) = log_before {
+                        by_log
+                            .remove(del_by_log_key(&s.subscription_id, &before, &id).as_slice())
+                            .map_err(err)?;
+                    }
+                    by_log
+                        .insert(
+                            del_by_log_key(&s.subscription_id, &log, &id).as_slice(),
+                            keys::time_key(s.created_ms).as_slice(),
+                        )
+                        .map_err(err)?;
+                }
                 if s.created_ms != created_before {
                     if created_before != 0 {
                         by_sub
@@ -559,6 +640,71 @@ impl Store {
         Ok(out)
     }
 
+    /// A subscription's deliveries created in [`since_ms`, `until_ms`), in the order of the log:
+    /// by the position of their event on the events topic, which per key is the order the
+    /// events were published, routed and first delivered in (never an order of ids or times:
+    /// a burst shares its milliseconds). Those whose event position is unknown come last, by
+    /// creation time. Goes on from `after` (a cursor this returned; empty: from the start) and
+    /// answers at most `limit` deliveries after looking at most [`SCAN_BUDGET`] entries.
+    pub fn deliveries_in_log_order(
+        &self,
+        subscription_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<LogPage, IndexError> {
+        let prefix = keys::prefix(subscription_id);
+        let hi = keys::prefix_end(&prefix);
+        let lo_bound = match after.split_first() {
+            Some((&LOG_CURSOR, key)) if key.starts_with(&prefix) => Bound::Excluded(key.to_vec()),
+            Some(_) => return Err(IndexError::Store("not a cursor of this order".into())),
+            None => Bound::Included(prefix.clone()),
+        };
+        let txn = self.db.begin_read().map_err(err)?;
+        let index = txn.open_table(DEL_BY_SUB_LOG).map_err(err)?;
+        let deliveries = txn.open_table(DELIVERIES).map_err(err)?;
+        let range = (as_slice(&lo_bound), Bound::Excluded(hi.as_slice()));
+        let (mut items, mut last, mut scanned) = (Vec::new(), None, 0usize);
+        let mut exhausted = true;
+        for entry in index.range::<&[u8]>(range).map_err(err)? {
+            if items.len() >= limit || scanned >= SCAN_BUDGET {
+                exhausted = false;
+                break;
+            }
+            let (k, v) = entry.map_err(err)?;
+            let key = k.value();
+            scanned += 1;
+            last = Some(key.to_vec());
+            let created = keys::pk_time(v.value());
+            if created < since_ms || created >= until_ms {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&key[prefix.len() + 12..]).into_owned();
+            if let Some(s) = deliveries
+                .get(id.as_str())
+                .map_err(err)?
+                .and_then(|v| Summary::decode(v.value()).ok())
+            {
+                items.push((id, s));
+            }
+        }
+        Ok(LogPage {
+            items,
+            next: (!exhausted).then(|| {
+                let mut cursor = vec![LOG_CURSOR];
+                cursor.extend(last.unwrap_or(prefix));
+                cursor
+            }),
+        })
+    }
+
+    /// Whether `cursor` is one of [`Store::deliveries_in_log_order`] (else one of
+    /// [`Store::deliveries_of`], by creation time: a replay run begun by an earlier version).
+    pub fn is_log_cursor(cursor: &[u8]) -> bool {
+        cursor.first() == Some(&LOG_CURSOR)
+    }
+
     /// Removes what is older than the cutoffs (epoch ms), at most `max` entries of each kind
     /// per call; returns how many were removed.
     pub fn sweep(
@@ -626,6 +772,7 @@ impl Store {
             if let Some(cutoff) = deliveries_before {
                 let mut by_created = txn.open_table(DEL_BY_CREATED).map_err(err)?;
                 let mut by_sub = txn.open_table(DEL_BY_SUB).map_err(err)?;
+                let mut by_log = txn.open_table(DEL_BY_SUB_LOG).map_err(err)?;
                 let mut deliveries = txn.open_table(DELIVERIES).map_err(err)?;
                 let hi = keys::time_key(cutoff);
                 let old: Vec<Vec<u8>> = by_created
@@ -642,6 +789,12 @@ impl Store {
                         by_sub
                             .remove(
                                 del_by_sub_key(&s.subscription_id, s.created_ms, &id).as_slice(),
+                            )
+                            .map_err(err)?;
+                        by_log
+                            .remove(
+                                del_by_log_key(&s.subscription_id, &s.log_position(), &id)
+                                    .as_slice(),
                             )
                             .map_err(err)?;
                     }
@@ -692,6 +845,13 @@ fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 fn del_by_sub_key(sub: &str, created_ms: i64, id: &str) -> Vec<u8> {
     let mut k = keys::prefix(sub);
     k.extend_from_slice(&keys::time_key(created_ms));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn del_by_log_key(sub: &str, log_position: &[u8; 12], id: &str) -> Vec<u8> {
+    let mut k = keys::prefix(sub);
+    k.extend_from_slice(log_position);
     k.extend_from_slice(id.as_bytes());
     k
 }

@@ -23,7 +23,8 @@ pub struct Summary {
     /// When the delivery was first routed (the job's `routed_at_ms`, else the earliest fact).
     #[prost(int64, tag = "5")]
     pub created_ms: i64,
-    /// The latest job of the delivery on the `deliveries` topic: read back to replay it.
+    /// The latest job of the delivery on the `deliveries` topic: read back to replay it (a
+    /// replayed job moves it; the order of replays comes from `event_partition`/`event_offset`).
     #[prost(int32, tag = "6")]
     pub job_partition: i32,
     #[prost(int64, tag = "7")]
@@ -53,6 +54,17 @@ pub struct Summary {
     /// Whether a job position is known (`job_offset` may be 0).
     #[prost(bool, tag = "18")]
     pub has_job: bool,
+    /// The position of its event on the events topic (`DeliveryJob.source_partition` and
+    /// `source_offset`, the same in every copy of the job: routed, retried, dead-lettered,
+    /// replayed; the earliest if the event was published twice). Replays follow it: per key it
+    /// is the order of the log.
+    #[prost(int32, tag = "19")]
+    pub event_partition: i32,
+    #[prost(int64, tag = "20")]
+    pub event_offset: i64,
+    /// Whether the event's position is known (a job or a dead letter with one was folded).
+    #[prost(bool, tag = "21")]
+    pub has_event_position: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, prost::Enumeration)]
@@ -110,6 +122,33 @@ impl Summary {
         }
     }
 
+    /// The event's position from a copy of its job, the earliest seen: whatever the order in
+    /// which the topics are folded, the same position wins.
+    fn event_at(&mut self, job: &DeliveryJob) {
+        if job.source_topic.is_empty() {
+            return;
+        }
+        let at = (job.source_partition, job.source_offset);
+        if !self.has_event_position || at < (self.event_partition, self.event_offset) {
+            (self.event_partition, self.event_offset) = at;
+            self.has_event_position = true;
+        }
+    }
+
+    /// Where the delivery stands in the order of the log: its event's partition and offset;
+    /// one whose event position is unknown sorts after every known one, by creation time.
+    pub fn log_position(&self) -> [u8; 12] {
+        let (partition, offset) = if self.has_event_position {
+            (self.event_partition.max(0) as u32, self.event_offset.max(0))
+        } else {
+            (u32::MAX, self.created_ms.max(0))
+        };
+        let mut k = [0u8; 12];
+        k[..4].copy_from_slice(&partition.to_be_bytes());
+        k[4..].copy_from_slice(&(offset as u64).to_be_bytes());
+        k
+    }
+
     /// Whether a fact at (`at_ms`, `fact`) is the latest so far.
     fn newer(&self, at_ms: i64, fact: Fact) -> bool {
         (at_ms, fact as i32) >= (self.state_ms, self.state_fact)
@@ -124,6 +163,7 @@ impl Summary {
             event.map_or("", |e| e.id.as_str()),
             event.map_or("", |e| e.r#type.as_str()),
         );
+        self.event_at(job);
         self.created(if job.routed_at_ms > 0 {
             job.routed_at_ms
         } else {
@@ -165,6 +205,7 @@ impl Summary {
                 event.map_or("", |e| e.id.as_str()),
                 event.map_or("", |e| e.r#type.as_str()),
             );
+            self.event_at(job);
             if job.routed_at_ms > 0 {
                 self.created(job.routed_at_ms);
             }

@@ -3,11 +3,12 @@
 //!
 //! A run is a record on the compacted `replays` topic (keyed by replay id). The driver of a
 //! run is a transactional producer with id `{group_prefix}.replay.{replay id}`: each batch of
-//! replayed jobs goes to `deliveries` in one transaction together with the run record carrying
-//! the new cursor and counts. `init_transactions` fences an earlier driver of the same run
-//! (this process before a SIGKILL, or another replica) and aborts its open transaction, and the
-//! driver resumes from the last committed record: each selected delivery is enqueued exactly
-//! once per run.
+//! replayed jobs (a subscription's deliveries in the order of the log: by their events'
+//! positions, so per key in the order the events were published) goes to `deliveries` in one
+//! transaction together with the run record carrying the new cursor and counts.
+//! `init_transactions` fences an earlier driver of the same run (this process before a
+//! SIGKILL, or another replica) and aborts its open transaction, and the driver resumes from
+//! the last committed record: each selected delivery is enqueued exactly once per run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -432,15 +433,36 @@ impl Driver {
         let mut next = run.clone();
         let mut jobs = Vec::new();
         let now = now_ms();
-        let chosen: Vec<(Vec<u8>, String, Summary)> = if !run.delivery_id.is_empty() {
+        let (chosen, done): (Vec<(String, Summary)>, bool) = if !run.delivery_id.is_empty() {
+            next.cursor = vec![1];
             if run.cursor.is_empty() {
                 let s = self.store.delivery(&run.delivery_id).map_err(kafka)?;
-                vec![(vec![1], run.delivery_id.clone(), s.unwrap_or_default())]
+                (vec![(run.delivery_id.clone(), s.unwrap_or_default())], true)
             } else {
-                Vec::new()
+                (Vec::new(), true)
             }
+        } else if run.cursor.is_empty() || Store::is_log_cursor(&run.cursor) {
+            // In the order of the log: per key, the order the events were first delivered in.
+            let page = self
+                .store
+                .deliveries_in_log_order(
+                    &run.subscription_id,
+                    run.since_ms,
+                    run.until_ms,
+                    &run.cursor,
+                    BATCH,
+                )
+                .map_err(kafka)?;
+            let done = page.next.is_none();
+            if let Some(cursor) = page.next {
+                next.cursor = cursor;
+            }
+            (page.items, done)
         } else {
-            self.store
+            // A run begun by an earlier version, in creation order: it ends in that order, so
+            // its cursor still says what was enqueued.
+            let page = self
+                .store
                 .deliveries_of(
                     &run.subscription_id,
                     run.since_ms,
@@ -448,11 +470,14 @@ impl Driver {
                     &run.cursor,
                     BATCH,
                 )
-                .map_err(kafka)?
+                .map_err(kafka)?;
+            if let Some((key, ..)) = page.last() {
+                next.cursor.clone_from(key);
+            }
+            let done = page.len() < BATCH;
+            (page.into_iter().map(|(_, id, s)| (id, s)).collect(), done)
         };
-        let done = chosen.len() < BATCH || !run.delivery_id.is_empty();
-        for (key, id, s) in &chosen {
-            next.cursor.clone_from(key);
+        for (id, s) in &chosen {
             if !run.delivery_id.is_empty() || selects(run, s, now) {
                 match self.job_of(id, s)? {
                     Some(mut job) => {
