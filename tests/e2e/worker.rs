@@ -8,7 +8,7 @@ use std::time::Duration;
 use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
-use hookline_proto::v1::Subscription;
+use hookline_proto::v1::{DeliveryJob, ParkedState, Subscription};
 use serde_json::json;
 
 use crate::support::process::Service;
@@ -288,6 +288,123 @@ async fn a_parked_subscription_survives_worker_kills() {
         expected,
         "every job of the parked subscription delivered"
     );
+    worker.kill();
+    stack.stop().await;
+}
+
+/// Issue #22: a flaky endpoint (every 7th request fails) parks its subscription again and
+/// again, each job that fails re-parking it from the lowest unfinished lane offset. Every
+/// event is still delivered once: the receiver gets one 2xx per event and otherwise only the
+/// failures it caused itself, in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flaky_endpoint_gets_each_event_once_besides_its_own_failures() {
+    let stack = Stack::start(|c| {
+        c.topic_partitions = 1;
+        // Every failed attempt parks the subscription: its retry is due in 1 s.
+        c.retry_schedule = format!("0s{}", ",1s".repeat(40));
+        c.retry_in_memory_max = "100ms".into();
+    })
+    .await;
+    let flaky = Receiver::start(&[], 200).await;
+    flaky.fail_every(7);
+    let (sub, _) = stack
+        .fynapse_subscription("flaky", &flaky.url, json!(["ACCOUNT.*"]))
+        .await;
+    let ids = publish(&stack, 10, 12).await;
+    flaky.wait_for_delivered(ids.len(), 120).await;
+    // Resumed once everything was delivered: nothing of it is left to be attempted.
+    let parked_topic = stack.config.topic_parked.clone();
+    let states = stack
+        .read_topic(&parked_topic, |v| {
+            v.len() >= 2 && v.last().is_some_and(Vec::is_empty)
+        })
+        .await;
+    assert!(
+        states.first().is_some_and(|b| !b.is_empty()) && states.last().is_some_and(Vec::is_empty),
+        "parked, then cleared: {} records",
+        states.len()
+    );
+    let got = flaky.received();
+    assert_ordered_per_key(&got);
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    for r in got.iter().filter(|r| (200..300).contains(&r.status)) {
+        *delivered
+            .entry(r.header("webhook-id").to_owned())
+            .or_default() += 1;
+    }
+    let expected: HashSet<String> = ids
+        .iter()
+        .map(|e| hookline_events::delivery_id(e, &sub))
+        .collect();
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), expected);
+    let repeated = delivered.values().filter(|n| **n > 1).count();
+    let failures = got.iter().filter(|r| r.status >= 300).count();
+    assert_eq!(
+        (repeated, got.len()),
+        (0, ids.len() + failures),
+        "{repeated} events delivered more than once; {} requests for {} events and {failures} failures",
+        got.len(),
+        ids.len()
+    );
+    stack.stop().await;
+}
+
+/// Issue #22: a parked subscription whose lane jobs were all delivered (its cursor at the end
+/// of its lane partition, as a worker leaves it that loses the partition right after moving
+/// the cursor there) is read back and resumed by the worker that adopts it. The lane reader
+/// used to learn where the partition ends from the consumer's position, which stays unknown
+/// until a record arrives: with nothing to read, the subscription stayed parked for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_adopted_parking_with_nothing_left_in_its_lane_resumes() {
+    let stack = Stack::start_without_worker(|c| c.topic_partitions = 1).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let (sub, _) = stack
+        .fynapse_subscription("adopted", &receiver.url, json!([]))
+        .await;
+    // A lane job of the subscription, delivered: the parked state's cursor is past it.
+    let producer = stack.producer();
+    let job = DeliveryJob {
+        subscription_id: sub.clone(),
+        ..Default::default()
+    };
+    let state = ParkedState {
+        subscription_id: sub.clone(),
+        main_partition: 0,
+        lane_partition: 0,
+        cursor: 1,
+        due_at_ms: 0,
+        reason: "retrying".into(),
+        ..Default::default()
+    };
+    for (topic, value) in [
+        (&stack.config.topic_retry_lane, job.encode_to_vec()),
+        (&stack.config.topic_parked, state.encode_to_vec()),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(topic).key(&sub).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let listen = [("HOOKLINE_WORKER_LISTEN", "127.0.0.1:0")];
+    let worker = Service::start("hookline-delivery-worker", &stack.config, &listen);
+    // Adopted, read back (nothing left), resumed: the record is tombstoned.
+    let parked_topic = stack.config.topic_parked.clone();
+    let states = stack
+        .read_topic(&parked_topic, |v| v.last().is_some_and(Vec::is_empty))
+        .await;
+    assert!(
+        states.last().is_some_and(Vec::is_empty),
+        "still parked: {} records, none a tombstone",
+        states.len()
+    );
+    // It runs from `deliveries` again.
+    let ids = publish(&stack, 2, 3).await;
+    let got = receiver.wait_for_delivered(ids.len(), 60).await;
+    assert_eq!(got.len(), ids.len(), "each delivered once");
     worker.kill();
     stack.stop().await;
 }

@@ -67,6 +67,29 @@ impl OffsetTracker {
         }
     }
 
+    /// Whether `offset` of `partition` is finished: begun and finished, or below everything
+    /// still pending and below the highest begun (a partition never begun knows nothing).
+    pub fn is_done(&self, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|p| offset < p.next && !p.pending.contains(&offset))
+    }
+
+    /// The committable offset of `partition`, when anything of it was begun.
+    pub fn committable_of(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).map(Partition::committable)
+    }
+
+    /// Takes a partition up where a [`DoneFilter`] left it: the records it names as not done
+    /// are pending, every other one below where it speaks is finished.
+    pub fn resume(&mut self, partition: i32, filter: &DoneFilter) {
+        let p = self.partitions.entry(partition).or_default();
+        for &(first, last) in &filter.pending {
+            p.pending.extend(first..=last);
+        }
+        p.next = p.next.max(filter.upto);
+    }
+
     /// Forgets a partition that was revoked.
     pub fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);
@@ -291,6 +314,31 @@ mod tests {
             }
             assert!(f.passed(5_000));
         }
+    }
+
+    #[test]
+    fn a_tracker_resumed_from_metadata_knows_what_its_writer_knew() {
+        let mut t = OffsetTracker::default();
+        for o in 50..70 {
+            t.begin(3, o);
+            if o % 4 != 0 {
+                t.finish(3, o);
+            }
+        }
+        let base = t.committable_of(3).unwrap();
+        assert_eq!(base, 52);
+        let f = DoneFilter::parse(base, &t.commit_metadata(3)).unwrap();
+        let mut resumed = OffsetTracker::default();
+        resumed.resume(3, &f);
+        assert_eq!(resumed.committable_of(3), Some(base));
+        for o in base..75 {
+            assert_eq!(resumed.is_done(3, o), t.is_done(3, o), "offset {o}");
+        }
+        assert_eq!(resumed.commit_metadata(3), t.commit_metadata(3));
+        assert!(
+            !resumed.is_done(4, 0),
+            "a partition never begun knows nothing"
+        );
     }
 
     #[test]

@@ -285,11 +285,26 @@ impl Dispatcher {
         }
     }
 
-    /// A partition is ours: hold its jobs until its parked subscriptions are adopted.
+    /// A partition is ours: hold its jobs until its parked subscriptions are adopted. They
+    /// are read once every parking write asked for before is durable: a write of a parking
+    /// of this partition that ended (revoked, and now assigned again) lands before the
+    /// records are read, not after them, where it would stand for a parking nobody drives.
     fn assign(&mut self, partition: i32) -> u64 {
         let epoch = self
             .ownership
             .assign(partition, self.shutdown.child_token());
+        let _ = self
+            .channels
+            .writes
+            .send(Write::Barrier { partition, epoch });
+        epoch
+    }
+
+    /// This worker's earlier parking writes are durable: read the partition's parked states.
+    fn read_parked(&mut self, partition: i32, epoch: u64) {
+        if self.ownership.epoch(partition) != Some(epoch) {
+            return;
+        }
         let (view, tx) = (self.parked_view.clone(), self.tx.clone());
         self.tasks.spawn(async move {
             view.sync().await;
@@ -305,7 +320,6 @@ impl Dispatcher {
                 states,
             });
         });
-        epoch
     }
 
     fn adopt(&mut self, partition: i32, epoch: u64, states: Vec<ParkedState>) {
@@ -420,7 +434,9 @@ impl Dispatcher {
         match (outcome, origin) {
             (Outcome::HandedBack, _) => return,
             (Outcome::Completed, Origin::Main(m)) => self.finish_main(m),
-            (Outcome::Completed, Origin::Lane { offset }) => self.parking.on_lane_done(sub, offset),
+            (Outcome::Completed, Origin::Lane { offset, park }) => {
+                self.parking.on_lane_done(sub, park, offset)
+            }
             (Outcome::Park(job), Origin::Main(m)) => {
                 if !self.current(&m) {
                     // Revoked meanwhile: the partition's next owner tries it again.
@@ -438,26 +454,33 @@ impl Dispatcher {
                     self.parking.append(sub, *job, Some(m), &mut self.actions);
                 }
             }
-            (Outcome::Park(job), Origin::Lane { offset }) => {
-                let dropped = self.queues.drop_where(sub, |i| !i.is_main());
-                let flying: BTreeSet<i64> = self
-                    .flying
-                    .iter()
-                    .filter(|((s, _), _)| s == sub)
-                    .filter_map(|(_, o)| match o {
-                        Origin::Lane { offset } => Some(*offset),
-                        Origin::Main(_) => None,
-                    })
-                    .collect();
-                tracing::info!(subscription_id = %sub, offset, dropped, "parked again until due");
-                self.parking.on_lane_repark(
-                    sub,
-                    offset,
-                    job.attempt,
-                    job.due_at_ms,
-                    flying,
-                    &mut self.actions,
-                );
+            (Outcome::Park(job), Origin::Lane { offset, park }) => {
+                if !self.parking.is_current(sub, park) {
+                    // Its parking ended (partition revoked): the lane still holds the job for
+                    // whoever took the parking over; the current one's reading goes on.
+                    tracing::info!(subscription_id = %sub, offset, "a job of an ended parking must wait again; left to the lane");
+                } else {
+                    let dropped = self.queues.drop_where(sub, |i| !i.is_main());
+                    let flying: BTreeSet<i64> = self
+                        .flying
+                        .iter()
+                        .filter(|((s, _), _)| s == sub)
+                        .filter_map(|(_, o)| match o {
+                            Origin::Lane { offset, .. } => Some(*offset),
+                            Origin::Main(_) => None,
+                        })
+                        .collect();
+                    tracing::info!(subscription_id = %sub, offset, dropped, "parked again until due");
+                    self.parking.on_lane_repark(
+                        sub,
+                        park,
+                        offset,
+                        job.attempt,
+                        job.due_at_ms,
+                        flying,
+                        &mut self.actions,
+                    );
+                }
             }
         }
         // A parked subscription's jobs that waited behind this key's job follow it.
@@ -500,6 +523,7 @@ impl Dispatcher {
                 self.parking.on_state_written(&sub, park, &mut self.actions)
             }
             Ack::Cleared => {}
+            Ack::Barrier { partition, epoch } => self.read_parked(partition, epoch),
         }
     }
 
@@ -510,7 +534,8 @@ impl Dispatcher {
                 mut job,
                 permit,
             } => {
-                let Some(attempt) = self.parking.on_lane_job(&sub, generation, offset) else {
+                let Some((park, attempt)) = self.parking.on_lane_job(&sub, generation, offset)
+                else {
                     return;
                 };
                 if let Some(n) = attempt {
@@ -519,7 +544,7 @@ impl Dispatcher {
                 let key = self.key_of(&job);
                 let item = Item {
                     job: *job,
-                    origin: Origin::Lane { offset },
+                    origin: Origin::Lane { offset, park },
                     permit: Some(permit),
                 };
                 self.queues.push(&sub, key, item);

@@ -95,6 +95,7 @@ impl Lanes {
                 assigned_at: None,
                 assigned: false,
                 reposition: None,
+                next: None,
             };
             tokio::spawn(reader.run(rx, self.shutdown.clone()));
             tx
@@ -153,6 +154,12 @@ struct Reader {
     assigned: bool,
     /// A position still to be taken (a seek that was refused).
     reposition: Option<i64>,
+    /// The offset after the last record received since the partition was (re)positioned, or
+    /// the position taken: where an end of partition is. (The consumer's own position is of
+    /// no use there: librdkafka resets it on every assign and seek, and it stays unknown
+    /// until a record arrives, so a reading that starts at the end would never learn that it
+    /// caught up.)
+    next: Option<i64>,
 }
 
 impl Reader {
@@ -184,6 +191,7 @@ impl Reader {
                 Ok(()) => {
                     self.assigned = true;
                     self.assigned_at = Some(at);
+                    self.next = Some(at);
                     self.reposition = None;
                 }
                 Err(e) => {
@@ -198,12 +206,14 @@ impl Reader {
         match consumer.seek(topic, self.partition, Offset::Offset(at), SEEK_TIMEOUT) {
             Ok(()) => {
                 self.assigned_at = Some(at);
+                self.next = Some(at);
                 self.reposition = None;
             }
             Err(e) => {
                 tracing::debug!(partition = self.partition, error = %e, "retry-lane reader: seek");
                 // No end of partition counts until the seek is done.
                 self.assigned_at = None;
+                self.next = None;
                 self.reposition = Some(at.min(self.reposition.unwrap_or(at)));
             }
         }
@@ -257,6 +267,7 @@ impl Reader {
                     _ if self.reposition.is_some() => continue,
                     Ok(m) => {
                         let offset = m.offset();
+                        self.next = self.next.map(|n| n.max(offset + 1));
                         let Some(sub) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                             continue;
                         };
@@ -274,11 +285,7 @@ impl Reader {
                     }
                     Err(KafkaError::PartitionEOF(_)) => {
                         // (An end reported for the old position is not ours either; see above.)
-                        let next = consumer
-                            .position()
-                            .ok()
-                            .and_then(|tpl| tpl.elements().first().and_then(|e| e.offset().to_raw()));
-                        let (Some(next), Some(from)) = (next, self.assigned_at) else {
+                        let (Some(next), Some(from)) = (self.next, self.assigned_at) else {
                             continue;
                         };
                         for (sub, generation) in self.subs.caught_up(next, from) {

@@ -9,17 +9,25 @@
 //! at the lowest unfinished offset. Once everything appended was read back and finished, the
 //! record is cleared (`Action::Clear`) and the subscription runs from `deliveries` again.
 //!
-//! The driver (`dispatch`) performs the actions and feeds the results back: acknowledgements
-//! carry the [`ParkId`] of the parking they belong to, so one that arrives after its parking
-//! ended (a revoked partition, a cleared record) is recognised and ignored.
+//! A parking remembers which lane jobs past the cursor are finished (an [`OffsetTracker`] of
+//! the lane partition, written into the parked state as `lane_done` in the `deliveries`
+//! commit metadata's format), so a reading after a re-park, a restart or a hand-over skips
+//! them: a lane job is delivered once, except when a restart finds its record older than the
+//! delivery (or the list past its size budget).
+//!
+//! The driver (`dispatch`) performs the actions and feeds the results back: acknowledgements,
+//! wake-ups, lane records and the outcomes of lane jobs carry the [`ParkId`] or the reading's
+//! generation (unique across parkings), so one that arrives after its parking ended (a revoked
+//! partition, a cleared record) or its reading stopped is recognised and changes nothing.
 //!
 //! Architecture Invariant: a lane cursor never passes an unfinished job. While reading it is
-//! the lowest lane offset read and not finished (or one past the last read); while parked it
-//! stays put. `deliveries` offsets of appended jobs are finished only after a state record
-//! whose cursor is at or below their lane offsets is durable.
+//! the lowest lane offset handed over and not finished (or one past the last handed over);
+//! while parked it stays put. `deliveries` offsets of appended jobs are finished only after a
+//! state record whose cursor is at or below their lane offsets is durable.
 
 use std::collections::{BTreeSet, HashMap};
 
+use hookline_kafka::offsets::{DoneFilter, OffsetTracker};
 use hookline_proto::v1::{DeliveryJob, ParkedState};
 
 /// A `deliveries` record: partition, offset, and the assignment epoch it was read in.
@@ -32,6 +40,9 @@ pub struct MainRef {
 
 /// Tells one parking of a subscription apart from its earlier and later ones.
 pub type ParkId = u64;
+
+/// The key of a parking's lane partition in its [`OffsetTracker`] (it tracks one partition).
+const LANE: i32 = 0;
 
 #[derive(Debug)]
 pub enum Action {
@@ -82,8 +93,12 @@ struct Park {
     held_main: Vec<MainRef>,
     appends_in_flight: usize,
     last_appended: i64,
-    /// Lane offsets handed over for delivery and not finished.
+    /// Lane offsets handed over for delivery and not finished: queued, or being attempted.
     lane_pending: BTreeSet<i64>,
+    /// Which lane offsets were handed over (begun) and finished, over every reading of this
+    /// parking and, through `lane_done`, the parkings it took over from.
+    lane: OffsetTracker,
+    /// The highest lane offset handed over in this reading.
     last_read: i64,
     caught_up_to: i64,
     generation: u64,
@@ -92,12 +107,23 @@ struct Park {
 }
 
 impl Park {
-    /// The lowest lane offset of this reading not finished: pending, or not read yet.
+    /// The lowest lane offset of the subscription not finished: handed over and not finished
+    /// (in this reading or an earlier one), or the first not handed over yet.
     fn unfinished_floor(&self) -> i64 {
-        let unread = self.last_read + 1;
-        self.lane_pending
-            .first()
-            .map_or(unread, |p| (*p).min(unread))
+        let floor = self.lane.committable_of(LANE).unwrap_or(self.state.cursor);
+        self.lane_pending.first().map_or(floor, |p| (*p).min(floor))
+    }
+
+    /// Moves the cursor to `cursor` and records which lane jobs past it are finished.
+    fn set_cursor(&mut self, cursor: i64) {
+        self.state.cursor = cursor;
+        self.state.attempts.retain(|o, _| *o >= cursor);
+        // The list speaks from the tracker's committable offset: written only when that is
+        // the cursor (it is, unless a job of an earlier parking moved the cursor below it).
+        self.state.lane_done = match self.lane.committable_of(LANE) {
+            Some(c) if c == cursor => self.lane.commit_metadata(LANE),
+            _ => String::new(),
+        };
     }
 }
 
@@ -106,6 +132,9 @@ impl Park {
 pub struct Parking {
     parks: HashMap<String, Park>,
     next_id: ParkId,
+    /// Wake-ups and readings are numbered across every parking: a late one of an ended
+    /// parking never passes for one of the parking after it.
+    next_generation: u64,
     /// Appends acknowledged by nobody yet, over every parking (bounds reading `deliveries`).
     appends_in_flight: usize,
 }
@@ -140,6 +169,10 @@ impl Parking {
     fn new_park(&mut self, state: ParkedState, persisted: bool) -> &mut Park {
         self.next_id += 1;
         let sub = state.subscription_id.clone();
+        let mut lane = OffsetTracker::default();
+        if let Some(done) = DoneFilter::parse(state.cursor, &state.lane_done) {
+            lane.resume(LANE, &done);
+        }
         let park = Park {
             id: self.next_id,
             state,
@@ -149,6 +182,7 @@ impl Parking {
             appends_in_flight: 0,
             last_appended: -1,
             lane_pending: BTreeSet::new(),
+            lane,
             last_read: -1,
             caught_up_to: -1,
             generation: 0,
@@ -172,6 +206,7 @@ impl Parking {
                 attempts: HashMap::new(),
                 reason: reason.to_owned(),
                 parked_at_ms: now,
+                lane_done: String::new(),
             },
             false,
         );
@@ -208,6 +243,11 @@ impl Parking {
             job: Box::new(job),
             main,
         });
+    }
+
+    /// Whether parking `id` of `sub` is the current one.
+    pub fn is_current(&self, sub: &str, id: ParkId) -> bool {
+        self.parks.get(sub).is_some_and(|p| p.id == id)
     }
 
     fn current(&mut self, sub: &str, id: ParkId) -> Option<&mut Park> {
@@ -270,7 +310,8 @@ impl Parking {
         let Some(park) = self.parks.get_mut(sub) else {
             return;
         };
-        park.generation += 1;
+        self.next_generation += 1;
+        park.generation = self.next_generation;
         out.push(Action::Wake {
             sub: sub.to_owned(),
             at_ms,
@@ -297,22 +338,30 @@ impl Parking {
         });
     }
 
-    /// A lane record of `sub` was read; returns the job's attempt count to resume from
-    /// (`Some(None)`: as recorded in the job) when it is to be delivered.
-    pub fn on_lane_job(&mut self, sub: &str, generation: u64, offset: i64) -> Option<Option<u32>> {
+    /// A lane record of `sub` was read; when it is to be delivered, returns the parking it
+    /// belongs to (its outcome is reported with it) and the job's attempt count to resume
+    /// from (`None`: as recorded in the job).
+    pub fn on_lane_job(
+        &mut self,
+        sub: &str,
+        generation: u64,
+        offset: i64,
+    ) -> Option<(ParkId, Option<u32>)> {
         let park = self.parks.get_mut(sub)?;
         if park.generation != generation || !park.reading || offset < park.state.cursor {
             return None;
         }
-        if offset <= park.last_read && !park.lane_pending.contains(&offset) {
-            // Read before in this reading and already finished.
+        if park.lane.is_done(LANE, offset) && !park.lane_pending.contains(&offset) {
+            // Finished before, in this reading or an earlier one.
             return None;
         }
         if !park.lane_pending.insert(offset) {
+            // Handed over already and not over yet.
             return None;
         }
+        park.lane.begin(LANE, offset);
         park.last_read = park.last_read.max(offset);
-        Some(park.state.attempts.get(&offset).copied())
+        Some((park.id, park.state.attempts.get(&offset).copied()))
     }
 
     /// The reader handed over everything of `sub` before `next`.
@@ -325,35 +374,35 @@ impl Parking {
         }
     }
 
-    /// The lane job at `offset` is over (delivered or dead-lettered).
-    pub fn on_lane_done(&mut self, sub: &str, offset: i64) {
-        if let Some(park) = self.parks.get_mut(sub)
+    /// The lane job at `offset`, handed over by parking `id`, is over (delivered or
+    /// dead-lettered).
+    pub fn on_lane_done(&mut self, sub: &str, id: ParkId, offset: i64) {
+        if let Some(park) = self.current(sub, id)
             && park.lane_pending.remove(&offset)
         {
+            park.lane.finish(LANE, offset);
             park.dirty = true;
         }
     }
 
-    /// The lane job at `offset` must wait until `due_at_ms`, after `attempt` attempts: stop
-    /// reading; its unread and queued successors stay in the lane. `flying`: lane offsets of
-    /// `sub` still being attempted (they finish later and are then done).
+    /// The lane job at `offset`, handed over by parking `id`, must wait until `due_at_ms`,
+    /// after `attempt` attempts: stop reading; its unread and queued successors stay in the
+    /// lane (the driver drops the queued ones). `flying`: lane offsets of `sub` still being
+    /// attempted (they finish later and are then done). A job of an ended parking changes
+    /// nothing: the lane still holds it for whoever took the parking over.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_lane_repark(
         &mut self,
         sub: &str,
+        id: ParkId,
         offset: i64,
         attempt: u32,
         due_at_ms: i64,
         flying: BTreeSet<i64>,
         out: &mut Vec<Action>,
     ) {
-        let Some(park) = self.parks.get_mut(sub) else {
+        let Some(park) = self.current(sub, id) else {
             return;
-        };
-        // While reading, what was not read yet is unfinished too.
-        let floor = if park.reading {
-            Some(park.unfinished_floor())
-        } else {
-            Some(park.state.cursor)
         };
         if park.reading {
             park.reading = false;
@@ -361,13 +410,16 @@ impl Parking {
                 sub: sub.to_owned(),
             });
         }
+        // Handed over and not finished: the tracker keeps it (and the queued jobs dropped)
+        // pending, so the cursor stays at or below it and the next reading hands it over.
         park.state.attempts.insert(offset, attempt);
-        let cursor = floor.unwrap_or(offset).min(offset);
-        park.state.cursor = cursor;
-        park.state.attempts.retain(|o, _| *o >= cursor);
+        // Of what it handed over, only what is still being attempted stays handed over (a job
+        // of an ended parking under way is not this one's to wait for).
+        park.lane_pending
+            .retain(|o| flying.contains(o) && *o != offset);
+        let cursor = park.unfinished_floor().min(offset);
+        park.set_cursor(cursor);
         park.state.due_at_ms = due_at_ms;
-        park.lane_pending = flying;
-        park.lane_pending.remove(&offset);
         park.last_read = cursor - 1;
         park.dirty = false;
         park.writing = true;
@@ -419,9 +471,9 @@ impl Parking {
             }
             park.dirty = false;
             let cursor = park.unfinished_floor().max(park.state.cursor);
-            if cursor != park.state.cursor {
-                park.state.cursor = cursor;
-                park.state.attempts.retain(|o, _| *o >= cursor);
+            let before = (park.state.cursor, std::mem::take(&mut park.state.lane_done));
+            park.set_cursor(cursor);
+            if (park.state.cursor, &park.state.lane_done) != (before.0, &before.1) {
                 park.writing = true;
                 out.push(Action::WriteState {
                     park: park.id,

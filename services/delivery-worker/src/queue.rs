@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use hookline_proto::v1::DeliveryJob;
 
-use crate::park::MainRef;
+use crate::park::{MainRef, ParkId};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub type Key = Vec<u8>;
@@ -18,7 +18,11 @@ pub type Key = Vec<u8>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Main(MainRef),
-    Lane { offset: i64 },
+    /// A lane record, handed over by parking `park` (its outcome is that parking's).
+    Lane {
+        offset: i64,
+        park: ParkId,
+    },
 }
 
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! The parking machine's Kafka writes, performed by a task of their own so the dispatcher
 //! never waits on the broker: lane appends, parked-state records and their tombstones, in the
-//! order asked, each acknowledged back in that order.
+//! order asked, each acknowledged back in that order. A barrier writes nothing and is
+//! acknowledged once everything asked for before it is.
 //!
 //! Transient trouble is waited out, never fatal: a full producer queue is retried after a
 //! short pause (later writes wait behind, keeping the order), and the producer never gives a
@@ -35,6 +36,11 @@ pub enum Write {
     Clear {
         sub: String,
     },
+    /// Writes nothing: acknowledged once every write asked for before it is.
+    Barrier {
+        partition: i32,
+        epoch: u64,
+    },
 }
 
 /// An acknowledged write.
@@ -51,6 +57,10 @@ pub enum Ack {
         park: ParkId,
     },
     Cleared,
+    Barrier {
+        partition: i32,
+        epoch: u64,
+    },
 }
 
 struct Topics {
@@ -86,6 +96,9 @@ async fn run(
     while open || !pending.is_empty() {
         tokio::select! {
             w = writes.recv(), if open => match w {
+                Some(Write::Barrier { partition, epoch }) => {
+                    pending.push_back(Box::pin(std::future::ready(Ack::Barrier { partition, epoch })));
+                }
                 Some(w) => pending.push_back(submit(&producer, &topics, w).await),
                 None => open = false,
             },
@@ -108,6 +121,7 @@ async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) 
             Some(state.encode_to_vec()),
         ),
         Write::Clear { sub } => (&topics.parked, sub.clone(), None),
+        Write::Barrier { .. } => unreachable!("a barrier is acknowledged without writing"),
     };
     let delivery = enqueue(producer, topic, &key, payload.as_deref()).await;
     let (producer, topic) = (producer.clone(), topic.clone());
@@ -139,6 +153,7 @@ async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) 
                 park,
             },
             Write::Clear { .. } => Ack::Cleared,
+            Write::Barrier { partition, epoch } => Ack::Barrier { partition, epoch },
         }
     })
 }
