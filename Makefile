@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index profile deploy-check deploy-render
+.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index profile deploy-check deploy-render chaos
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -31,6 +31,12 @@ profile: ## Profile one service during a bench scenario: PROFILE=router TOOL=per
 
 bench-index: ## The operations index: ingest rate, RSS, query p99 with 10M attempts (OPS_BENCH_ATTEMPTS=...)
 	cargo run --release --locked -p hookline-ops-index --example ops_index_bench
+
+chaos: ## Nemesis: faults combined under load, then a checker (CHAOS_MINUTES=10, CHAOS_SEED); report in .hookline/chaos/
+	cargo build --workspace --all-targets --locked
+	@scripts/kafka.sh -q fetch
+	CHAOS_MINUTES=$(or $(CHAOS_MINUTES),10) cargo test -p hookline-tests --test faults --locked -- \
+	  --ignored --exact nemesis::nemesis_long --nocapture
 
 lint: ## Formatting and clippy, warnings as errors
 	cargo fmt --all --check

@@ -40,6 +40,8 @@ usage: scripts/kafka.sh [-q] COMMAND [options]
                                      prints the bootstrap list
   stop-node --dir DIR --node N       stop node N (SIGTERM, SIGKILL after 30 s)
   kill-node --dir DIR --node N       SIGKILL node N and wait until it is gone
+  pause-node --dir DIR --node N      SIGSTOP node N (it stays a process, answering nothing)
+  resume-node --dir DIR --node N     SIGCONT node N
 
   -q, --quiet    hide Maven output (also HOOKLINE_KAFKA_QUIET=1)
 Cache: \$HOOKLINE_KAFKA_CACHE (default $REPO/.hookline/cache/kafka-$KAFKA_VERSION)
@@ -435,6 +437,8 @@ stop_at() {
   for ndir in "$@"; do running_at "$ndir" && pids+=("$PID"); rm -f "$ndir/kafka.pid"; done
   [[ ${#pids[@]} -gt 0 ]] || return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
+  # A paused node (pause-node) handles the SIGTERM only once it runs again.
+  kill -CONT "${pids[@]}" 2>/dev/null || true
   for ((i = 0; i < 300; i++)); do
     left=0
     for pid in "${pids[@]}"; do if alive "$pid"; then left=1; fi; done
@@ -445,6 +449,13 @@ stop_at() {
     if alive "$pid"; then say "pid $pid: no exit after 30 s, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   done
   say "stopped broker(s) (pid ${pids[*]})"
+}
+
+# SIGSTOP or SIGCONT ($1) the JVM of node folder $2.
+signal_at() {
+  running_at "$2" || die "node folder $2 is not running"
+  kill "-$1" "$PID"
+  say "$1 broker (pid $PID, $2)"
 }
 
 # SIGKILL every listed node folder's JVM and wait until each is gone.
@@ -498,6 +509,8 @@ case "$CMD" in
   start-node) dir_opts "$@"; start_node ;;
   stop-node) dir_opts "$@"; stop_at "$(node_dir "$NODE")" ;;
   kill-node) dir_opts "$@"; kill_at "$(node_dir "$NODE")" ;;
+  pause-node) dir_opts "$@"; signal_at STOP "$(node_dir "$NODE")" ;;
+  resume-node) dir_opts "$@"; signal_at CONT "$(node_dir "$NODE")" ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

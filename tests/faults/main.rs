@@ -11,5 +11,6 @@
 mod binaries;
 mod broker;
 mod cluster;
+mod nemesis;
 mod readiness;
 mod support;

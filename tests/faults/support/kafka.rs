@@ -71,6 +71,23 @@ impl Kafka {
             .unwrap_or_else(|e| panic!("killing Kafka node {node}: {e}"));
     }
 
+    /// SIGSTOPs node `node`: the process stays, its sockets stay open, and it answers nothing
+    /// (a stalled machine, a long GC pause) until [`Kafka::resume_node`].
+    pub async fn pause_node(&self, node: usize) {
+        let n = node.to_string();
+        self.script(&["pause-node", "--node", &n])
+            .await
+            .unwrap_or_else(|e| panic!("pausing Kafka node {node}: {e}"));
+    }
+
+    /// SIGCONTs node `node` after [`Kafka::pause_node`].
+    pub async fn resume_node(&self, node: usize) {
+        let n = node.to_string();
+        self.script(&["resume-node", "--node", &n])
+            .await
+            .unwrap_or_else(|e| panic!("resuming Kafka node {node}: {e}"));
+    }
+
     /// Starts node `node` again on its remembered ports and waits until it serves.
     pub async fn start_node(&self, node: usize) {
         let n = node.to_string();

@@ -302,7 +302,7 @@ impl Run {
 }
 
 /// An authenticated call to the subscription API; the status and the JSON body.
-async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = client().request(method, url).bearer_auth(TOKEN);
     if let Some(b) = body {
         req = req.json(&b);
@@ -320,18 +320,19 @@ pub fn event_id(n: usize) -> String {
     format!("faults-{n:05}")
 }
 
-fn id_number(id: &str) -> Option<usize> {
+pub fn id_number(id: &str) -> Option<usize> {
     id.strip_prefix("faults-")?.parse().ok()
 }
 
-/// The JSON event number `n`: key `k{n % KEYS}`, sequence `n / KEYS` within its key.
-fn event(n: usize) -> (String, String) {
-    let key = format!("k{:02}", n % KEYS);
+/// The JSON event number `n` of a load on `keys` keys: key `k{n % keys}`, sequence
+/// `n / keys` within its key.
+fn event(n: usize, keys: usize) -> (String, String) {
+    let key = format!("k{:02}", n % keys);
     let value = json!({
         "id": event_id(n),
         "type": "balance.extracted",
         "tenant": TENANT,
-        "data": {"k": key, "seq": n / KEYS},
+        "data": {"k": key, "seq": n / keys},
     });
     (key, value.to_string())
 }
@@ -447,7 +448,19 @@ pub struct Load {
 }
 
 impl Load {
+    /// `total` events on [`KEYS`] keys.
     pub fn start(bootstrap: &str, topic: &str, total: usize, per_second: u32) -> Load {
+        Self::start_keys(bootstrap, topic, total, per_second, KEYS)
+    }
+
+    /// `total` events on `keys` keys.
+    pub fn start_keys(
+        bootstrap: &str,
+        topic: &str,
+        total: usize,
+        per_second: u32,
+        keys: usize,
+    ) -> Load {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
@@ -465,7 +478,7 @@ impl Load {
         let task = tokio::spawn(publish(
             producer.clone(),
             topic.to_owned(),
-            total,
+            (total, keys),
             per_second,
             opened,
             [enqueued.clone(), acked.clone(), failed.clone()],
@@ -563,7 +576,7 @@ impl Drop for Load {
 async fn publish(
     producer: FutureProducer,
     topic: String,
-    total: usize,
+    (total, keys): (usize, usize),
     per_second: u32,
     opened: tokio::sync::oneshot::Receiver<()>,
     [enqueued, acked, failed]: [Arc<AtomicUsize>; 3],
@@ -579,7 +592,7 @@ async fn publish(
             tick.reset();
         }
         tick.tick().await;
-        let (key, value) = event(n);
+        let (key, value) = event(n, keys);
         let record = FutureRecord::to(&topic).key(&key).payload(&value);
         let delivery = producer
             .send_result(record)

@@ -132,3 +132,129 @@ impl Drop for Services {
         }
     }
 }
+
+/// One service process that a test stops and starts again (an extra delivery worker, a second
+/// router): SIGKILL, or SIGTERM and a wait for it to leave, then started anew with the same
+/// configuration, its log appended to the same file.
+pub struct Proc {
+    pub label: String,
+    binary: &'static str,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Exits the test did not cause, with how they ended.
+    crashes: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `binary` as `label` with `config`, its log in `log_dir/<label>.log`.
+    pub fn start(label: &str, binary: &'static str, config: &Config, log_dir: &Path) -> Proc {
+        std::fs::create_dir_all(log_dir).expect("create the log folder");
+        let mut p = Proc {
+            label: label.to_owned(),
+            binary,
+            env: env_of(config),
+            log: log_dir.join(format!("{label}.log")),
+            child: None,
+            crashes: Vec::new(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open a service log");
+        let child = Command::new(binary(self.binary))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.label));
+        self.child = Some(child);
+    }
+
+    /// Starts it again after [`Proc::kill`] or [`Proc::terminate`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.label);
+        self.spawn();
+    }
+
+    /// SIGKILL, and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.note_exit();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits until it has left (SIGKILL after `within`). Whether it left by
+    /// itself.
+    pub async fn terminate(&mut self, within: Duration) -> bool {
+        self.note_exit();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Records an exit that the test did not cause.
+    fn note_exit(&mut self) {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.crashes.push(format!("{} ({status})", self.label));
+            self.child = None;
+        }
+    }
+
+    /// The exits the test did not cause, so far.
+    pub fn crashes(&mut self) -> Vec<String> {
+        self.note_exit();
+        self.crashes.clone()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        format!(
+            "----- {} ({}), last {lines} lines of {} -----\n{}\n",
+            self.label,
+            if self.child.is_some() {
+                "running"
+            } else {
+                "stopped"
+            },
+            self.log.display(),
+            super::tail(&self.log, lines)
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
