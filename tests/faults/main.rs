@@ -13,4 +13,5 @@ mod broker;
 mod cluster;
 mod nemesis;
 mod readiness;
+mod routers;
 mod support;

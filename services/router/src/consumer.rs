@@ -1,6 +1,7 @@
 //! The router's consumer of `events`: group `{group_prefix}.router`, read_committed, manual
 //! offsets (the transaction commits them), static membership under the instance's name so a
-//! restarted router takes its partitions back at once, and a rebalance watch.
+//! restarted router takes its partitions back at once, an eager assignor (see `create`), and
+//! a rebalance watch.
 //!
 //! Rebalance callbacks run only inside `recv`. The router calls `recv` only while it gathers
 //! a batch, never while a transaction is open, so a revocation can only land between two
@@ -99,7 +100,14 @@ pub fn create(
     instance_id: &str,
 ) -> Result<Arc<EventConsumer>, hookline_kafka::KafkaError> {
     let mut c = hookline_kafka::group_consumer_config(config, GROUP)?;
-    c.set("group.instance.id", instance_id);
+    // An eager assignor: every rebalance hands out every partition in one round. With the
+    // cooperative one, a partition moving between routers is withheld in a first round and
+    // handed out in a second that the revoking member starts by joining again; a router
+    // that replaces its consumer (a rewind) or restarts in that window comes back as the
+    // same static member, which joins without a rebalance, and the withheld partition was
+    // routed by nobody until the next rebalance.
+    c.set("partition.assignment.strategy", "roundrobin")
+        .set("group.instance.id", instance_id);
     let consumer: EventConsumer = c.create_with_context(RouterContext {
         group: hookline_kafka::context::group_id(config, GROUP),
         ..RouterContext::default()
