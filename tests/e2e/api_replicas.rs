@@ -33,23 +33,39 @@ async fn two_replicas_racing_for_a_name_give_one_201_and_one_409() {
         let loser = if a.0 == 409 { &a.1 } else { &b.1 };
         assert_eq!(loser["code"], "conflict", "{loser}");
     }
-    // Every replica sees the same single winner per name.
+    // Every replica sees the same single winner per name (the other replica's writes reach
+    // a view a moment later: a GET is read-your-writes only on the replica that wrote).
     for api in [&one, &two] {
-        let (_, subs) = api
-            .call(M::GET, &format!("{SUBS}?limit=100"), TOKEN_A, None)
-            .await;
-        let names: Vec<&str> = subs["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names.len(), 10, "{subs}");
-        let (_, secrets) = api
-            .call(M::GET, &format!("{SECRETS}?limit=100"), TOKEN_A, None)
-            .await;
-        // Ten auto-created secrets (one per subscription) and five created directly.
-        assert_eq!(secrets["items"].as_array().unwrap().len(), 15, "{secrets}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, subs) = api
+                .call(M::GET, &format!("{SUBS}?limit=100"), TOKEN_A, None)
+                .await;
+            let names: Vec<&str> = subs["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap())
+                .collect();
+            let (_, secrets) = api
+                .call(M::GET, &format!("{SECRETS}?limit=100"), TOKEN_A, None)
+                .await;
+            let secrets = secrets["items"].as_array().unwrap().len();
+            // Ten auto-created secrets (one per subscription) and five created directly.
+            if (names.len(), secrets) == (10, 15) {
+                break;
+            }
+            assert!(
+                names.len() <= 10 && secrets <= 15,
+                "{subs} / {secrets} secrets"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} subscriptions and {secrets} secrets after 30 s: {subs}",
+                names.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     tokio::join!(one.stop(), two.stop());
 }

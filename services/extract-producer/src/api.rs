@@ -4,15 +4,14 @@
 
 use std::sync::LazyLock;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts as RequestParts;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_micros, rfc3339_millis};
-use hookline_kafka::rdkafka::producer::FutureRecord;
-use hookline_proto::Message as _;
 use hookline_proto::v1::extract_record::Record;
 use hookline_proto::v1::{
     BalanceQuery, ExtractConfig, ExtractRecord, ExtractRun, RunCancel, RunStatus,
@@ -23,9 +22,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::AppState;
 use crate::driver::{cancel_key, committed_run, is_final, run_key};
 use crate::query::{DECIMAL_PATTERN, FIELDS};
+use crate::records::{config_key, config_of, write, write_value};
 use crate::schedule::{Schedule, next_run_at, spawn_driver};
-
-pub(crate) use crate::openapi::document;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -291,47 +289,6 @@ impl RunOut {
     }
 }
 
-pub(crate) fn config_key(tenant: &str, name: &str) -> String {
-    format!("config/{tenant}/{name}")
-}
-
-pub(crate) fn config_of(state: &AppState, tenant: &str, name: &str) -> Option<ExtractConfig> {
-    match state.extracts.get(&config_key(tenant, name))?.record? {
-        Record::Config(c) => Some(c),
-        _ => None,
-    }
-}
-
-/// Writes an extracts record (a tombstone for `None`) and waits until the view holds it.
-pub(crate) async fn write_value(
-    state: &AppState,
-    key: &str,
-    record: Option<&ExtractRecord>,
-) -> Result<(), String> {
-    let payload = record.map(|r| r.encode_to_vec());
-    let mut r = FutureRecord::to(&state.config.topic_extracts).key(key);
-    if let Some(p) = &payload {
-        r = r.payload(p);
-    }
-    let delivery =
-        hookline_kafka::send_within(&state.producer, r, std::time::Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
-    state
-        .extracts
-        .wait_for_offset(delivery.partition, delivery.offset)
-        .await;
-    Ok(())
-}
-
-pub(crate) async fn write(
-    state: &AppState,
-    key: &str,
-    record: &ExtractRecord,
-) -> Result<(), String> {
-    write_value(state, key, Some(record)).await
-}
-
 fn check_name(name: &str) -> Result<(), ApiError> {
     let n = name.chars().count();
     if !(1..=NAME_MAX).contains(&n) || name.contains('/') {
@@ -451,10 +408,9 @@ async fn store(
 
 async fn create(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonBody(Obj(body)): JsonBody<Obj<CreateExtract>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     check_name(&body.name)?;
     let config = build(
         &who.tenant,
@@ -498,6 +454,23 @@ async fn list(State(state): State<AppState>, who: Principal) -> Json<Vec<Extract
     Json(out)
 }
 
+/// A caller allowed to configure and run extracts (`extractions-editor`, editor or admin):
+/// anyone else is refused (403) before the request is read further.
+pub(crate) struct Editor(Principal);
+
+impl FromRequestParts<AppState> for Editor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut RequestParts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let who = Principal::from_request_parts(parts, state).await?;
+        who.require(Role::ExtractionsEditor)?;
+        Ok(Editor(who))
+    }
+}
+
 fn found(state: &AppState, who: &Principal, name: &str) -> Result<ExtractConfig, ApiError> {
     config_of(state, &who.tenant, name).ok_or_else(|| ApiError::not_found("extract"))
 }
@@ -513,11 +486,10 @@ async fn get_one(
 
 async fn replace(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonPath(name): JsonPath<String>,
     JsonBody(Obj(body)): JsonBody<Obj<ReplaceExtract>>,
 ) -> Result<Json<ExtractOut>, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     let config = build(
         &who.tenant,
         &name,
@@ -537,11 +509,10 @@ async fn replace(
 
 async fn patch(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonPath(name): JsonPath<String>,
     JsonBody(Obj(body)): JsonBody<Obj<PatchExtract>>,
 ) -> Result<Json<ExtractOut>, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     let previous = found(&state, &who, &name)?;
     let current = ExtractOut::of(&previous, 0);
     let config = build(
@@ -562,10 +533,9 @@ async fn patch(
 
 async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonPath(name): JsonPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     found(&state, &who, &name)?;
     write_value(&state, &config_key(&who.tenant, &name), None)
         .await
@@ -583,11 +553,10 @@ pub(crate) struct RunParams {
 
 async fn run_now(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonPath(name): JsonPath<String>,
     JsonQuery(params): JsonQuery<RunParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     let config = found(&state, &who, &name)?;
     let run = ExtractRun {
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -738,10 +707,9 @@ async fn get_run(
 
 async fn cancel(
     State(state): State<AppState>,
-    who: Principal,
+    Editor(who): Editor,
     JsonPath((name, run_id)): JsonPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::ExtractionsEditor)?;
     found(&state, &who, &name)?;
     let run = committed_run(&state, &who.tenant, &name, &run_id)
         .ok_or_else(|| ApiError::not_found("run"))?;

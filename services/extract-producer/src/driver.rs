@@ -374,7 +374,7 @@ pub(crate) fn drive(
         false => d.run_span.span().clone(),
     };
     let _enter = span.enter();
-    let Some(config) = crate::api::config_of(state, tenant, name) else {
+    let Some(config) = crate::records::config_of(state, tenant, name) else {
         run.status = RunStatus::Failed as i32;
         run.error = "the extract was deleted".into();
         run.finished_on = rfc3339_micros(time::OffsetDateTime::now_utc());

@@ -5,6 +5,8 @@
 //! - `api`: configurations (create, list, get, replace, patch, delete) and runs (run now,
 //!   list, get, cancel); the OpenAPI document.
 //! - `query`: the Balance Query without I/O: filters, exact decimal ranges, `data` fields.
+//! - `records`: keys, lookups and writes of the extracts topic's records, shared by the
+//!   modules below.
 //! - `store`: the balances view on disk (redb), rows streamed in key order from a snapshot.
 //! - `driver`: one run, exactly once across crashes: each batch of events and the run's
 //!   checkpoint in one Kafka transaction.
@@ -16,6 +18,7 @@ mod api;
 mod driver;
 mod openapi;
 mod query;
+mod records;
 mod schedule;
 mod store;
 
@@ -121,7 +124,7 @@ pub async fn run_with_clock(
     service.require_current(&extracts);
     let app = service.app(
         Router::new().merge(api::routes()).with_state(state.clone()),
-        api::document(),
+        openapi::document(),
     );
     service.ready_when({
         let (b, e) = (balances.clone(), extracts.clone());

@@ -308,7 +308,7 @@ pub(crate) async fn scheduler(state: AppState, shutdown: CancellationToken) {
             let record = ExtractRecord {
                 record: Some(Record::Claim(claim)),
             };
-            if let Err(e) = crate::api::write(&state, &key, &record).await {
+            if let Err(e) = crate::records::write(&state, &key, &record).await {
                 tracing::warn!(extract = %c.name, error = %e, "could not claim a schedule tick");
                 continue;
             }

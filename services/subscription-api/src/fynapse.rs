@@ -5,21 +5,17 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use hookline_auth::{Principal, Role};
-use hookline_events::time_fmt::{now_ms, rfc3339_millis};
+use hookline_auth::Principal;
+use hookline_events::time_fmt::rfc3339_millis;
 use hookline_proto::v1::{Dialect, Ordering, Subscription};
 use hookline_runtime::{ApiError, JsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::claims::{self, Kind};
-use crate::input::{
-    DESCRIPTION_MAX, ErrorBody, PathParam, check_len, check_name, check_url, created_key,
-    page_request, paginate, present,
-};
-use crate::secrets::{self, SecretOut};
-use crate::store::Store;
+use crate::input::{ErrorBody, PathParam, page_request, present};
+use crate::secrets::SecretOut;
+use crate::subscriptions::{self, Face, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -141,51 +137,20 @@ pub struct SubscriptionList {
     pub next_cursor: Option<String>,
 }
 
-fn check_fields(
-    state: &AppState,
-    name: &str,
-    url: &str,
-    secret_ref: Option<&str>,
-    types: &[String],
-    description: Option<&str>,
-) -> Result<(), ApiError> {
-    check_name("name", name)?;
-    check_url("endpointUrl", url)?;
-    if let Some(r) = secret_ref {
-        check_name("secretRef", r)?;
-    }
-    crate::catalog::check_event_types(state, "eventTypes", types, true)?;
-    check_len("description", description, DESCRIPTION_MAX)
-}
-
-fn name_taken(store: &Store, tenant: &str, name: &str, except_id: &str) -> bool {
-    store.subscriptions.read(|t| {
-        t.values().any(|s| {
-            s.tenant == tenant
-                && s.dialect() == Dialect::Fynapse
-                && s.name == name
-                && s.id != except_id
-        })
-    })
-}
-
-fn secret_exists(store: &Store, tenant: &str, name: &str) -> Result<(), ApiError> {
-    match secrets::fynapse_secret(store, tenant, name) {
-        Some(_) => Ok(()),
-        // Valid by the document, refused by the state: a conflict, as a taken name is.
-        None => Err(ApiError::conflict(
-            "secretRef",
-            format!("no secret named {name:?}: create it first"),
-        )),
-    }
-}
-
-fn taken(name: &str) -> ApiError {
-    ApiError::conflict(
-        "name",
-        format!("a subscription named {name:?} already exists"),
-    )
-}
+/// How the Fynapse dialect names the model's fields.
+pub const FACE: Face = Face {
+    dialect: Dialect::Fynapse,
+    what: "subscription",
+    name: "name",
+    endpoint_url: "endpointUrl",
+    secret_ref: "secretRef",
+    event_types: "eventTypes",
+    description: "description",
+    metadata: "metadata",
+    all_types: true,
+    unique_names: true,
+    own_secret: false,
+};
 
 #[utoipa::path(post, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
     request_body = CreateSubscription,
@@ -197,69 +162,19 @@ pub async fn create(
     who: Principal,
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
-    who.require(Role::Editor)?;
-    let event_types = body.event_types.unwrap_or_default();
-    let (name, url) = (body.name, body.endpoint_url);
-    state.store.event_types.sync().await;
-    check_fields(
-        &state,
-        &name,
-        &url,
-        body.secret_ref.as_deref(),
-        &event_types,
-        body.description.as_deref(),
-    )?;
-    let store = &state.store;
-    let tenant = who.tenant.as_str();
-    store.sync().await;
-    if name_taken(store, tenant, &name, "") {
-        return Err(taken(&name));
-    }
-    if let Some(r) = &body.secret_ref {
-        secret_exists(store, tenant, r)?;
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let held = claims::claim(store, Kind::Subscription, tenant, &name, &id, "name").await?;
-    let (secret_ref, created) = match body.secret_ref {
-        Some(r) => (r, None),
-        None => match secrets::create_named(store, tenant, &name, "secretRef").await {
-            Ok((secret, value)) => (name.clone(), Some(SecretOut::of(&secret, Some(value)))),
-            Err(e) => {
-                claims::abandon(store, held).await;
-                return Err(e);
-            }
-        },
+    let mut sub = subscriptions::draft(&FACE, &who.tenant);
+    sub.name = body.name;
+    sub.endpoint_url = body.endpoint_url;
+    sub.event_types = body.event_types.unwrap_or_default();
+    sub.description = body.description;
+    sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
+    let secret = match body.secret_ref {
+        Some(r) => NewSecret::Existing(r),
+        None => NewSecret::Named(sub.name.clone()),
     };
-    let now = now_ms();
-    let sub = Subscription {
-        id,
-        tenant: tenant.to_owned(),
-        dialect: Dialect::Fynapse as i32,
-        name,
-        endpoint_url: url,
-        secret_ref,
-        event_types,
-        description: body.description,
-        enabled: true,
-        metadata: None,
-        ordering: body.ordering.unwrap_or(OrderingMode::Strict).proto(),
-        created_at_ms: now,
-        updated_at_ms: now,
-        version: 1,
-    };
-    if let Err(e) = store.put_subscription(&sub).await {
-        if created.is_some() {
-            let _ = claims::release(store, Kind::Secret, tenant, &sub.secret_ref).await;
-            let _ = store.delete_secret(tenant, &sub.secret_ref).await;
-        }
-        claims::abandon(store, held).await;
-        return Err(e);
-    }
-    tracing::info!(tenant, id = %sub.id, "subscription created");
-    Ok((
-        StatusCode::CREATED,
-        Json(SubscriptionOut::of(&sub, created)),
-    ))
+    let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, secret).await?;
+    let secret = created.map(|(s, value)| SecretOut::of(&s, Some(value)));
+    Ok((StatusCode::CREATED, Json(SubscriptionOut::of(&sub, secret))))
 }
 
 #[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
@@ -273,22 +188,11 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SubscriptionList>, ApiError> {
     let page = page_request(query.as_deref(), "cursor")?;
-    let mut subs: Vec<(String, Subscription)> = state.store.subscriptions.read(|t| {
-        t.values()
-            .filter(|s| s.tenant == who.tenant && s.dialect() == Dialect::Fynapse)
-            .map(|s| (created_key(s.created_at_ms, &s.id), s.clone()))
-            .collect()
-    });
-    subs.sort_by(|a, b| a.0.cmp(&b.0));
-    let (items, next_cursor) = paginate(subs, &page);
+    let (items, next_cursor) = subscriptions::list(&state, &who, &FACE, false, &page);
     Ok(Json(SubscriptionList {
         items: items.iter().map(|s| SubscriptionOut::of(s, None)).collect(),
         next_cursor,
     }))
-}
-
-fn find(store: &Store, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
-    store.subscription_of(who, id, Dialect::Fynapse, "subscription")
 }
 
 #[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
@@ -300,52 +204,20 @@ pub async fn get(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    find(&state.store, &who, &id).map(|s| Json(SubscriptionOut::of(&s, None)))
+    subscriptions::find(&state.store, &who, &FACE, &id).map(|s| Json(SubscriptionOut::of(&s, None)))
 }
 
-/// Applies `change` to subscription `id` and stores it, re-claiming the name if it changed.
 async fn update(
     state: &AppState,
     who: &Principal,
     id: &str,
     change: impl FnOnce(&mut Subscription),
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let store = &state.store;
-    let _change = store.change(who).await?;
-    let old = find(store, who, id)?;
-    let mut sub = old.clone();
-    change(&mut sub);
-    store.event_types.sync().await;
-    check_fields(
-        state,
-        &sub.name,
-        &sub.endpoint_url,
-        Some(&sub.secret_ref),
-        &sub.event_types,
-        sub.description.as_deref(),
-    )?;
-    if sub.secret_ref != old.secret_ref {
-        secret_exists(store, &sub.tenant, &sub.secret_ref)?;
-    }
-    if sub.name != old.name {
-        if name_taken(store, &sub.tenant, &sub.name, id) {
-            return Err(taken(&sub.name));
-        }
-        claims::claim(
-            store,
-            Kind::Subscription,
-            &sub.tenant,
-            &sub.name,
-            id,
-            "name",
-        )
-        .await?;
-        // Released before the rename is written: the old name stays held by the record.
-        claims::release(store, Kind::Subscription, &old.tenant, &old.name).await?;
-    }
-    sub.updated_at_ms = now_ms();
-    sub.version += 1;
-    store.put_subscription(&sub).await?;
+    let sub = subscriptions::update(state, who, &FACE, id, |s| {
+        change(s);
+        Ok(())
+    })
+    .await?;
     Ok(Json(SubscriptionOut::of(&sub, None)))
 }
 
@@ -437,11 +309,6 @@ pub async fn delete(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    let store = &state.store;
-    let _change = store.change(&who).await?;
-    let sub = find(store, &who, &id)?;
-    claims::release(store, Kind::Subscription, &sub.tenant, &sub.name).await?;
-    store.delete_subscription(&id).await?;
-    tracing::info!(tenant = %sub.tenant, id, "subscription deleted");
+    subscriptions::delete(&state, &who, &FACE, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,9 @@
 //! - `store`: writes a record and waits until this process's view has applied it, so a GET
 //!   right after a successful write sees that write.
 //! - `claims`: name uniqueness across replicas, decided by log order on the claims topic.
+//! - `subscriptions`: the one subscription service (validation, names, secrets, writes,
+//!   listing) every dialect maps onto; a dialect is its request and response shapes and the
+//!   names of its fields (`subscriptions::Face`).
 //! - `secrets` and `fynapse`: the `/api/v1/event-deliveries` dialect.
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
 //! - `input`: field limits, path parameters, pagination.
@@ -21,6 +24,7 @@ mod input;
 mod routes;
 mod secrets;
 mod store;
+mod subscriptions;
 mod synctera;
 
 use std::sync::Arc;
@@ -54,7 +58,12 @@ pub async fn run(
 ) -> Result<(), hookline_runtime::Error> {
     let service = Service::start("subscription-api", None, &config, &shutdown).await?;
     let tokens = TokenTable::from_config(&config)?;
-    let store = Store::start(&config, service.producer()?)?;
+    let store = Store::start(
+        &config,
+        service.producer()?,
+        claims::view(&config)?,
+        catalog::view(&config)?,
+    )?;
     service.require_current(&store.subscriptions);
     service.require_current(&store.secrets);
     service.require_current(&store.claims);

@@ -69,16 +69,20 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(what))
     }
 
+    /// A store over the given claims and event-type views (their folds belong to the
+    /// modules that decide them) and views of its own of subscriptions and secrets.
     pub fn start(
         config: &Config,
         producer: Arc<hookline_kafka::Producer>,
+        claims: TopicView<NameClaim>,
+        event_types: TopicView<RegisteredEventType>,
     ) -> Result<Self, hookline_runtime::Error> {
         Ok(Self {
             producer,
             subscriptions: hookline_state::subscriptions(config)?,
             secrets: hookline_state::secrets(config)?,
-            claims: crate::claims::view(config)?,
-            event_types: crate::catalog::view(config)?,
+            claims,
+            event_types,
             secret_box: SecretBox::from_config(config)?,
             rotation_overlap: config.secret_rotation_overlap()?,
             write_lock: Arc::default(),

@@ -10,18 +10,15 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_seconds};
-use hookline_proto::v1::{Dialect, Ordering, Subscription};
+use hookline_proto::v1::{Dialect, Subscription};
 use hookline_runtime::{ApiError, JsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::catalog::check_event_types;
-use crate::input::{
-    DESCRIPTION_MAX, ErrorBody, METADATA_MAX, PathParam, check_len, check_tenant, check_url,
-    created_key, page_request, paginate, present,
-};
+use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets;
+use crate::subscriptions::{self, Face, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -106,12 +103,20 @@ pub struct WebhookList {
     pub next_page_token: Option<String>,
 }
 
-fn check_fields(state: &AppState, s: &Subscription) -> Result<(), ApiError> {
-    check_event_types(state, "enabled_events", &s.event_types, false)?;
-    check_url("url", &s.endpoint_url)?;
-    check_len("description", s.description.as_deref(), DESCRIPTION_MAX)?;
-    check_len("metadata", s.metadata.as_deref(), METADATA_MAX)
-}
+/// How the Synctera dialect names the model's fields.
+pub const FACE: Face = Face {
+    dialect: Dialect::Synctera,
+    what: "webhook",
+    name: "id",
+    endpoint_url: "url",
+    secret_ref: "secret",
+    event_types: "enabled_events",
+    description: "description",
+    metadata: "metadata",
+    all_types: false,
+    unique_names: false,
+    own_secret: true,
+};
 
 /// The tenant a create acts on: the caller's, or any for an admin.
 fn target_tenant(who: &Principal, tenant: Option<String>) -> Result<String, ApiError> {
@@ -140,37 +145,15 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
     let tenant = target_tenant(&who, body.tenant)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let now = now_ms();
-    let mut sub = Subscription {
-        id: id.clone(),
-        tenant,
-        dialect: Dialect::Synctera as i32,
-        name: id.clone(),
-        endpoint_url: body.url,
-        secret_ref: format!("webhook-{id}"),
-        event_types: body.enabled_events,
-        description: body.description,
-        enabled: body.is_enabled,
-        metadata: body.metadata,
-        ordering: Ordering::Strict as i32,
-        created_at_ms: now,
-        updated_at_ms: now,
-        version: 1,
-    };
-    state.store.event_types.sync().await;
-    check_fields(&state, &sub)?;
-    let store = &state.store;
-    // The secret's name holds a fresh uuid: nobody else can pick it, so no claim is needed.
-    let (_, value) =
-        secrets::write_new(store, &sub.tenant, &sub.secret_ref, Dialect::Synctera).await?;
-    sub.updated_at_ms = now_ms();
-    if let Err(e) = store.put_subscription(&sub).await {
-        let _ = store.delete_secret(&sub.tenant, &sub.secret_ref).await;
-        return Err(e);
-    }
-    tracing::info!(tenant = %sub.tenant, id, "webhook created");
-    Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, Some(value)))))
+    let mut sub = subscriptions::draft(&FACE, &tenant);
+    sub.endpoint_url = body.url;
+    sub.event_types = body.enabled_events;
+    sub.description = body.description;
+    sub.enabled = body.is_enabled;
+    sub.metadata = body.metadata;
+    let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own).await?;
+    let value = created.map(|(_, value)| value);
+    Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, value))))
 }
 
 #[utoipa::path(get, path = "/v2/webhooks", tag = "synctera",
@@ -184,14 +167,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<WebhookList>, ApiError> {
     let page = page_request(query.as_deref(), "page_token")?;
-    let mut subs: Vec<(String, Subscription)> = state.store.subscriptions.read(|t| {
-        t.values()
-            .filter(|s| who.can_see(&s.tenant) && s.dialect() == Dialect::Synctera)
-            .map(|s| (created_key(s.created_at_ms, &s.id), s.clone()))
-            .collect()
-    });
-    subs.sort_by(|a, b| a.0.cmp(&b.0));
-    let (items, next_page_token) = paginate(subs, &page);
+    let (items, next_page_token) = subscriptions::list(&state, &who, &FACE, true, &page);
     Ok(Json(WebhookList {
         webhooks: items.iter().map(|s| WebhookOut::of(s, None)).collect(),
         next_page_token,
@@ -199,9 +175,7 @@ pub async fn list(
 }
 
 fn find(state: &AppState, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
-    state
-        .store
-        .subscription_of(who, id, Dialect::Synctera, "webhook")
+    subscriptions::find(&state.store, who, &FACE, id)
 }
 
 #[utoipa::path(get, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
@@ -228,36 +202,32 @@ pub async fn patch(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    let store = &state.store;
-    let _change = store.change(&who).await?;
-    let mut sub = find(&state, &who, &id)?;
-    if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
-        // Valid by the document, refused by the state: a conflict.
-        return Err(ApiError::conflict(
-            "tenant",
-            "a webhook's tenant cannot change",
-        ));
-    }
-    if let Some(v) = body.enabled_events {
-        sub.event_types = v;
-    }
-    if let Some(v) = body.is_enabled {
-        sub.enabled = v;
-    }
-    if let Some(v) = body.url {
-        sub.endpoint_url = v;
-    }
-    if let Some(v) = body.description {
-        sub.description = v;
-    }
-    if let Some(v) = body.metadata {
-        sub.metadata = v;
-    }
-    store.event_types.sync().await;
-    check_fields(&state, &sub)?;
-    sub.updated_at_ms = now_ms();
-    sub.version += 1;
-    store.put_subscription(&sub).await?;
+    let sub = subscriptions::update(&state, &who, &FACE, &id, |sub| {
+        if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
+            // Valid by the document, refused by the state: a conflict.
+            return Err(ApiError::conflict(
+                "tenant",
+                "a webhook's tenant cannot change",
+            ));
+        }
+        if let Some(v) = body.enabled_events {
+            sub.event_types = v;
+        }
+        if let Some(v) = body.is_enabled {
+            sub.enabled = v;
+        }
+        if let Some(v) = body.url {
+            sub.endpoint_url = v;
+        }
+        if let Some(v) = body.description {
+            sub.description = v;
+        }
+        if let Some(v) = body.metadata {
+            sub.metadata = v;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Json(WebhookOut::of(&sub, None)))
 }
 
@@ -270,12 +240,7 @@ pub async fn delete(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    let store = &state.store;
-    let _change = store.change(&who).await?;
-    let sub = find(&state, &who, &id)?;
-    store.delete_subscription(&id).await?;
-    store.delete_secret(&sub.tenant, &sub.secret_ref).await?;
-    tracing::info!(tenant = %sub.tenant, id, "webhook deleted");
+    subscriptions::delete(&state, &who, &FACE, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
