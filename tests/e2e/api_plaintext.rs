@@ -15,13 +15,13 @@ use crate::support::{TOKEN_A, client, eventually};
 
 /// Whether any `window`-byte slice of `needle` occurs in `hay`: a value stored in clear
 /// shows up even when a compressor turned a few of its bytes into back-references.
-fn leaks(hay: &[u8], needle: &[u8], window: usize) -> bool {
+pub(crate) fn leaks(hay: &[u8], needle: &[u8], window: usize) -> bool {
     let window = window.min(needle.len());
     let pieces: HashSet<&[u8]> = needle.windows(window).collect();
     hay.windows(window).any(|h| pieces.contains(h))
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read the broker's folder") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
@@ -112,6 +112,16 @@ async fn secret_values_are_never_in_segments_or_logs_in_clear() {
     let hook = json!({"enabled_events": ["ACCOUNT.*"], "is_enabled": true, "url": "https://e.com"});
     let (_, hook) = call(M::POST, &format!("{api}/v2/webhooks"), TOKEN_A, Some(hook)).await;
     values.push(hook["secret"].as_str().unwrap().to_owned());
+    // A custom header's value, accepted once and refused once (a reserved name beside it).
+    let header = format!("header-value-{}", uuid::Uuid::new_v4().simple());
+    let with_header = json!({"name": "with-header", "endpointUrl": "https://e.com",
+        "headers": {"x-api-key": header}});
+    let (status, _) = call(M::POST, &subs, TOKEN_A, Some(with_header)).await;
+    assert_eq!(status, 201);
+    let refused = json!({"name": "refused-header", "endpointUrl": "https://e.com",
+        "headers": {"x-api-key": header, "host": "h"}});
+    let (status, _) = call(M::POST, &subs, TOKEN_A, Some(refused)).await;
+    assert_eq!(status, 400);
     // A refused request with a value in it is logged nowhere either.
     let (status, _) = call(
         M::POST,
@@ -145,6 +155,14 @@ async fn secret_values_are_never_in_segments_or_logs_in_clear() {
     assert!(
         leaks(&logs, marker.as_bytes(), 24),
         "the marker is not in the captured log"
+    );
+    assert!(
+        !segments.iter().any(|s| leaks(s, header.as_bytes(), 16)),
+        "a custom header value is in a log segment"
+    );
+    assert!(
+        !leaks(&logs, header.as_bytes(), 16),
+        "a custom header value is in a log line"
     );
     for value in &values {
         let key = base64::engine::general_purpose::STANDARD

@@ -4,6 +4,7 @@
 mod api;
 mod api_dialects;
 mod api_fynapse;
+mod api_headers;
 mod api_openapi;
 mod api_plaintext;
 mod api_replicas;

@@ -10,7 +10,7 @@ use hookline_config::Config;
 use hookline_kafka::KafkaError;
 use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::view::{TopicView, Update};
-use hookline_proto::v1::{Secret, SecretVersion, Subscription};
+use hookline_proto::v1::{CustomHeader, Secret, SecretVersion, Subscription};
 use hookline_signing::WebhookSecret;
 use hookline_signing::seal::{MasterKey, Sealed};
 
@@ -90,6 +90,51 @@ impl SecretBox {
         })
     }
 
+    /// Custom header `name` of subscription `subscription_id` with `value` sealed.
+    pub fn seal_header(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<CustomHeader, StateError> {
+        let sealed = self.master.seal(
+            value.as_bytes(),
+            &header_context(tenant, subscription_id, name),
+        )?;
+        Ok(CustomHeader {
+            name: name.to_owned(),
+            key_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+        })
+    }
+
+    /// The custom headers of `sub` with their values opened, in order. A header that cannot
+    /// be opened (sealed under another master key, or moved from another subscription) is
+    /// left out, with a warning naming it but never its value.
+    pub fn open_headers(&self, sub: &Subscription) -> Vec<(String, String)> {
+        sub.headers
+            .iter()
+            .filter_map(|h| {
+                let sealed = Sealed {
+                    key_id: h.key_id.clone(),
+                    nonce: h.nonce.clone(),
+                    ciphertext: h.ciphertext.clone(),
+                };
+                let opened = self
+                    .master
+                    .open(&sealed, &header_context(&sub.tenant, &sub.id, &h.name))
+                    .ok()
+                    .and_then(|v| String::from_utf8(v).ok());
+                if opened.is_none() {
+                    tracing::warn!(subscription_id = %sub.id, header = %h.name, "a custom header cannot be opened; sent without it");
+                }
+                Some((h.name.clone(), opened?))
+            })
+            .collect()
+    }
+
     /// Every version of `secret` that still signs at `now_ms`, newest first. Versions that
     /// cannot be opened are logged and left out.
     pub fn signing_secrets(&self, secret: &Secret, now_ms: i64) -> Vec<WebhookSecret> {
@@ -109,6 +154,12 @@ impl SecretBox {
             })
             .collect()
     }
+}
+
+/// The associated data of a sealed header value. `:` is in no tenant id, so it never equals
+/// a secret's ("tenant/name").
+fn header_context(tenant: &str, subscription_id: &str, name: &str) -> String {
+    format!("header:{tenant}/{subscription_id}/{name}")
 }
 
 /// Encodes a state record for producing.

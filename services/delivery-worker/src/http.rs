@@ -38,6 +38,9 @@ pub const RECORDED_HEADERS: usize = 32;
 /// Longest header value kept for an attempt record, in bytes.
 pub const RECORDED_HEADER_VALUE: usize = 512;
 
+/// What an attempt record shows for the value of a subscription's custom header.
+pub const CUSTOM_HEADER_MASK: &str = "****";
+
 /// `v1,<base64>` signatures, one per signing secret, with the base64 masked.
 fn masked_signature(signature: &str) -> String {
     signature
@@ -72,6 +75,9 @@ pub struct Outgoing<'a> {
     pub body: Vec<u8>,
     pub secrets: &'a [WebhookSecret],
     pub traceparent: &'a str,
+    /// The subscription's custom headers, opened (names lowercase, none reserved). Sent
+    /// before Hookline's own headers; recorded with their values masked.
+    pub headers: &'a [(String, String)],
 }
 
 #[derive(Clone)]
@@ -155,10 +161,17 @@ impl Sender {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), capped(&v)))
+        .chain(
+            out.headers
+                .iter()
+                .map(|(k, _)| (k.clone(), CUSTOM_HEADER_MASK.to_owned())),
+        )
         .collect();
-        let request = self
-            .client
-            .post(url)
+        let mut request = self.client.post(url);
+        for (name, value) in out.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
             .header("content-type", "application/json")
             .header("user-agent", &self.user_agent)
             .header("idempotency-key", out.delivery_id)

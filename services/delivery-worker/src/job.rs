@@ -216,6 +216,7 @@ impl Context {
                     body: hookline_events::payload::body(&event, &sub),
                     secrets: &secrets,
                     traceparent: &attempt_span.traceparent(),
+                    headers: &self.secret_box.open_headers(&sub),
                 })
                 .instrument(attempt_span.span().clone())
                 .await;

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::SecretOut;
-use crate::subscriptions::{self, Face, NewSecret};
+use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -40,6 +40,15 @@ pub struct CreateSubscription {
     /// `strict` (default on create): per ordering key, deliveries in event order, retries
     /// included. `none`: no order. Omitted on PUT: unchanged. (A Hookline extension.)
     pub ordering: Option<OrderingMode>,
+    /// Custom headers sent with every delivery (an API key the receiver expects, say): at
+    /// most 20, names case-insensitive, values stored encrypted and shown as `****`. A value
+    /// of `****` keeps that header's current value. Reserved names (`webhook-*`, `svix-*`,
+    /// `idempotency-key`, `content-type`, `content-length`, `host`, `traceparent`,
+    /// `user-agent`, hop-by-hop headers) are refused. Omitted on PUT: unchanged; `null`:
+    /// none. (A Hookline extension.)
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = subscriptions::headers_in_schema)]
+    pub headers: Option<Option<HeadersIn>>,
 }
 
 /// Delivery order of a subscription.
@@ -88,6 +97,10 @@ pub struct PatchSubscription {
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub description: Option<Option<String>>,
     pub ordering: Option<OrderingMode>,
+    /// As on create; `null` removes every custom header.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = subscriptions::headers_in_schema)]
+    pub headers: Option<Option<HeadersIn>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,6 +116,10 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub ordering: OrderingMode,
+    /// Custom header names, each value shown as `****`; absent when there are none.
+    #[serde(skip_serializing_if = "HeadersIn::is_empty")]
+    #[schema(schema_with = subscriptions::headers_out_schema)]
+    pub headers: HeadersIn,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -121,6 +138,7 @@ impl SubscriptionOut {
             event_types: s.event_types.clone(),
             description: s.description.clone(),
             ordering: OrderingMode::of(s.ordering()),
+            headers: subscriptions::masked_headers(s),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -147,6 +165,7 @@ pub const FACE: Face = Face {
     event_types: "eventTypes",
     description: "description",
     metadata: "metadata",
+    headers: "headers",
     all_types: true,
     unique_names: true,
     own_secret: false,
@@ -168,6 +187,7 @@ pub async fn create(
     sub.event_types = body.event_types.unwrap_or_default();
     sub.description = body.description;
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
+    subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers.flatten())?;
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -211,13 +231,9 @@ async fn update(
     state: &AppState,
     who: &Principal,
     id: &str,
-    change: impl FnOnce(&mut Subscription),
+    change: impl FnOnce(&mut Subscription) -> Result<(), ApiError>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let sub = subscriptions::update(state, who, &FACE, id, |s| {
-        change(s);
-        Ok(())
-    })
-    .await?;
+    let sub = subscriptions::update(state, who, &FACE, id, change).await?;
     Ok(Json(SubscriptionOut::of(&sub, None)))
 }
 
@@ -243,6 +259,10 @@ pub async fn replace(
         s.description = body.description;
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
+        }
+        match body.headers {
+            Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),
+            None => Ok(()),
         }
     })
     .await
@@ -294,6 +314,10 @@ pub async fn patch(
         }
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
+        }
+        match body.headers {
+            Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),
+            None => Ok(()),
         }
     })
     .await

@@ -3,6 +3,8 @@
 //! request and response shapes onto [`Subscription`] and names its fields through a
 //! [`Face`]; every rule about what a subscription may be lives here once.
 
+use std::collections::BTreeMap;
+
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::now_ms;
 use hookline_proto::v1::{Dialect, Secret, Subscription};
@@ -30,6 +32,7 @@ pub struct Face {
     pub event_types: &'static str,
     pub description: &'static str,
     pub metadata: &'static str,
+    pub headers: &'static str,
     /// `*` allowed among the event types.
     pub all_types: bool,
     /// Names are chosen by the tenant and unique per tenant (claimed); otherwise the name is
@@ -285,4 +288,156 @@ fn secret_exists(store: &Store, face: &Face, tenant: &str, name: &str) -> Result
             format!("no secret named {name:?}: create it first"),
         )),
     }
+}
+
+/// Custom headers as a request gives them: name → value.
+pub type HeadersIn = BTreeMap<String, String>;
+
+/// What a response shows for every custom header value; given back on a write, it keeps the
+/// header's current value (so a body read with GET can be written back as it is).
+pub const HEADER_MASK: &str = "****";
+pub const HEADERS_MAX: usize = 20;
+pub const HEADER_VALUE_MAX: usize = 4096;
+
+/// Header names a subscription may not set: what Hookline sends itself (the Standard
+/// Webhooks and Svix sets, the idempotency key, the trace context), what HTTP/1.1 frames a
+/// message with, and hop-by-hop headers.
+pub fn reserved_header(name: &str) -> bool {
+    name.starts_with("webhook-")
+        || name.starts_with("svix-")
+        || name.starts_with("proxy-")
+        || matches!(
+            name,
+            "idempotency-key"
+                | "content-type"
+                | "content-length"
+                | "content-encoding"
+                | "host"
+                | "traceparent"
+                | "tracestate"
+                | "user-agent"
+                | "connection"
+                | "keep-alive"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "expect"
+        )
+}
+
+/// Sets `sub`'s custom headers to `given` (`None`: none), each value sealed. Names are
+/// lowercased; a value equal to [`HEADER_MASK`] keeps that header's current value. Refusals
+/// name the header (`headers.x-api-key`), never its value.
+pub fn set_headers(
+    store: &Store,
+    face: &Face,
+    sub: &mut Subscription,
+    given: Option<HeadersIn>,
+) -> Result<(), ApiError> {
+    let given = given.unwrap_or_default();
+    let field = face.headers;
+    if given.len() > HEADERS_MAX {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` may hold at most {HEADERS_MAX} headers"),
+        ));
+    }
+    let mut headers = Vec::with_capacity(given.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in given {
+        let lower = name.to_ascii_lowercase();
+        let at = format!("{field}.{name}");
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(ApiError::invalid(
+                &at,
+                format!("{name:?} is not an HTTP header name"),
+            ));
+        }
+        if reserved_header(&lower) {
+            return Err(ApiError::invalid(
+                &at,
+                format!("{name:?} is set by Hookline itself and cannot be a custom header"),
+            ));
+        }
+        if !seen.insert(lower.clone()) {
+            return Err(ApiError::invalid(
+                &at,
+                format!("{name:?} is given twice (header names ignore case)"),
+            ));
+        }
+        if value == HEADER_MASK {
+            let current = sub.headers.iter().find(|h| h.name == lower).cloned();
+            let Some(current) = current else {
+                return Err(ApiError::invalid(
+                    &at,
+                    format!(
+                        "`{HEADER_MASK}` keeps a header's current value, and {name:?} has none"
+                    ),
+                ));
+            };
+            headers.push(current);
+            continue;
+        }
+        if value.len() > HEADER_VALUE_MAX || axum::http::HeaderValue::from_str(&value).is_err() {
+            return Err(ApiError::invalid(
+                &at,
+                format!(
+                    "the value of {name:?} must be at most {HEADER_VALUE_MAX} bytes of visible ASCII, spaces or tabs"
+                ),
+            ));
+        }
+        let sealed = store
+            .secret_box
+            .seal_header(&sub.tenant, &sub.id, &lower, &value)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        headers.push(sealed);
+    }
+    sub.headers = headers;
+    Ok(())
+}
+
+/// The documented schema of custom headers in a request: an object of at most
+/// [`HEADERS_MAX`] string values (or `null`).
+pub fn headers_in_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::AdditionalProperties;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{RefOr, Schema};
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(HEADER_VALUE_MAX));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .max_properties(Some(HEADERS_MAX))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+            value.build(),
+        )))))
+        .build()
+}
+
+/// The documented schema of custom headers in a response: names, each value `****`.
+pub fn headers_out_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::AdditionalProperties;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{RefOr, Schema};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([HEADER_MASK]))
+                .build(),
+        )))))
+        .build()
+}
+
+/// `sub`'s custom headers as a response shows them: every value masked.
+pub fn masked_headers(sub: &Subscription) -> HeadersIn {
+    sub.headers
+        .iter()
+        .map(|h| (h.name.clone(), HEADER_MASK.to_owned()))
+        .collect()
 }

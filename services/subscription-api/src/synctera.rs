@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets;
-use crate::subscriptions::{self, Face, NewSecret};
+use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +38,13 @@ pub struct CreateWebhook {
     /// Must be the caller's tenant unless the caller is an admin. Default: the caller's.
     #[schema(min_length = 1, max_length = 255, example = "abcdef_ghijkl")]
     pub tenant: Option<String>,
+    /// Custom headers sent with every delivery (an API key the receiver expects, say): at
+    /// most 20, names case-insensitive, values stored encrypted and shown as `****`.
+    /// Reserved names (`webhook-*`, `svix-*`, `idempotency-key`, `content-type`,
+    /// `content-length`, `host`, `traceparent`, `user-agent`, hop-by-hop headers) are
+    /// refused. (A Hookline extension.)
+    #[schema(schema_with = subscriptions::headers_in_schema)]
+    pub headers: Option<HeadersIn>,
 }
 
 /// Only the fields present change; `null` clears `description` or `metadata`.
@@ -57,6 +64,11 @@ pub struct PatchWebhook {
     pub metadata: Option<Option<String>>,
     /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
+    /// Replaces every custom header; a value of `****` keeps that header's current value;
+    /// `null` removes them all.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = subscriptions::headers_in_schema)]
+    pub headers: Option<Option<HeadersIn>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,6 +86,10 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
     pub tenant: String,
+    /// Custom header names, each value shown as `****`; absent when there are none.
+    #[serde(skip_serializing_if = "HeadersIn::is_empty")]
+    #[schema(schema_with = subscriptions::headers_out_schema)]
+    pub headers: HeadersIn,
     /// The `whsec_` signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -90,6 +106,7 @@ impl WebhookOut {
             last_updated: rfc3339_seconds(s.updated_at_ms),
             metadata: s.metadata.clone(),
             tenant: s.tenant.clone(),
+            headers: subscriptions::masked_headers(s),
             secret,
         }
     }
@@ -113,6 +130,7 @@ pub const FACE: Face = Face {
     event_types: "enabled_events",
     description: "description",
     metadata: "metadata",
+    headers: "headers",
     all_types: false,
     unique_names: false,
     own_secret: true,
@@ -151,6 +169,7 @@ pub async fn create(
     sub.description = body.description;
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
+    subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
     let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own).await?;
     let value = created.map(|(_, value)| value);
     Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, value))))
@@ -225,7 +244,10 @@ pub async fn patch(
         if let Some(v) = body.metadata {
             sub.metadata = v;
         }
-        Ok(())
+        match body.headers {
+            Some(h) => subscriptions::set_headers(&state.store, &FACE, sub, h),
+            None => Ok(()),
+        }
     })
     .await?;
     Ok(Json(WebhookOut::of(&sub, None)))

@@ -36,6 +36,7 @@ async fn post(sender: &Sender, url: &str) -> super::AttemptResult {
             body: br#"{"type":"ACCOUNT.CREATED"}"#.to_vec(),
             secrets: &secrets,
             traceparent: "",
+            headers: &[],
         })
         .await
 }
