@@ -125,11 +125,25 @@ up_nodes() {
   echo "${out[*]:-}"
 }
 
-# Prints N free TCP ports on 127.0.0.1, held open together so they differ.
+# Prints N free TCP ports on 127.0.0.1, held open together so they differ. They are taken
+# below the kernel's ephemeral range (ip_local_port_range), where neither a bind to port 0
+# nor an outgoing connection of any process lands: a node killed and restarted gets its port
+# back even while other tests open thousands of connections.
 free_ports() {
-  python3 -c 'import socket,sys
-ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1",0))
+  python3 -c 'import random,socket,sys
+try:
+    low=int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low=32768
+lo=max(1024,low-12000)
+ss=[]
+while len(ss)<int(sys.argv[1]):
+    s=socket.socket()
+    try:
+        s.bind(("127.0.0.1",random.randrange(lo,low) if lo<low else 0))
+        ss.append(s)
+    except OSError:
+        s.close()
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 # Whether a listener could bind the port now. SO_REUSEADDR as the JVM's listeners have it:

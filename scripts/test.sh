@@ -25,6 +25,13 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check confluent-kafka 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages confluent-kafka
 fi
+# The ed25519 test verifies `v1a` signatures with an independent library: Python
+# `cryptography`.
+if ! python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' 2>/dev/null; then
+  echo "== test: installing Python cryptography (ed25519 verifier)"
+  python3 -m pip install --quiet --disable-pip-version-check cryptography 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages cryptography
+fi
 # Debian's Prometheus for the metrics test (tests/e2e/observability.rs), unpacked once
 # into .hookline/prometheus.
 HOOKLINE_PROMETHEUS_BIN=$(scripts/prometheus.sh ensure)

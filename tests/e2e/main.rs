@@ -8,6 +8,7 @@ mod api_headers;
 mod api_openapi;
 mod api_plaintext;
 mod api_replicas;
+mod api_signing;
 mod api_support;
 mod api_synctera;
 #[path = "../shared/binaries.rs"]

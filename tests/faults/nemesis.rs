@@ -388,9 +388,7 @@ async fn nemesis(s: Settings) {
     let mut services = Services::start(&config, &logs).await;
     let extra = |edit: &dyn Fn(&mut Config)| {
         let mut c = config.clone();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        let [port] = crate::support::free_addrs::<1>();
         c.worker_listen = port;
         c.router_listen = port;
         edit(&mut c);

@@ -30,9 +30,7 @@ async fn a_router_joining_a_busy_one_leaves_no_partition_unrouted() {
 
     let mut config = run.config.clone();
     config.router_instance = format!("{}-extra", config.router_instance);
-    config.router_listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    [config.router_listen] = crate::support::free_addrs::<1>();
     let logs = kafka.dir().join("services");
     let mut extra: Option<Proc> = None;
     for join in 1..=JOINS {

@@ -88,38 +88,68 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                let status = e.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(status, "body_too_large", "request body is too large")
-                } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
-                }
-            })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let field = if path == "." || path.is_empty() {
-                unknown_or_missing_field(&inner.to_string())
-            } else {
-                Some(path)
-            };
-            ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: if inner.is_syntax() || inner.is_eof() {
-                    "malformed_json"
-                } else {
-                    "invalid_field"
-                },
-                message: inner.to_string(),
-                field,
-            }
-        })?;
-        Ok(JsonBody(value))
+        parse_json(&body_bytes(req, state).await?).map(JsonBody)
     }
+}
+
+/// A JSON request body that may be left out: an empty body is `None`; anything else is
+/// parsed as [`JsonBody`] parses it.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+        .await
+        .map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, "body_too_large", "request body is too large")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+            }
+        })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." || path.is_empty() {
+            unknown_or_missing_field(&inner.to_string())
+        } else {
+            Some(path)
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: if inner.is_syntax() || inner.is_eof() {
+                "malformed_json"
+            } else {
+                "invalid_field"
+            },
+            message: inner.to_string(),
+            field,
+        }
+    })?;
+    Ok(value)
 }
 
 /// serde names the field in the message of "unknown field" and "missing field" errors.

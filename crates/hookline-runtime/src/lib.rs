@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-pub use error::{ApiError, JsonBody};
+pub use error::{ApiError, JsonBody, OptionalJsonBody};
 pub use http::{
     JsonPath, JsonQuery, add_common_components, base_document, error_response, health_routes,
     json_fallbacks, json_response, metrics_text, readyz_answer, with_health_paths,

@@ -6,6 +6,9 @@
 //! - [`SecretBox`]: seals new secret values and opens the versions that sign a delivery.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use hookline_config::Config;
 use hookline_kafka::KafkaError;
 use hookline_kafka::rdkafka::Message as _;
@@ -58,15 +61,38 @@ pub fn secret_key(tenant: &str, name: &str) -> String {
 }
 
 /// Seals and opens secret values with the configured master key.
-#[derive(Clone, Debug)]
+///
+/// Opened signing secrets are kept (per secret record, at most [`OPENED_MAX`] records) so a
+/// delivery does not decrypt and parse them again: an ed25519 key's expansion costs about as
+/// much as a signature.
+#[derive(Clone)]
 pub struct SecretBox {
     master: MasterKey,
+    opened: Arc<Mutex<HashMap<OpenedKey, Opened>>>,
 }
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBox")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret record as it was opened: its key, when it last changed and how many versions.
+type OpenedKey = (String, i64, usize);
+
+/// A record's versions opened, each with when it stops signing.
+type Opened = Vec<(Option<i64>, WebhookSecret)>;
+
+/// How many secret records [`SecretBox`] keeps opened; past it, it starts over.
+pub const OPENED_MAX: usize = 4096;
 
 impl SecretBox {
     pub fn from_config(config: &Config) -> Result<Self, StateError> {
         Ok(Self {
             master: MasterKey::from_base64(&config.master_key_id, &config.master_key)?,
+            opened: Arc::default(),
         })
     }
 
@@ -87,6 +113,7 @@ impl SecretBox {
             ciphertext: sealed.ciphertext,
             created_at_ms: now_ms,
             expires_at_ms: None,
+            public_key: secret.public_key().unwrap_or_default(),
         })
     }
 
@@ -139,18 +166,36 @@ impl SecretBox {
     /// cannot be opened are logged and left out.
     pub fn signing_secrets(&self, secret: &Secret, now_ms: i64) -> Vec<WebhookSecret> {
         let context = secret_key(&secret.tenant, &secret.name);
+        let key = (context, secret.updated_at_ms, secret.versions.len());
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if !opened.contains_key(&key) {
+            if opened.len() >= OPENED_MAX {
+                opened.clear();
+            }
+            let versions = self.open_versions(secret, &key.0);
+            opened.insert(key.clone(), versions);
+        }
+        opened[&key]
+            .iter()
+            .filter(|(expires, _)| expires.is_none_or(|t| t > now_ms))
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    /// Every version of `secret` opened, with when it stops signing.
+    fn open_versions(&self, secret: &Secret, context: &str) -> Opened {
         secret
             .versions
             .iter()
-            .filter(|v| v.expires_at_ms.is_none_or(|t| t > now_ms))
             .filter_map(|v| {
                 let sealed = Sealed {
                     key_id: v.key_id.clone(),
                     nonce: v.nonce.clone(),
                     ciphertext: v.ciphertext.clone(),
                 };
-                let opened = self.master.open(&sealed, &context).ok()?;
-                WebhookSecret::parse(std::str::from_utf8(&opened).ok()?).ok()
+                let opened = self.master.open(&sealed, context).ok()?;
+                let parsed = WebhookSecret::parse(std::str::from_utf8(&opened).ok()?).ok()?;
+                Some((v.expires_at_ms, parsed))
             })
             .collect()
     }

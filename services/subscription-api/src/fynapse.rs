@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::input::{ErrorBody, PathParam, page_request, present};
-use crate::secrets::SecretOut;
+use crate::secrets::{SecretOut, Signing};
+use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
@@ -49,6 +50,11 @@ pub struct CreateSubscription {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = subscriptions::headers_in_schema)]
     pub headers: Option<Option<HeadersIn>>,
+    /// `hmac-sha256` (default) or `ed25519` (Standard Webhooks `v1a`; receivers verify with
+    /// the secret's `whpk_` `publicKey`). On create without `secretRef` the new secret signs
+    /// so; otherwise it must be how the named secret signs (409): the scheme changes by
+    /// rotating the secret with `{"signing": …}`. (A Hookline extension.)
+    pub signing: Option<Signing>,
 }
 
 /// Delivery order of a subscription.
@@ -101,6 +107,8 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = subscriptions::headers_in_schema)]
     pub headers: Option<Option<HeadersIn>>,
+    /// As on create: must be how the (new) secret signs.
+    pub signing: Option<Signing>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,6 +128,9 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "HeadersIn::is_empty")]
     #[schema(schema_with = subscriptions::headers_out_schema)]
     pub headers: HeadersIn,
+    /// How deliveries are signed (absent: `hmac-sha256`, the default): as the secret's newest version signs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -129,7 +140,7 @@ pub struct SubscriptionOut {
 }
 
 impl SubscriptionOut {
-    fn of(s: &Subscription, secret: Option<SecretOut>) -> Self {
+    fn of(store: &Store, s: &Subscription, secret: Option<SecretOut>) -> Self {
         Self {
             id: s.id.clone(),
             name: s.name.clone(),
@@ -139,6 +150,8 @@ impl SubscriptionOut {
             description: s.description.clone(),
             ordering: OrderingMode::of(s.ordering()),
             headers: subscriptions::masked_headers(s),
+            signing: Some(subscriptions::signing_of(store, s))
+                .filter(|s| *s != Signing::HmacSha256),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -166,6 +179,7 @@ pub const FACE: Face = Face {
     description: "description",
     metadata: "metadata",
     headers: "headers",
+    signing: "signing",
     all_types: true,
     unique_names: true,
     own_secret: false,
@@ -192,9 +206,13 @@ pub async fn create(
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
     };
-    let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, secret).await?;
+    let (sub, created) =
+        subscriptions::create(&state, &who, &FACE, sub, secret, body.signing).await?;
     let secret = created.map(|(s, value)| SecretOut::of(&s, Some(value)));
-    Ok((StatusCode::CREATED, Json(SubscriptionOut::of(&sub, secret))))
+    Ok((
+        StatusCode::CREATED,
+        Json(SubscriptionOut::of(&state.store, &sub, secret)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
@@ -210,7 +228,10 @@ pub async fn list(
     let page = page_request(query.as_deref(), "cursor")?;
     let (items, next_cursor) = subscriptions::list(&state, &who, &FACE, false, &page);
     Ok(Json(SubscriptionList {
-        items: items.iter().map(|s| SubscriptionOut::of(s, None)).collect(),
+        items: items
+            .iter()
+            .map(|s| SubscriptionOut::of(&state.store, s, None))
+            .collect(),
         next_cursor,
     }))
 }
@@ -224,17 +245,19 @@ pub async fn get(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    subscriptions::find(&state.store, &who, &FACE, &id).map(|s| Json(SubscriptionOut::of(&s, None)))
+    subscriptions::find(&state.store, &who, &FACE, &id)
+        .map(|s| Json(SubscriptionOut::of(&state.store, &s, None)))
 }
 
 async fn update(
     state: &AppState,
     who: &Principal,
     id: &str,
+    signing: Option<Signing>,
     change: impl FnOnce(&mut Subscription) -> Result<(), ApiError>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let sub = subscriptions::update(state, who, &FACE, id, change).await?;
-    Ok(Json(SubscriptionOut::of(&sub, None)))
+    let sub = subscriptions::update(state, who, &FACE, id, signing, change).await?;
+    Ok(Json(SubscriptionOut::of(&state.store, &sub, None)))
 }
 
 #[utoipa::path(put, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
@@ -249,7 +272,7 @@ pub async fn replace(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    update(&state, &who, &id, |s| {
+    update(&state, &who, &id, body.signing, |s| {
         s.name = body.name;
         s.endpoint_url = body.endpoint_url;
         if let Some(r) = body.secret_ref {
@@ -296,7 +319,7 @@ pub async fn patch(
     // `null` keeps the current secret, as leaving the field out does: a subscription always
     // has one.
     let secret_ref = body.secret_ref.flatten();
-    update(&state, &who, &id, |s| {
+    update(&state, &who, &id, body.signing, |s| {
         if let Some(v) = name {
             s.name = v;
         }

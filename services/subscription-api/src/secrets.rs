@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
 use hookline_proto::v1::{Dialect, Secret, SecretVersion};
-use hookline_runtime::{ApiError, JsonBody};
-use hookline_signing::WebhookSecret;
+use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
+use hookline_signing::{Scheme, WebhookSecret};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -31,11 +31,58 @@ pub struct CreateSecret {
     /// Unique per tenant.
     #[schema(min_length = 1, max_length = 255)]
     pub name: String,
+    /// How the secret signs (a Hookline extension); default `hmac-sha256`.
+    pub signing: Option<Signing>,
+}
+
+/// How a secret signs: `hmac-sha256` (a `whsec_` value, Standard Webhooks `v1`
+/// signatures) or `ed25519` (a `whsk_` value, `v1a` signatures that receivers verify with the
+/// `whpk_` public key in `publicKey`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub enum Signing {
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl Signing {
+    pub fn scheme(self) -> Scheme {
+        match self {
+            Signing::HmacSha256 => Scheme::HmacSha256,
+            Signing::Ed25519 => Scheme::Ed25519,
+        }
+    }
+
+    /// How `secret` signs now: as its newest version does.
+    pub fn of(secret: &Secret) -> Self {
+        match secret.versions.first() {
+            Some(v) if !v.public_key.is_empty() => Signing::Ed25519,
+            _ => Signing::HmacSha256,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.scheme().as_str()
+    }
+}
+
+/// A rotation: the new value signs at once, the older ones until the overlap ends.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The scheme of the new value (a Hookline extension); default: the current one. A
+    /// rotation from one scheme to the other signs with both during the overlap
+    /// (`v1,… v1a,…`).
+    pub signing: Option<Signing>,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionOut {
+    /// An ed25519 version's `whpk_` public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     pub created_at: String,
     /// Set once a newer version replaced this one: it signs until then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,9 +93,15 @@ pub struct VersionOut {
 #[serde(rename_all = "camelCase")]
 pub struct SecretOut {
     pub name: String,
-    /// The `whsec_` value: only in the response of the create or rotation that made it.
+    /// The `whsec_` (or `whsk_`) value: only in the response of the create or rotation that
+    /// made it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// How the newest version signs.
+    pub signing: Signing,
+    /// The newest version's `whpk_` public key, when it is ed25519.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Versions that still sign, newest first (values never shown).
@@ -61,6 +114,8 @@ impl SecretOut {
         Self {
             name: s.name.clone(),
             value,
+            signing: Signing::of(s),
+            public_key: public_key(s),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             versions: s
@@ -68,6 +123,7 @@ impl SecretOut {
                 .iter()
                 .filter(|v| v.expires_at_ms.is_none_or(|t| t > now))
                 .map(|v| VersionOut {
+                    public_key: Some(v.public_key.clone()).filter(|k| !k.is_empty()),
                     created_at: rfc3339_millis(v.created_at_ms),
                     expires_at: v.expires_at_ms.map(rfc3339_millis),
                 })
@@ -85,13 +141,23 @@ pub struct SecretList {
     pub next_cursor: Option<String>,
 }
 
+/// The newest version's `whpk_` public key, when it is ed25519.
+pub fn public_key(secret: &Secret) -> Option<String> {
+    secret
+        .versions
+        .first()
+        .map(|v| v.public_key.clone())
+        .filter(|k| !k.is_empty())
+}
+
 fn seal(
     store: &Store,
     tenant: &str,
     name: &str,
     now: i64,
+    signing: Signing,
 ) -> Result<(SecretVersion, String), ApiError> {
-    let value = WebhookSecret::generate();
+    let value = WebhookSecret::generate_for(signing.scheme());
     let version = store
         .secret_box
         .seal(tenant, name, &value, now)
@@ -132,9 +198,10 @@ pub async fn write_new(
     tenant: &str,
     name: &str,
     dialect: Dialect,
+    signing: Signing,
 ) -> Result<(Secret, String), ApiError> {
     let now = now_ms();
-    let (version, value) = seal(store, tenant, name, now)?;
+    let (version, value) = seal(store, tenant, name, now, signing)?;
     let secret = Secret {
         tenant: tenant.to_owned(),
         name: name.to_owned(),
@@ -148,17 +215,20 @@ pub async fn write_new(
     Ok((secret, value))
 }
 
-/// Gives `secret` a new value that signs from now on; the older versions still sign until
-/// `overlap` from now (zero: they stop at once). Returns the stored record and the new value.
-/// The caller holds `write_lock` and has synced the secrets view.
+/// Gives `secret` a new value of `signing` (`None`: its current scheme) that signs from now
+/// on; the older versions still sign until `overlap` from now (zero: they stop at once).
+/// Returns the stored record and the new value. The caller holds `write_lock` and has
+/// synced the secrets view.
 pub async fn rotate_value(
     store: &Store,
     mut secret: Secret,
     overlap: std::time::Duration,
+    signing: Option<Signing>,
 ) -> Result<(Secret, String), ApiError> {
     let now = now_ms();
     let until = now + overlap.as_millis() as i64;
-    let (version, value) = seal(store, &secret.tenant, &secret.name, now)?;
+    let signing = signing.unwrap_or_else(|| Signing::of(&secret));
+    let (version, value) = seal(store, &secret.tenant, &secret.name, now, signing)?;
     let mut versions = vec![version];
     for mut old in secret.versions.drain(..) {
         if old.expires_at_ms.is_some_and(|t| t <= now) || until <= now {
@@ -180,6 +250,7 @@ pub async fn create_named(
     tenant: &str,
     name: &str,
     field: &str,
+    signing: Signing,
 ) -> Result<(Secret, String), ApiError> {
     store.sync().await;
     let taken = || ApiError::conflict(field, format!("a secret named {name:?} already exists"));
@@ -191,7 +262,7 @@ pub async fn create_named(
         return Err(taken());
     }
     let held = claims::claim(store, Kind::Secret, tenant, name, name, field).await?;
-    match write_new(store, tenant, name, Dialect::Fynapse).await {
+    match write_new(store, tenant, name, Dialect::Fynapse, signing).await {
         Ok(created) => Ok(created),
         Err(e) => {
             claims::abandon(store, held).await;
@@ -213,7 +284,9 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
     check_name("name", &body.name)?;
-    let (secret, value) = create_named(&state.store, &who.tenant, &body.name, "name").await?;
+    let signing = body.signing.unwrap_or(Signing::HmacSha256);
+    let (secret, value) =
+        create_named(&state.store, &who.tenant, &body.name, "name", signing).await?;
     Ok((
         StatusCode::CREATED,
         Json(SecretOut::of(&secret, Some(value))),
@@ -261,7 +334,7 @@ pub async fn get(
 }
 
 #[utoipa::path(post, path = "/api/v1/event-deliveries/secrets/{name}/rotate", tag = "fynapse",
-    params(("name" = String, Path)),
+    params(("name" = String, Path)), request_body = Option<RotateSecret>,
     responses((status = 200, description = "The new value, shown only here; older versions sign until `expiresAt`", body = SecretOut),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -269,6 +342,7 @@ pub async fn rotate(
     State(state): State<AppState>,
     who: Principal,
     PathParam(name): PathParam,
+    OptionalJsonBody(body): OptionalJsonBody<RotateSecret>,
 ) -> Result<Json<SecretOut>, ApiError> {
     who.require(Role::Editor)?;
     let store = &state.store;
@@ -276,7 +350,8 @@ pub async fn rotate(
     store.secrets.sync().await;
     let secret =
         fynapse_secret(store, &who.tenant, &name).ok_or_else(|| ApiError::not_found("secret"))?;
-    let (secret, value) = rotate_value(store, secret, store.rotation_overlap).await?;
+    let signing = body.and_then(|b| b.signing);
+    let (secret, value) = rotate_value(store, secret, store.rotation_overlap, signing).await?;
     Ok(Json(SecretOut::of(&secret, Some(value))))
 }
 

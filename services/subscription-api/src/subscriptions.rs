@@ -17,7 +17,7 @@ use crate::input::{
     DESCRIPTION_MAX, METADATA_MAX, PageRequest, check_len, check_name, check_url, created_key,
     paginate,
 };
-use crate::secrets;
+use crate::secrets::{self, Signing};
 use crate::store::Store;
 
 /// What a dialect calls the fields of the model (used in every refusal), and how it treats
@@ -33,6 +33,7 @@ pub struct Face {
     pub description: &'static str,
     pub metadata: &'static str,
     pub headers: &'static str,
+    pub signing: &'static str,
     /// `*` allowed among the event types.
     pub all_types: bool,
     /// Names are chosen by the tenant and unique per tenant (claimed); otherwise the name is
@@ -97,6 +98,7 @@ pub async fn create(
     face: &Face,
     mut sub: Subscription,
     secret: NewSecret,
+    signing: Option<Signing>,
 ) -> Result<(Subscription, Option<(Secret, String)>), ApiError> {
     who.require(Role::Editor)?;
     let store = &state.store;
@@ -112,6 +114,7 @@ pub async fn create(
         }
         if let NewSecret::Existing(name) = &secret {
             secret_exists(store, face, &sub.tenant, name)?;
+            check_signing(store, face, &sub, signing)?;
         }
         Some(
             claims::claim(
@@ -132,14 +135,19 @@ pub async fn create(
             claims::abandon(store, h).await;
         }
     };
+    let scheme = signing.unwrap_or(Signing::HmacSha256);
     let created = match secret {
         NewSecret::Existing(_) => Ok(None),
-        NewSecret::Named(name) => secrets::create_named(store, &sub.tenant, &name, face.secret_ref)
-            .await
-            .map(Some),
-        NewSecret::Own => secrets::write_new(store, &sub.tenant, &sub.secret_ref, face.dialect)
-            .await
-            .map(Some),
+        NewSecret::Named(name) => {
+            secrets::create_named(store, &sub.tenant, &name, face.secret_ref, scheme)
+                .await
+                .map(Some)
+        }
+        NewSecret::Own => {
+            secrets::write_new(store, &sub.tenant, &sub.secret_ref, face.dialect, scheme)
+                .await
+                .map(Some)
+        }
     };
     let created = match created {
         Ok(c) => c,
@@ -206,6 +214,7 @@ pub async fn update(
     who: &Principal,
     face: &Face,
     id: &str,
+    signing: Option<Signing>,
     change: impl FnOnce(&mut Subscription) -> Result<(), ApiError>,
 ) -> Result<Subscription, ApiError> {
     let store = &state.store;
@@ -218,6 +227,7 @@ pub async fn update(
     if face.unique_names && sub.secret_ref != old.secret_ref {
         secret_exists(store, face, &sub.tenant, &sub.secret_ref)?;
     }
+    check_signing(store, face, &sub, signing)?;
     if face.unique_names && sub.name != old.name {
         if name_taken(store, face, &sub, id) {
             return Err(taken(face, &sub.name));
@@ -259,6 +269,43 @@ pub async fn delete(
     }
     tracing::info!(tenant = %sub.tenant, id, dialect = face.what, "subscription deleted");
     Ok(sub)
+}
+
+/// How `sub` signs: as its secret's newest version does.
+pub fn signing_of(store: &Store, sub: &Subscription) -> Signing {
+    store
+        .secrets
+        .get(&hookline_state::secret_key(&sub.tenant, &sub.secret_ref))
+        .map_or(Signing::HmacSha256, |s| Signing::of(&s))
+}
+
+/// A `signing` given on a write must be how the subscription's secret signs: the scheme
+/// changes by rotating the secret (both keys sign during the overlap), never silently.
+fn check_signing(
+    store: &Store,
+    face: &Face,
+    sub: &Subscription,
+    wanted: Option<Signing>,
+) -> Result<(), ApiError> {
+    let Some(wanted) = wanted else { return Ok(()) };
+    let current = signing_of(store, sub);
+    if wanted == current {
+        return Ok(());
+    }
+    let how = if face.own_secret {
+        "rotate its secret with that `signing`"
+    } else {
+        "name a secret that signs so, or rotate this one with that `signing`"
+    };
+    // Valid by the document, refused by the state: a conflict.
+    Err(ApiError::conflict(
+        face.signing,
+        format!(
+            "the secret signs with {}; to sign with {}, {how}",
+            current.as_str(),
+            wanted.as_str()
+        ),
+    ))
 }
 
 fn name_taken(store: &Store, face: &Face, sub: &Subscription, except_id: &str) -> bool {

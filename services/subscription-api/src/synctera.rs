@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
-use crate::secrets;
+use crate::secrets::{self, Signing};
+use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
 
 #[derive(Deserialize, ToSchema)]
@@ -45,6 +46,10 @@ pub struct CreateWebhook {
     /// refused. (A Hookline extension.)
     #[schema(schema_with = subscriptions::headers_in_schema)]
     pub headers: Option<HeadersIn>,
+    /// `hmac-sha256` (default) or `ed25519` (Standard Webhooks `v1a`). Changed later by
+    /// rotating the secret (`PUT /v2/webhooks/{id}/secret` with `signing`). (A Hookline
+    /// extension.)
+    pub signing: Option<Signing>,
 }
 
 /// Only the fields present change; `null` clears `description` or `metadata`.
@@ -69,6 +74,8 @@ pub struct PatchWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = subscriptions::headers_in_schema)]
     pub headers: Option<Option<HeadersIn>>,
+    /// Must be how the webhook signs now (409 otherwise: rotate its secret with `signing`).
+    pub signing: Option<Signing>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -90,13 +97,17 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "HeadersIn::is_empty")]
     #[schema(schema_with = subscriptions::headers_out_schema)]
     pub headers: HeadersIn,
-    /// The `whsec_` signing secret: only in the create response.
+    /// How deliveries are signed (absent: `hmac-sha256`, the default) (`ed25519`: verify with `public_key` of
+    /// `GET /v2/webhooks/{id}/secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
+    /// The `whsec_` (or `whsk_`) signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
 
 impl WebhookOut {
-    fn of(s: &Subscription, secret: Option<String>) -> Self {
+    fn of(store: &Store, s: &Subscription, secret: Option<String>) -> Self {
         Self {
             enabled_events: s.event_types.clone(),
             is_enabled: s.enabled,
@@ -107,6 +118,8 @@ impl WebhookOut {
             metadata: s.metadata.clone(),
             tenant: s.tenant.clone(),
             headers: subscriptions::masked_headers(s),
+            signing: Some(subscriptions::signing_of(store, s))
+                .filter(|s| *s != Signing::HmacSha256),
             secret,
         }
     }
@@ -131,6 +144,7 @@ pub const FACE: Face = Face {
     description: "description",
     metadata: "metadata",
     headers: "headers",
+    signing: "signing",
     all_types: false,
     unique_names: false,
     own_secret: true,
@@ -170,9 +184,13 @@ pub async fn create(
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
-    let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own).await?;
+    let (sub, created) =
+        subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own, body.signing).await?;
     let value = created.map(|(_, value)| value);
-    Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, value))))
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookOut::of(&state.store, &sub, value)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v2/webhooks", tag = "synctera",
@@ -188,7 +206,10 @@ pub async fn list(
     let page = page_request(query.as_deref(), "page_token")?;
     let (items, next_page_token) = subscriptions::list(&state, &who, &FACE, true, &page);
     Ok(Json(WebhookList {
-        webhooks: items.iter().map(|s| WebhookOut::of(s, None)).collect(),
+        webhooks: items
+            .iter()
+            .map(|s| WebhookOut::of(&state.store, s, None))
+            .collect(),
         next_page_token,
     }))
 }
@@ -205,7 +226,7 @@ pub async fn get(
     who: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    find(&state, &who, &id).map(|s| Json(WebhookOut::of(&s, None)))
+    find(&state, &who, &id).map(|s| Json(WebhookOut::of(&state.store, &s, None)))
 }
 
 #[utoipa::path(patch, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
@@ -221,7 +242,7 @@ pub async fn patch(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    let sub = subscriptions::update(&state, &who, &FACE, &id, |sub| {
+    let sub = subscriptions::update(&state, &who, &FACE, &id, body.signing, |sub| {
         if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
             // Valid by the document, refused by the state: a conflict.
             return Err(ApiError::conflict(
@@ -250,7 +271,7 @@ pub async fn patch(
         }
     })
     .await?;
-    Ok(Json(WebhookOut::of(&sub, None)))
+    Ok(Json(WebhookOut::of(&state.store, &sub, None)))
 }
 
 #[utoipa::path(delete, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
@@ -277,12 +298,20 @@ pub struct WebhookSecretOut {
     /// When the secret was created or last rotated.
     #[schema(format = DateTime)]
     pub last_updated: String,
+    /// How the newest version signs.
+    pub signing: Signing,
+    /// The newest version's `whpk_` public key, when it is ed25519.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Versions that still sign, newest first (values never shown).
     pub versions: Vec<WebhookSecretVersion>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct WebhookSecretVersion {
+    /// An ed25519 version's `whpk_` public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
     /// Set once a newer version replaced this one: it signs until then.
@@ -298,11 +327,14 @@ impl WebhookSecretOut {
             webhook_id: webhook_id.to_owned(),
             secret: value,
             last_updated: rfc3339_seconds(s.updated_at_ms),
+            signing: Signing::of(s),
+            public_key: secrets::public_key(s),
             versions: s
                 .versions
                 .iter()
                 .filter(|v| v.expires_at_ms.is_none_or(|t| t > now))
                 .map(|v| WebhookSecretVersion {
+                    public_key: Some(v.public_key.clone()).filter(|k| !k.is_empty()),
                     created_at: rfc3339_seconds(v.created_at_ms),
                     expires_at: v.expires_at_ms.map(rfc3339_seconds),
                 })
@@ -319,6 +351,9 @@ pub struct RotateWebhookSecret {
     /// overlap (`secret_rotation_overlap`, 24 h), so receivers can switch without a gap.
     /// `false`: the old value stops signing at once (a leaked secret).
     pub is_rolling_secret: Option<bool>,
+    /// The scheme of the new value (a Hookline extension); default: the current one. From
+    /// one scheme to the other, both sign during the overlap (`v1,… v1a,…`).
+    pub signing: Option<Signing>,
 }
 
 fn webhook_secret(
@@ -368,6 +403,6 @@ pub async fn rotate_secret(
     } else {
         std::time::Duration::ZERO
     };
-    let (secret, value) = secrets::rotate_value(store, secret, overlap).await?;
+    let (secret, value) = secrets::rotate_value(store, secret, overlap, body.signing).await?;
     Ok(Json(WebhookSecretOut::of(&sub.id, &secret, Some(value))))
 }

@@ -73,11 +73,27 @@ pub fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn free_addrs<const N: usize>() -> [std::net::SocketAddr; N] {
-    // Held together so they differ; closed before the services bind them.
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
+/// `N` free loopback addresses, held together so they differ and closed before the services
+/// bind them. Taken below the kernel's ephemeral range, as `scripts/kafka.sh` takes the
+/// brokers' ports: a service killed and restarted on its port finds it free even while other
+/// processes open thousands of connections (whose local ports come from that range).
+pub fn free_addrs<const N: usize>() -> [std::net::SocketAddr; N] {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let from = low.saturating_sub(12_000).max(1024);
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    while listeners.len() < N {
+        let port = if from < low {
+            rand::Rng::gen_range(&mut rand::thread_rng(), from..low)
+        } else {
+            0
+        };
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
     std::array::from_fn(|i| listeners[i].local_addr().expect("address"))
 }
 
