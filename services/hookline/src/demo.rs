@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_signing::WebhookSecret;
 use serde_json::value::RawValue;
@@ -204,8 +203,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ROWS.len(),
         get("HOOKLINE_TOPIC_BALANCES")?
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", get("HOOKLINE_KAFKA_BOOTSTRAP")?)
+    // The stack's settings (`stack.env`): its bootstrap address and, on a secured broker,
+    // how to connect.
+    get("HOOKLINE_KAFKA_BOOTSTRAP")?;
+    let config = hookline_config::Config::load()?;
+    let producer: FutureProducer = hookline_kafka::client_config(&config)?
         .set("acks", "all")
         .create()?;
     for (account, product, currency, balance) in ROWS {
