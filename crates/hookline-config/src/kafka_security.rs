@@ -181,7 +181,10 @@ impl KafkaSecurity {
             }) => {
                 p.push(("sasl.mechanism", "OAUTHBEARER".to_owned()));
                 p.push(("sasl.oauthbearer.method", "oidc".to_owned()));
-                p.push(("sasl.oauthbearer.token.endpoint.url", token_endpoint.clone()));
+                p.push((
+                    "sasl.oauthbearer.token.endpoint.url",
+                    token_endpoint.clone(),
+                ));
                 p.push(("sasl.oauthbearer.client.id", client_id.clone()));
                 p.push((
                     "sasl.oauthbearer.client.secret",
@@ -255,7 +258,12 @@ fn secret(
 impl Config {
     /// The typed security keys, checked together, with their secrets read.
     pub fn kafka_security(&self) -> Result<KafkaSecurity, ConfigError> {
-        let protocol = match self.kafka_security_protocol.trim().to_ascii_uppercase().as_str() {
+        let protocol = match self
+            .kafka_security_protocol
+            .trim()
+            .to_ascii_uppercase()
+            .as_str()
+        {
             "" | "PLAINTEXT" => SecurityProtocol::Plaintext,
             "SSL" => SecurityProtocol::Ssl,
             "SASL_SSL" => SecurityProtocol::SaslSsl,
@@ -295,7 +303,10 @@ impl Config {
             ("kafka_sasl_username", &self.kafka_sasl_username),
             ("kafka_sasl_password_file", &self.kafka_sasl_password_file),
             ("kafka_sasl_password_env", &self.kafka_sasl_password_env),
-            ("kafka_oauth_token_endpoint", &self.kafka_oauth_token_endpoint),
+            (
+                "kafka_oauth_token_endpoint",
+                &self.kafka_oauth_token_endpoint,
+            ),
             ("kafka_oauth_client_id", &self.kafka_oauth_client_id),
             (
                 "kafka_oauth_client_secret_file",
@@ -309,7 +320,10 @@ impl Config {
         ];
         let tls_keys = [
             ("kafka_ssl_ca_file", &self.kafka_ssl_ca_file),
-            ("kafka_ssl_certificate_file", &self.kafka_ssl_certificate_file),
+            (
+                "kafka_ssl_certificate_file",
+                &self.kafka_ssl_certificate_file,
+            ),
             ("kafka_ssl_key_file", &self.kafka_ssl_key_file),
             (
                 "kafka_ssl_key_password_file",
@@ -406,9 +420,15 @@ impl Config {
         })
     }
 
-    fn password_credentials(&self, mechanism: SaslMechanism) -> Result<SaslCredentials, ConfigError> {
+    fn password_credentials(
+        &self,
+        mechanism: SaslMechanism,
+    ) -> Result<SaslCredentials, ConfigError> {
         if let Some((field, _)) = [
-            ("kafka_oauth_token_endpoint", &self.kafka_oauth_token_endpoint),
+            (
+                "kafka_oauth_token_endpoint",
+                &self.kafka_oauth_token_endpoint,
+            ),
             ("kafka_oauth_client_id", &self.kafka_oauth_client_id),
             (
                 "kafka_oauth_client_secret_file",

@@ -62,7 +62,10 @@ pub fn note_statistics(stats: &rdkafka::Statistics) {
             && at > since
         {
             *refused = None;
-            tracing::info!(was = reason, "kafka: the brokers accept this client's connection again");
+            tracing::info!(
+                was = reason,
+                "kafka: the brokers accept this client's connection again"
+            );
         }
     }
 }
@@ -71,7 +74,10 @@ pub fn note_statistics(stats: &rdkafka::Statistics) {
 /// authentication failed (SASL)`), from the first refusal until a client is seen connected
 /// after it.
 pub fn connection_refused() -> Option<&'static str> {
-    REFUSED.lock().unwrap_or_else(|p| p.into_inner()).map(|(_, reason)| reason)
+    REFUSED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map(|(_, reason)| reason)
 }
 
 /// The one-line reason of an error that means the broker refused the connection: bad
@@ -101,10 +107,19 @@ fn tls_reason(text: &str) -> &'static str {
 
 /// Records that the brokers refused a connection for `reason`; the first refusal of an
 /// episode is logged at ERROR with librdkafka's detail, the others of the episode at DEBUG.
+/// A refusal reported while a client was seen connected within the last two statistics
+/// intervals is taken for a late report of one made before (clients hand on their errors
+/// when next polled, which may be after the fix took effect) and only logged at DEBUG; a
+/// refusal that lasts is reported again by librdkafka and counts then.
 pub fn note_refused(reason: &'static str, error: &KafkaError, detail: &str) {
+    let connected_lately =
+        now_ms() - LAST_CONNECTED_MS.load(Ordering::Relaxed) <= 2 * i64::from(STATS_INTERVAL_MS);
     let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
     match *refused {
         Some(_) => tracing::debug!(%error, detail, "{reason}"),
+        None if connected_lately => {
+            tracing::debug!(%error, detail, "{reason} (while connected: an earlier refusal)")
+        }
         None => {
             *refused = Some((now_ms(), reason));
             tracing::error!(
@@ -127,6 +142,11 @@ pub fn note_all_brokers_down(reason: &str) {
     let now = now_ms();
     LAST_ALL_DOWN_MS.store(now, Ordering::Relaxed);
     let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+    // Brokers that refuse the credentials are "down" too; the refusal was logged already.
+    if connection_refused().is_some() {
+        tracing::debug!(reason, "Kafka brokers refuse this client's connections");
+        return;
+    }
     if now - last >= OUTAGE_LOG_EVERY_MS
         && LAST_LOGGED_MS
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)

@@ -146,7 +146,10 @@ impl Health {
         if !self.ready.load(Ordering::Relaxed) {
             // A refused connection is what an operator must fix, so it is said even while
             // the service is still reading its topics (which it cannot finish until then).
-            let refused = self.on_kafka.then(hookline_kafka::connection_refused).flatten();
+            let refused = self
+                .on_kafka
+                .then(hookline_kafka::connection_refused)
+                .flatten();
             return Some(refused.unwrap_or("still reading its topics").to_owned());
         }
         self.checks
