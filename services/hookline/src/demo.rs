@@ -129,6 +129,20 @@ async fn call(
     Ok(value)
 }
 
+/// The stack's Kafka settings from `stack.env`: its `HOOKLINE_KAFKA_*` keys (the bootstrap
+/// address and, on a secured broker, how to connect) over the defaults.
+fn kafka_config(env: &HashMap<String, String>) -> anyhow::Result<hookline_config::Config> {
+    let mut value = serde_json::to_value(hookline_config::Config::default())?;
+    for (key, v) in env {
+        if let Some(rest) = key.strip_prefix("HOOKLINE_KAFKA_") {
+            value[format!("kafka_{}", rest.to_lowercase())] = Value::String(v.clone());
+        }
+    }
+    let config: hookline_config::Config = serde_json::from_value(value)?;
+    config.validate()?;
+    Ok(config)
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let env = read_env(&args.env)?;
     let get = |k: &str| {
@@ -203,10 +217,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ROWS.len(),
         get("HOOKLINE_TOPIC_BALANCES")?
     );
-    // The stack's settings (`stack.env`): its bootstrap address and, on a secured broker,
-    // how to connect.
     get("HOOKLINE_KAFKA_BOOTSTRAP")?;
-    let config = hookline_config::Config::load()?;
+    let config = kafka_config(&env)?;
     let producer: FutureProducer = hookline_kafka::client_config(&config)?
         .set("acks", "all")
         .create()?;
