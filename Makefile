@@ -4,11 +4,11 @@
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-run: ## Start everything and run the guided demo; Ctrl-C stops it all
-	@scripts/stack.sh run $(DEMO_ARGS)
+run: ## Start everything and run the guided demo; Ctrl-C stops it all (KAFKA_SECURITY=sasl_ssl)
+	@KAFKA_SECURITY=$(KAFKA_SECURITY) scripts/stack.sh run $(DEMO_ARGS)
 
-up: ## Start the stack in the background; writes .hookline/stack.env (BROKERS=3: a 3-node Kafka)
-	@BROKERS=$(BROKERS) scripts/stack.sh up
+up: ## Start the stack in the background; writes .hookline/stack.env (BROKERS=3: a 3-node Kafka; KAFKA_SECURITY=sasl_ssl)
+	@BROKERS=$(BROKERS) KAFKA_SECURITY=$(KAFKA_SECURITY) scripts/stack.sh up
 
 down: ## Stop the stack, keep its data
 	@scripts/stack.sh down

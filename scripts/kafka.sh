@@ -8,6 +8,11 @@
 # The shape and every node's ports are remembered in DIR, so a node killed with SIGKILL comes
 # back on the same address. Messages go to stderr; stdout of `start` and `start-node` is only
 # the bootstrap list, so `BOOT=$(scripts/kafka.sh start --dir X)` works.
+# KAFKA_SECURITY=sasl_ssl (or --security sasl_ssl; one node): the client listener speaks
+# SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) with a CA and broker certificate made at the
+# first start, ACLs enforced (StandardAuthorizer, nothing allowed without an ACL), super user
+# `admin`, and a `hookline` user with broad ACLs (phase 2 of issue 23 narrows them per
+# service). DIR/client.env and DIR/client.properties tell an outside client how to connect.
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -27,12 +32,22 @@ usage: scripts/kafka.sh [-q] COMMAND [options]
 
   fetch                              resolve the broker jars into the cache
   start --dir DIR [--brokers N] [--port P] [--controller-port P] [--heap SIZE]
+        [--security plaintext|sasl_ssl]
                                      start a broker (or, with --brokers N > 1, a cluster of
                                      N nodes) whose state lives in DIR; starts only what is
                                      stopped; prints the bootstrap list 127.0.0.1:P[,...]
                                      (also in DIR/bootstrap). --port and --controller-port:
                                      one node only. Heap per JVM: 512m for one node, 384m
-                                     per node of a cluster (remembered in DIR)
+                                     per node of a cluster (remembered in DIR).
+                                     --security (default \$KAFKA_SECURITY, else
+                                     plaintext; remembered in DIR): sasl_ssl, one node
+                                     only, writes DIR/client.env (HOOKLINE_KAFKA_* for
+                                     user hookline), DIR/client.properties and
+                                     DIR/admin.properties (Java clients, hookline / admin)
+  scram-user --dir DIR --user NAME (--password PW | --password-file F) [--mechanism M]
+                                     (re)set a SCRAM user's password (default both
+                                     SCRAM-SHA-512 and SCRAM-SHA-256) on a running
+                                     secured broker, as admin
   stop --dir DIR                     stop every node (SIGTERM, SIGKILL after 30 s)
   kill --dir DIR                     SIGKILL every node
   status --dir DIR                   "running ADDRS[ (down: N ...)]" (exit 0) or "stopped" (exit 1)
@@ -158,7 +173,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Property $2 of node folder $1's server.properties (empty when absent).
 prop_at() { [[ ! -f "$1/server.properties" ]] || sed -n "s/^$2=//p" "$1/server.properties" | tail -n1; }
 # The remembered client and controller ports of node folder $1.
-port_at() { prop_at "$1" listeners | sed -n 's/.*PLAINTEXT:\/\/127.0.0.1:\([0-9]*\).*/\1/p'; }
+port_at() { prop_at "$1" listeners | sed -n 's/^\(PLAINTEXT\|SASL_SSL\):\/\/127.0.0.1:\([0-9]*\).*/\2/p'; }
 cport_at() { prop_at "$1" listeners | sed -n 's/.*CONTROLLER:\/\/127.0.0.1:\([0-9]*\).*/\1/p'; }
 
 bootstrap_list() {
@@ -176,14 +191,16 @@ write_config() {
   fi
   # Static voters (not --standalone's dynamic quorum): the controller ports are then read
   # from this file on every start, so a restart of the whole cluster may change ports.
+  local listener=PLAINTEXT
+  [[ $SECURITY == sasl_ssl ]] && listener=SASL_SSL
   cat >"$ndir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$node
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$listener://127.0.0.1:$port
+listener.security.protocol.map=$listener:$listener,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$listener
 controller.listener.names=CONTROLLER
 log.dirs=$ndir/data
 num.partitions=4
@@ -220,6 +237,7 @@ log.index.size.max.bytes=1048576
 log.segment.bytes=67108864
 log.retention.hours=24
 EOF
+  if [[ $SECURITY == sasl_ssl ]]; then secure_config >>"$ndir/server.properties"; fi
   # Everything to stdout (= kafka.log); the per-request/state-change
   # loggers are far too chatty at INFO for a dev broker.
   cat >"$ndir/log4j2.properties" <<'EOF'
@@ -237,6 +255,159 @@ logger.request.level = WARN
 logger.cleaner.name = kafka.log.LogCleaner
 logger.cleaner.level = WARN
 EOF
+}
+
+# --- security (KAFKA_SECURITY=sasl_ssl) -----------------------------------------------------
+
+# Makes DIR/tls (a CA, the broker's key and certificate for 127.0.0.1 and localhost, PEM),
+# DIR/secrets (random passwords of admin and hookline), once; and the client files.
+make_security() {
+  local tls=$DIR/tls sec=$DIR/secrets
+  if [[ ! -s $tls/broker.pem ]]; then
+    command -v openssl >/dev/null || die "KAFKA_SECURITY=sasl_ssl needs openssl"
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Hookline dev Kafka CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      >/dev/null 2>&1 || die "openssl: making the CA failed"
+    # Kafka's PEM key store takes an unencrypted PKCS#8 key followed by the certificate.
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$tls/broker.key" -out "$tls/broker.csr" >/dev/null 2>&1 ||
+      die "openssl: making the broker key failed"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
+      >"$tls/broker.ext"
+    openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$tls/broker.ext" -out "$tls/broker.pem" \
+      >/dev/null 2>&1 || die "openssl: signing the broker certificate failed"
+    cat "$tls/broker.key" "$tls/broker.pem" >"$tls/broker-keystore.pem"
+    chmod 600 "$tls"/*.key "$tls/broker-keystore.pem"
+  fi
+  mkdir -p "$sec" && chmod 700 "$sec"
+  local user
+  for user in admin hookline; do
+    [[ -s $sec/$user.password ]] || (umask 077; openssl rand -hex 16 >"$sec/$user.password")
+  done
+  # For outside clients: Hookline's keys (user hookline), Java clients' properties.
+  cat >"$DIR/client.env" <<EOF
+HOOKLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+HOOKLINE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+HOOKLINE_KAFKA_SASL_USERNAME=hookline
+HOOKLINE_KAFKA_SASL_PASSWORD_FILE=$sec/hookline.password
+HOOKLINE_KAFKA_SSL_CA_FILE=$tls/ca.pem
+EOF
+  (umask 077
+    java_client_properties hookline >"$DIR/client.properties"
+    java_client_properties admin >"$DIR/admin.properties")
+}
+
+password_of() { cat "$DIR/secrets/$1.password"; }
+
+java_client_properties() {
+  cat <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$1" password="$(password_of "$1")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$DIR/tls/ca.pem
+EOF
+}
+
+# The SASL_SSL part of server.properties.
+secure_config() {
+  local admin hookline
+  admin=$(password_of admin); hookline=$(password_of hookline)
+  cat <<EOF
+# SASL_SSL (KAFKA_SECURITY=sasl_ssl): PEM key store and trust store made by kafka.sh.
+ssl.keystore.type=PEM
+ssl.keystore.location=$DIR/tls/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$DIR/tls/ca.pem
+ssl.client.auth=none
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+# The broker talks to itself (transaction markers) as admin over SCRAM-SHA-512. SCRAM users
+# are made when the storage is formatted (--add-scram); PLAIN users are listed here.
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin" user_hookline="$hookline";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+# admin is the only client super user. User:ANONYMOUS is the node's own KRaft traffic on
+# the plaintext controller listener, which listens on loopback only.
+super.users=User:admin;User:ANONYMOUS
+EOF
+}
+
+# The --add-scram arguments of the storage format, one a line: admin and hookline, both
+# SCRAM mechanisms.
+scram_format_args() {
+  local user mech
+  for user in admin hookline; do
+    for mech in SCRAM-SHA-512 SCRAM-SHA-256; do
+      printf -- '--add-scram\n%s=[name=%s,password=%s]\n' "$mech" "$user" "$(password_of "$user")"
+    done
+  done
+}
+
+tools_log_config() {
+  [[ -s $DIR/log4j2-tools.properties ]] || cat >"$DIR/log4j2-tools.properties" <<'EOF'
+status = warn
+appender.err.type = Console
+appender.err.name = ERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = ERR
+EOF
+}
+
+# Runs Kafka CLI class $1 as admin against the running secured broker, with arguments $2...
+as_admin() {
+  local class=$1; shift
+  tools_log_config
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:-UsePerfData -cp "$LIBS/*" \
+    "-Dlog4j2.configurationFile=$DIR/log4j2-tools.properties" "$class" \
+    --bootstrap-server "$(cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list)" \
+    --command-config "$DIR/admin.properties" "$@"
+}
+
+# Interim ACLs of user hookline, once: everything on every topic, group and transactional
+# id, and on the cluster (creating topics). Phase 2 gives each service its own principal.
+grant_acls() {
+  [[ -f $DIR/acls.done ]] && return 0
+  as_admin org.apache.kafka.tools.AclCommand --add --allow-principal User:hookline \
+    --operation All --topic '*' --group '*' --transactional-id '*' --cluster \
+    >"$DIR/acls.log" 2>&1 || { cat "$DIR/acls.log" >&2; die "adding the ACLs of user hookline failed"; }
+  touch "$DIR/acls.done"
+}
+
+# scram-user: (re)sets a SCRAM user's password on the running secured broker.
+scram_user() {
+  local user="" password="" mechs=(SCRAM-SHA-512 SCRAM-SHA-256) m
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --dir) DIR=$(cd "$2" && pwd) || die "scram-user: no folder $2"; shift 2 ;;
+      --user) user=$2; shift 2 ;;
+      --password) password=$2; shift 2 ;;
+      --password-file) password=$(cat "$2") || die "scram-user: cannot read $2"; shift 2 ;;
+      --mechanism) mechs=("$2"); shift 2 ;;
+      *) die "scram-user: unknown option $1" ;;
+    esac
+  done
+  [[ -n "${DIR:-}" && -n "$user" && -n "$password" ]] ||
+    die "scram-user: --dir, --user and --password or --password-file are required"
+  [[ $(cat "$DIR/security" 2>/dev/null) == sasl_ssl ]] || die "scram-user: $DIR is not a secured broker"
+  [[ "$password" != *[],=[]* ]] || die "scram-user: the password may not hold , = [ or ]"
+  SHAPE=$(shape)
+  running_node 1 || die "scram-user: the broker of $DIR is not running"
+  # One request per mechanism: the broker refuses two changes of a user's credentials in one.
+  for m in "${mechs[@]}"; do
+    as_admin kafka.admin.ConfigCommand --alter --entity-type users --entity-name "$user" \
+      --add-config "$m=[password=$password]" >"$DIR/scram-user.log" 2>&1 ||
+      { cat "$DIR/scram-user.log" >&2; die "scram-user: setting the $m password of $user failed"; }
+  done
+  say "SCRAM password of $user set (${mechs[*]})"
 }
 
 # The JIT stops at C1 by default: brokers of tests start faster and burn less CPU compiling.
@@ -262,8 +433,10 @@ print(s)' >"$DIR/cluster.id"
   for ndir in "$@"; do
     [[ -f "$ndir/data/meta.properties" ]] && continue
     jvm "$ndir"
+    local scram=()
+    if [[ $SECURITY == sasl_ssl ]]; then mapfile -t scram < <(scram_format_args); fi
     "${JVM[@]}" -Xmx256m kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
-      -c "$ndir/server.properties" >"$ndir/format.log" 2>&1 &
+      -c "$ndir/server.properties" "${scram[@]}" >"$ndir/format.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || failed=1; done
@@ -344,7 +517,7 @@ heap_for() {
 }
 
 start() {
-  local heap="" port_arg="" cport_arg="" brokers=""
+  local heap="" port_arg="" cport_arg="" brokers="" security=${KAFKA_SECURITY:-}
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --dir) DIR=$2; shift 2 ;;
@@ -352,6 +525,7 @@ start() {
       --controller-port) cport_arg=$2; shift 2 ;;
       --heap) heap=$2; shift 2 ;;
       --brokers) brokers=$2; shift 2 ;;
+      --security) security=$2; shift 2 ;;
       *) die "start: unknown option $1" ;;
     esac
   done
@@ -372,6 +546,16 @@ start() {
   fi
   [[ -z "$heap" ]] || echo "$heap" >"$DIR/heap"
   heap=$(heap_for)
+  # The security mode: what DIR was made with, else --security / $KAFKA_SECURITY.
+  SECURITY=$(cat "$DIR/security" 2>/dev/null || echo "${security:-plaintext}")
+  case "$SECURITY" in plaintext | sasl_ssl) ;; *) die "start: --security takes plaintext or sasl_ssl" ;; esac
+  [[ -z "$security" || "$security" == "$SECURITY" ]] ||
+    die "$DIR holds a $SECURITY Kafka; stop it and remove the folder to start it $security"
+  if [[ $SECURITY == sasl_ssl ]]; then
+    ((SHAPE == 1)) || die "start: KAFKA_SECURITY=sasl_ssl runs one node only (for now)"
+    echo sasl_ssl >"$DIR/security"
+    make_security
+  fi
   local up; up=$(up_nodes)
   if [[ -n "$up" && "$up" == "$(nodes | xargs)" ]]; then
     say "Kafka for $DIR already running ($SHAPE node(s))"
@@ -415,6 +599,7 @@ start() {
   WAIT_SECS=$((SHAPE == 1 ? 90 : 120))
   wait_started "${todo[@]}"
   bootstrap_list >"$DIR/bootstrap"
+  if [[ $SECURITY == sasl_ssl ]]; then grant_acls; fi
   if [[ $SHAPE == 1 ]]; then
     running_node 1; say "broker running (pid $PID, log $DIR/kafka.log)"
   else
@@ -436,6 +621,7 @@ start_node() {
   fetch
   await_port "$(port_at "$ndir")"; await_port "$(cport_at "$ndir")"
   heap=$(heap_for)
+  SECURITY=$(cat "$DIR/security" 2>/dev/null || echo plaintext)
   format_storage "$ndir"
   launch "$ndir" "$heap"
   WAIT_SECS=$((SHAPE == 1 ? 90 : 120))
@@ -521,6 +707,7 @@ case "$CMD" in
     for n in $(nodes); do [[ " $up " == *" $n "* ]] || down+=("$n"); done
     echo "running $(cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list)${down[*]:+ (down: ${down[*]})}" ;;
   start-node) dir_opts "$@"; start_node ;;
+  scram-user) scram_user "$@" ;;
   stop-node) dir_opts "$@"; stop_at "$(node_dir "$NODE")" ;;
   kill-node) dir_opts "$@"; kill_at "$(node_dir "$NODE")" ;;
   pause-node) dir_opts "$@"; signal_at STOP "$(node_dir "$NODE")" ;;

@@ -9,7 +9,10 @@
 # is remembered in .hookline/brokers so `down` stops it.
 # Setting HOOKLINE_KAFKA_BOOTSTRAP points the stack at an existing Kafka instead of starting one;
 # an address that is this stack's own local Kafka (left in a shell that sourced stack.env before
-# a `make down`) is not taken for one. HOOKLINE_STATE_DIR (default .hookline) holds the stack's
+# a `make down`) is not taken for one. KAFKA_SECURITY=sasl_ssl (`make up KAFKA_SECURITY=sasl_ssl`)
+# runs the local broker with a SASL_SSL listener and ACLs enforced (.hookline/kafka-sasl-ssl; see
+# scripts/kafka.sh): the services connect as user hookline, and stack.env carries the settings an
+# outside client needs. HOOKLINE_STATE_DIR (default .hookline) holds the stack's
 # data, so a second stack (the conformance run's) can run beside the developer's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +20,7 @@ ROOT=$PWD
 STATE=${HOOKLINE_STATE_DIR:-$ROOT/.hookline}
 KAFKA_DIR=$STATE/kafka
 CLUSTER_DIR=$STATE/kafka-cluster
+SECURE_DIR=$STATE/kafka-sasl-ssl
 SHAPE_FILE=$STATE/brokers
 BIN=$ROOT/target/debug/hookline
 PIDFILE=$STATE/hookline.pid
@@ -51,7 +55,7 @@ ENV
 # Whether $1 is the bootstrap list a local Kafka of this stack had (each folder remembers it).
 local_bootstrap() {
   local dir
-  for dir in "$KAFKA_DIR" "$CLUSTER_DIR"; do
+  for dir in "$KAFKA_DIR" "$CLUSTER_DIR" "$SECURE_DIR"; do
     [[ -f $dir/bootstrap && "$(cat "$dir/bootstrap")" == "$1" ]] && return 0
   done
   return 1
@@ -93,8 +97,10 @@ up() {
   fi
   say "building Hookline (cargo build; the first build compiles librdkafka and takes several minutes)"
   cargo build --locked -p hookline
-  local bootstrap brokers=${BROKERS:-1}
+  local bootstrap brokers=${BROKERS:-1} security=${KAFKA_SECURITY:-plaintext}
   [[ $brokers =~ ^[1-9]$ ]] || die "BROKERS must be a number of brokers (1-9), not '$brokers'"
+  case $security in plaintext | sasl_ssl) ;; *) die "KAFKA_SECURITY takes plaintext or sasl_ssl, not '$security'" ;; esac
+  [[ $security == plaintext || $brokers == 1 ]] || die "KAFKA_SECURITY=sasl_ssl runs one broker (BROKERS=1) for now"
   if [[ -n ${HOOKLINE_KAFKA_BOOTSTRAP:-} ]] && local_bootstrap "$HOOKLINE_KAFKA_BOOTSTRAP"; then
     say "HOOKLINE_KAFKA_BOOTSTRAP=$HOOKLINE_KAFKA_BOOTSTRAP is this stack's own local Kafka (from an earlier stack.env): starting it, not taking it for an external Kafka"
     unset HOOKLINE_KAFKA_BOOTSTRAP
@@ -104,6 +110,15 @@ up() {
     reachable "$bootstrap" \
       || die "no Kafka broker answers at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP): start it, or unset HOOKLINE_KAFKA_BOOTSTRAP for a local one"
     say "using the Kafka at $bootstrap (HOOKLINE_KAFKA_BOOTSTRAP)"
+  elif [[ $security == sasl_ssl ]]; then
+    stop_other_shape secure
+    say "starting Apache Kafka (KRaft, one node, SASL_SSL with ACLs; the first run downloads its jars and makes a CA)"
+    bootstrap=$(scripts/kafka.sh start --dir "$SECURE_DIR" --security sasl_ssl)
+    echo secure >"$SHAPE_FILE"
+    # The services connect as user hookline; stack.env passes the same keys on.
+    # shellcheck disable=SC1091
+    set -a; source "$SECURE_DIR/client.env"; set +a
+    say "Kafka is up at $bootstrap (SASL_SSL, SCRAM-SHA-512, CA $HOOKLINE_KAFKA_SSL_CA_FILE)"
   elif [[ $brokers == 1 ]]; then
     stop_other_shape 1
     say "starting Apache Kafka (KRaft, one node; the first run downloads its jars from Maven Central)"
@@ -168,6 +183,7 @@ HOOKLINE_TENANT_A_TOKEN=$HOOKLINE_TENANT_A_TOKEN
 HOOKLINE_TENANT_B=$HOOKLINE_TENANT_B
 HOOKLINE_TENANT_B_TOKEN=$HOOKLINE_TENANT_B_TOKEN
 ENV
+  if [[ $security == sasl_ssl ]]; then cat "$SECURE_DIR/client.env" >>"$STATE/stack.env"; fi
   prometheus_config
   say "the stack is up; addresses and tokens: $STATE/stack.env"
   say "metrics (Prometheus text) on every service's port: http://$HOOKLINE_API_LISTEN/metrics (API), http://$HOOKLINE_EXTRACTS_LISTEN/metrics (extracts), http://$HOOKLINE_DEAD_LETTERS_LISTEN/metrics (operations), http://$HOOKLINE_ROUTER_LISTEN/metrics (router), http://$HOOKLINE_WORKER_LISTEN/metrics (worker)"
@@ -212,28 +228,39 @@ down() {
 # from an interrupted `up` or a stack started before the shape was remembered).
 kafka_dirs() {
   local first=$KAFKA_DIR second=$CLUSTER_DIR
-  if [[ $(cat "$SHAPE_FILE" 2>/dev/null || echo 1) != 1 ]]; then
-    first=$CLUSTER_DIR second=$KAFKA_DIR
-  fi
-  if [[ -d $first ]]; then echo "$first"; fi
-  if [[ -d $second ]]; then echo "$second"; fi
+  case $(cat "$SHAPE_FILE" 2>/dev/null || echo 1) in
+    1) ;;
+    secure) first=$SECURE_DIR second=$KAFKA_DIR ;;
+    *) first=$CLUSTER_DIR second=$KAFKA_DIR ;;
+  esac
+  local dir seen=""
+  for dir in "$first" "$second" "$KAFKA_DIR" "$CLUSTER_DIR" "$SECURE_DIR"; do
+    [[ -d $dir && " $seen " != *" $dir "* ]] || continue
+    seen="$seen $dir"; echo "$dir"
+  done
 }
 
 # Before starting one shape: the other one, if still up, is stopped (their ports and memory
 # would only compete).
 stop_other_shape() {
-  local other=$CLUSTER_DIR
-  [[ $1 == 1 ]] || other=$KAFKA_DIR
-  if [[ -d $other ]] && scripts/kafka.sh status --dir "$other" >/dev/null 2>&1; then
-    say "stopping the other local Kafka ($other)"
-    scripts/kafka.sh stop --dir "$other"
-  fi
+  local others=() other
+  case $1 in
+    1) others=("$CLUSTER_DIR" "$SECURE_DIR") ;;
+    secure) others=("$KAFKA_DIR" "$CLUSTER_DIR") ;;
+    *) others=("$KAFKA_DIR" "$SECURE_DIR") ;;
+  esac
+  for other in "${others[@]}"; do
+    if [[ -d $other ]] && scripts/kafka.sh status --dir "$other" >/dev/null 2>&1; then
+      say "stopping the other local Kafka ($other)"
+      scripts/kafka.sh stop --dir "$other"
+    fi
+  done
 }
 
 clean() {
   down
   say "removing the stack's data (Kafka's jar cache is kept)"
-  rm -rf "$KAFKA_DIR" "$CLUSTER_DIR" "$STATE/dev.env" "$LOG" "$STATE/ops-index"
+  rm -rf "$KAFKA_DIR" "$CLUSTER_DIR" "$SECURE_DIR" "$STATE/dev.env" "$LOG" "$STATE/ops-index"
 }
 
 run() {

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The suites' brokers are plaintext unless a test asks otherwise (tests/security does).
+unset KAFKA_SECURITY
 mkdir -p .hookline
 dir=$(mktemp -d "$PWD/.hookline/test-kafka.XXXXXX")
 cleanup() {

@@ -54,9 +54,18 @@ impl Sent {
     }
 }
 
+/// The bench's Kafka client settings for the broker at `bootstrap`: Hookline's
+/// [`hookline_kafka::client_config`] (plaintext: the bench runs its own local broker).
+pub fn client_config(bootstrap: &str) -> anyhow::Result<rdkafka::ClientConfig> {
+    let config = hookline_config::Config {
+        kafka_bootstrap: bootstrap.to_owned(),
+        ..Default::default()
+    };
+    Ok(hookline_kafka::client_config(&config)?)
+}
+
 pub fn producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
-    Ok(rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    Ok(client_config(bootstrap)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::Bench;
@@ -98,8 +98,7 @@ pub struct PhaseResult {
 /// Records on `topic` in committed transactions or outside any (read_committed), counted
 /// by reading the whole topic.
 pub fn count_records(bootstrap: &str, topic: &str) -> anyhow::Result<u64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = generator::client_config(bootstrap)?
         .set("group.id", "hookline-bench-counter")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

@@ -18,7 +18,7 @@ use hookline_proto::Message as _;
 use hookline_proto::v1::{Attempt, DeliveryJob};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::phase::Latency;
 
@@ -58,8 +58,7 @@ impl StageProbe {
         attempts: &str,
         run: &str,
     ) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let consumer: BaseConsumer = crate::generator::client_config(bootstrap)?
             .set("group.id", "hookline-bench-stages")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

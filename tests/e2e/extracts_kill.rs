@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use hookline_config::Config;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::Event;
@@ -46,8 +45,8 @@ fn config() -> Config {
 }
 
 async fn publish_rows(config: &Config) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(config)
+        .expect("client settings")
         .set("linger.ms", "20")
         .create()
         .expect("producer");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -223,8 +222,8 @@ fn dashboard_expressions() -> Vec<String> {
 /// Events for two subscriptions (one answers 200, one 500: dead letters), an undecodable
 /// record now and then (quarantine), and API reads, until `stop`.
 async fn load(stack: Arc<Stack>, stop: Arc<AtomicBool>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(&stack.config)
+        .expect("client settings")
         .create()
         .expect("producer");
     let topic = stack.config.topic_events.clone();

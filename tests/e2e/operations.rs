@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeadLetter, DeliveryJob, Event};
@@ -456,8 +455,8 @@ async fn a_bulk_run_killed_mid_way_enqueues_each_delivery_once_and_the_index_reb
         .await;
     let total = 5_000;
     let start_ms = hookline_events::time_fmt::now_ms() - 60_000;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(&stack.config)
+        .unwrap()
         .set("linger.ms", "20")
         .create()
         .unwrap();
@@ -569,8 +568,8 @@ async fn the_index_folds_a_backlog_in_bounded_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let stack = Stack::start_parts(|_| {}, false, false).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(&stack.config)
+        .unwrap()
         .set("linger.ms", "50")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeliveryJob, ParkedState, Subscription};
@@ -27,8 +26,8 @@ pub(crate) async fn publish_seqs(
     keys: usize,
     seqs: std::ops::Range<usize>,
 ) -> Vec<String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(&stack.config)
+        .unwrap()
         .set("enable.idempotence", "true")
         .create()
         .unwrap();

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeliveryJob, Event};
@@ -210,8 +209,8 @@ async fn a_parked_backlog_of_200_000_jobs_stays_bounded() {
     let mut worker = Service::start("hookline-delivery-worker", &stack.config, &LISTEN);
     // Jobs are written straight to `deliveries`, as the router would: 200,000 of one
     // subscription, over 100 ordering keys.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.config.kafka_bootstrap)
+    let producer: FutureProducer = hookline_kafka::client_config(&stack.config)
+        .unwrap()
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "500000")
         .create()
@@ -264,7 +263,7 @@ async fn a_parked_backlog_of_200_000_jobs_stays_bounded() {
     loop {
         assert!(worker.running(), "the worker exited");
         peak = peak.max(worker.peak_rss());
-        let appended = lane_records(&stack.config.kafka_bootstrap, &lane);
+        let appended = lane_records(&stack.config, &lane);
         if appended >= total {
             break;
         }
@@ -289,10 +288,10 @@ async fn a_parked_backlog_of_200_000_jobs_stays_bounded() {
 }
 
 /// Records on `topic`, from its watermarks.
-fn lane_records(bootstrap: &str, topic: &str) -> usize {
+fn lane_records(config: &hookline_config::Config, topic: &str) -> usize {
     use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = hookline_kafka::client_config(config)
+        .unwrap()
         .create()
         .unwrap();
     let Ok(meta) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {

@@ -5,12 +5,16 @@
 //! [`Config::load`] validates everything a service needs and fails with one clear line.
 #![forbid(unsafe_code)]
 
+pub mod kafka_security;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+pub use kafka_security::{KafkaSecurity, SaslCredentials, SaslMechanism, Secret, SecurityProtocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,8 +38,37 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 #[serde(default)]
 pub struct Config {
     pub kafka_bootstrap: String,
-    /// Extra librdkafka properties, `key=value` separated by `;` (e.g. security settings).
+    /// Extra librdkafka properties, `key=value` separated by `;` (not those the typed
+    /// `kafka_security_*`, `kafka_sasl_*`, `kafka_ssl_*` and `kafka_oauth_*` keys set).
     pub kafka_properties: String,
+    /// `PLAINTEXT` (the default), `SSL` (TLS, mutual with a client certificate) or
+    /// `SASL_SSL`. See [`kafka_security`] for how the keys below go together.
+    pub kafka_security_protocol: String,
+    /// With `SASL_SSL`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub kafka_sasl_mechanism: String,
+    /// PLAIN and SCRAM: the principal's name.
+    pub kafka_sasl_username: String,
+    /// PLAIN and SCRAM: a file holding the password (a mounted Secret), or
+    pub kafka_sasl_password_file: String,
+    /// the name of an environment variable holding it.
+    pub kafka_sasl_password_env: String,
+    /// PEM CA bundle that signs the brokers' certificates (empty: the system's roots).
+    pub kafka_ssl_ca_file: String,
+    /// Mutual TLS: the client's PEM certificate and key, both or neither.
+    pub kafka_ssl_certificate_file: String,
+    pub kafka_ssl_key_file: String,
+    /// A file holding the key's password, if the key is encrypted.
+    pub kafka_ssl_key_password_file: String,
+    /// OAUTHBEARER (OIDC client credentials): the token endpoint URL,
+    pub kafka_oauth_token_endpoint: String,
+    /// the client id,
+    pub kafka_oauth_client_id: String,
+    /// the client secret from a file or
+    pub kafka_oauth_client_secret_file: String,
+    /// from the environment variable named here,
+    pub kafka_oauth_client_secret_env: String,
+    /// and the scope asked for (optional).
+    pub kafka_oauth_scope: String,
     pub topic_subscriptions: String,
     pub topic_secrets: String,
     pub topic_events: String,
@@ -160,6 +193,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("kafka_bootstrap", &self.kafka_bootstrap)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
             .field("topic_events", &self.topic_events)
             .field("group_prefix", &self.group_prefix)
             .field("tokens", &"****")
@@ -174,6 +209,20 @@ impl Default for Config {
         Self {
             kafka_bootstrap: "127.0.0.1:9092".into(),
             kafka_properties: String::new(),
+            kafka_security_protocol: "PLAINTEXT".into(),
+            kafka_sasl_mechanism: String::new(),
+            kafka_sasl_username: String::new(),
+            kafka_sasl_password_file: String::new(),
+            kafka_sasl_password_env: String::new(),
+            kafka_ssl_ca_file: String::new(),
+            kafka_ssl_certificate_file: String::new(),
+            kafka_ssl_key_file: String::new(),
+            kafka_ssl_key_password_file: String::new(),
+            kafka_oauth_token_endpoint: String::new(),
+            kafka_oauth_client_id: String::new(),
+            kafka_oauth_client_secret_file: String::new(),
+            kafka_oauth_client_secret_env: String::new(),
+            kafka_oauth_scope: String::new(),
             topic_subscriptions: "hookline.subscriptions".into(),
             topic_secrets: "hookline.secrets".into(),
             topic_events: "hookline.events".into(),
@@ -259,6 +308,7 @@ impl Config {
             return Err(invalid("kafka_bootstrap", "must not be empty"));
         }
         self.kafka_extra_properties()?;
+        self.kafka_security()?;
         if self.retry_delays()?.is_empty() {
             return Err(invalid(
                 "retry_schedule",
@@ -353,9 +403,21 @@ impl Config {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .ok_or_else(|| invalid("kafka_properties", format!("{kv:?} is not key=value")))
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    // Not the text itself: it may be a mistyped secret.
+                    invalid("kafka_properties", "an entry is not key=value")
+                })?;
+                let k = k.trim();
+                if kafka_security::OWNED_PROPERTIES.contains(&k) {
+                    return Err(invalid(
+                        "kafka_properties",
+                        format!(
+                            "{k} is set by the kafka_security_protocol, kafka_sasl_*, \
+                             kafka_ssl_* and kafka_oauth_* keys, not here"
+                        ),
+                    ));
+                }
+                Ok((k.to_owned(), v.trim().to_owned()))
             })
             .collect()
     }

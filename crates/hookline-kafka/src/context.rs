@@ -6,6 +6,12 @@
 //! probes whether the brokers are away: from the first "all brokers down" report of any
 //! client of the process until a statistics report (see [`STATS_INTERVAL_MS`]) emitted after
 //! it shows a client connected to a broker again.
+//!
+//! A broker that refuses the process's credentials or whose certificate is not trusted is
+//! not weather: someone must fix a Secret or a CA bundle. The first such refusal is logged
+//! once at ERROR (librdkafka retries, and other clients of the process report it too: those
+//! stay at DEBUG), and [`connection_refused`] gives readiness a one-line reason until a
+//! statistics report emitted after it shows a client connected again (logged at INFO).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -25,6 +31,8 @@ static LAST_ALL_DOWN_MS: AtomicI64 = AtomicI64::new(0);
 /// Emission time (ms) of the latest statistics report that showed a broker connected.
 static LAST_CONNECTED_MS: AtomicI64 = AtomicI64::new(0);
 static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
+/// Since when (ms) the brokers refuse this process's connections, and why (one line).
+static REFUSED: std::sync::Mutex<Option<(i64, &'static str)>> = std::sync::Mutex::new(None);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -47,7 +55,79 @@ pub fn brokers_reachable() -> bool {
 /// outage. A report of the second the outage began proves nothing and is ignored.
 pub fn note_statistics(stats: &rdkafka::Statistics) {
     if stats.brokers.values().any(|b| b.state == "UP") {
-        LAST_CONNECTED_MS.fetch_max(stats.time * 1000, Ordering::Relaxed);
+        let at = stats.time * 1000;
+        LAST_CONNECTED_MS.fetch_max(at, Ordering::Relaxed);
+        let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, reason)) = *refused
+            && at > since
+        {
+            *refused = None;
+            tracing::info!(
+                was = reason,
+                "kafka: the brokers accept this client's connection again"
+            );
+        }
+    }
+}
+
+/// Why the brokers refuse this process's connections (one line, no secret: e.g. `kafka:
+/// authentication failed (SASL)`), from the first refusal until a client is seen connected
+/// after it.
+pub fn connection_refused() -> Option<&'static str> {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map(|(_, reason)| reason)
+}
+
+/// The one-line reason of an error that means the broker refused the connection: bad
+/// credentials or a failed TLS handshake. `None` for any other error.
+pub fn refusal_reason(error: &KafkaError) -> Option<&'static str> {
+    match error.rdkafka_error_code()? {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+            let text = error.to_string();
+            Some(if text.contains("SSL") || text.contains("certificate") {
+                tls_reason(&text)
+            } else {
+                "kafka: authentication failed (SASL)"
+            })
+        }
+        RDKafkaErrorCode::SSL => Some(tls_reason(&error.to_string())),
+        _ => None,
+    }
+}
+
+fn tls_reason(text: &str) -> &'static str {
+    if text.contains("certificate verify failed") || text.contains("could not be verified") {
+        "kafka: TLS handshake failed (broker certificate not trusted)"
+    } else {
+        "kafka: TLS handshake failed"
+    }
+}
+
+/// Records that the brokers refused a connection for `reason`; the first refusal of an
+/// episode is logged at ERROR with librdkafka's detail, the others of the episode at DEBUG.
+/// A refusal reported while a client was seen connected within the last two statistics
+/// intervals is taken for a late report of one made before (clients hand on their errors
+/// when next polled, which may be after the fix took effect) and only logged at DEBUG; a
+/// refusal that lasts is reported again by librdkafka and counts then.
+pub fn note_refused(reason: &'static str, error: &KafkaError, detail: &str) {
+    let connected_lately =
+        now_ms() - LAST_CONNECTED_MS.load(Ordering::Relaxed) <= 2 * i64::from(STATS_INTERVAL_MS);
+    let mut refused = REFUSED.lock().unwrap_or_else(|p| p.into_inner());
+    match *refused {
+        Some(_) => tracing::debug!(%error, detail, "{reason}"),
+        None if connected_lately => {
+            tracing::debug!(%error, detail, "{reason} (while connected: an earlier refusal)")
+        }
+        None => {
+            *refused = Some((now_ms(), reason));
+            tracing::error!(
+                %error,
+                detail,
+                "{reason}; not ready until the brokers accept this client (clients keep retrying)"
+            );
+        }
     }
 }
 
@@ -62,6 +142,11 @@ pub fn note_all_brokers_down(reason: &str) {
     let now = now_ms();
     LAST_ALL_DOWN_MS.store(now, Ordering::Relaxed);
     let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+    // Brokers that refuse the credentials are "down" too; the refusal was logged already.
+    if connection_refused().is_some() {
+        tracing::debug!(reason, "Kafka brokers refuse this client's connections");
+        return;
+    }
     if now - last >= OUTAGE_LOG_EVERY_MS
         && LAST_LOGGED_MS
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -76,6 +161,10 @@ pub fn note_all_brokers_down(reason: &str) {
 
 /// Classifies a client error the way [`KafkaContext`] logs it.
 pub fn log_client_error(error: &KafkaError, reason: &str) {
+    if let Some(refusal) = refusal_reason(error) {
+        note_refused(refusal, error, reason);
+        return;
+    }
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::AllBrokersDown) => note_all_brokers_down(reason),
         Some(

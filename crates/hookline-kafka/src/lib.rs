@@ -1,6 +1,9 @@
 //! Kafka plumbing shared by every service.
 //!
-//! - [`client_config`], [`process_producer`], [`group_consumer`]: librdkafka settings in one
+//! - [`client_config`]: the one place every Kafka client of every service, the CLI, the bench
+//!   and the tests gets its settings from: bootstrap servers, the security settings (TLS,
+//!   SASL, secrets read from files or the environment) and the operator's extra properties.
+//! - [`process_producer`], [`group_consumer`]: librdkafka settings in one
 //!   place (idempotent producer, manual offsets, auto-commit off); [`group_consumer_config`]
 //!   and [`transactional_producer`] for consume-transform-produce in Kafka transactions.
 //! - [`process_producer`]: the one non-transactional producer of a process, shared by every
@@ -29,7 +32,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
-pub use context::{KafkaContext, brokers_reachable};
+pub use context::{KafkaContext, brokers_reachable, connection_refused};
 pub use keyed::{keyed_protobuf_view, publish_event};
 pub use rdkafka;
 
@@ -50,7 +53,11 @@ pub enum KafkaError {
     Thread(String),
 }
 
-/// Base settings every client gets: bootstrap servers plus the operator's extra properties.
+/// Base settings every client gets: bootstrap servers, how it connects (the typed security
+/// keys: protocol, SASL mechanism and credentials, CA and client certificate; secrets read
+/// now from their files or variables, so a rotated Secret reaches the next client made)
+/// plus the operator's extra properties. Every `ClientConfig` of the workspace starts here.
+/// The result holds credentials: never log it.
 pub fn client_config(config: &Config) -> Result<ClientConfig, KafkaError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka_bootstrap);
@@ -58,6 +65,9 @@ pub fn client_config(config: &Config) -> Result<ClientConfig, KafkaError> {
         "client.id",
         format!("{}-{}", config.group_prefix, std::process::id()),
     );
+    for (k, v) in config.kafka_security()?.client_properties() {
+        c.set(k, v);
+    }
     for (k, v) in config.kafka_extra_properties()? {
         c.set(k, v);
     }
@@ -82,17 +92,20 @@ pub fn producer(config: &Config) -> Result<Producer, KafkaError> {
     Ok(c.create_with_context(KafkaContext)?)
 }
 
-/// Producers of this process, by the settings that make them differ (bootstrap servers and
-/// the operator's extra properties); held weakly, so the last service to drop one closes it.
+/// Producers of this process, by the settings that make them differ (bootstrap servers, the
+/// security settings and the operator's extra properties); held weakly, so the last service to drop one closes it.
 static PROCESS_PRODUCERS: std::sync::Mutex<Vec<(String, std::sync::Weak<Producer>)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The process's producer for `config`'s cluster: every service of the process (all five in
 /// `hookline all`) writes through the same one, made on first use.
 pub fn process_producer(config: &Config) -> Result<std::sync::Arc<Producer>, KafkaError> {
+    // The security settings' `Debug` shows no secret: settings that differ only in a
+    // password share a producer.
     let key = format!(
-        "{}|{:?}",
+        "{}|{:?}|{:?}",
         config.kafka_bootstrap,
+        config.kafka_security()?,
         config.kafka_extra_properties()?
     );
     let mut producers = PROCESS_PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());

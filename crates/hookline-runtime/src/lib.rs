@@ -62,24 +62,33 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-type Check = Arc<dyn Fn() -> bool + Send + Sync>;
+/// A condition: what is wrong while it fails, `None` while it holds.
+type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Readiness of one service: ready once it says so ([`Health::set_ready`], after its views
-/// first caught up), and then only while every condition holds: the brokers are reachable
-/// ([`hookline_kafka::brokers_reachable`]), its views are current
+/// first caught up), and then only while every condition holds: the brokers accept the
+/// process's credentials and certificate ([`hookline_kafka::connection_refused`]), the
+/// brokers are reachable ([`hookline_kafka::brokers_reachable`]), its views are current
 /// ([`hookline_kafka::view::TopicView::is_current`]), its consumers have had their first
 /// assignment. When not ready, [`Health::why_not_ready`] names the first condition that fails.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
-    /// Conditions, each with what is wrong while it fails.
-    checks: Arc<std::sync::Mutex<Vec<(String, Check)>>>,
+    /// Conditions, in the order they are asked.
+    checks: Arc<std::sync::Mutex<Vec<Check>>>,
+    /// A service on Kafka ([`Health::kafka`]).
+    on_kafka: bool,
 }
 
 impl Health {
-    /// The health of a service on Kafka: ready once it says so, while the brokers answer.
+    /// The health of a service on Kafka: ready once it says so, while the brokers accept
+    /// its connections (a refusal says why: `kafka: authentication failed (SASL)`) and answer.
     pub fn kafka() -> Self {
-        let health = Self::default();
+        let health = Self {
+            on_kafka: true,
+            ..Self::default()
+        };
+        health.require_with(|| hookline_kafka::connection_refused().map(str::to_owned));
         health.require(
             "the Kafka brokers are unreachable",
             hookline_kafka::brokers_reachable,
@@ -93,10 +102,16 @@ impl Health {
         why: impl Into<String>,
         check: impl Fn() -> bool + Send + Sync + 'static,
     ) {
+        let why = why.into();
+        self.require_with(move || (!check()).then(|| why.clone()));
+    }
+
+    /// Ready only while `check` answers `None`; otherwise it says what is wrong.
+    pub fn require_with(&self, check: impl Fn() -> Option<String> + Send + Sync + 'static) {
         self.checks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((why.into(), Arc::new(check)));
+            .push(Arc::new(check));
     }
 
     /// Ready only while `view` is current: caught up once, and not behind a time a caller
@@ -129,14 +144,19 @@ impl Health {
     /// What keeps the service from being ready, if anything.
     pub fn why_not_ready(&self) -> Option<String> {
         if !self.ready.load(Ordering::Relaxed) {
-            return Some("still reading its topics".to_owned());
+            // A refused connection is what an operator must fix, so it is said even while
+            // the service is still reading its topics (which it cannot finish until then).
+            let refused = self
+                .on_kafka
+                .then(hookline_kafka::connection_refused)
+                .flatten();
+            return Some(refused.unwrap_or("still reading its topics").to_owned());
         }
         self.checks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|(_, check)| !check())
-            .map(|(why, _)| why.clone())
+            .find_map(|check| check())
     }
 
     pub fn is_ready(&self) -> bool {

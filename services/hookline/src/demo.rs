@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_signing::WebhookSecret;
 use serde_json::value::RawValue;
@@ -130,6 +129,20 @@ async fn call(
     Ok(value)
 }
 
+/// The stack's Kafka settings from `stack.env`: its `HOOKLINE_KAFKA_*` keys (the bootstrap
+/// address and, on a secured broker, how to connect) over the defaults.
+fn kafka_config(env: &HashMap<String, String>) -> anyhow::Result<hookline_config::Config> {
+    let mut value = serde_json::to_value(hookline_config::Config::default())?;
+    for (key, v) in env {
+        if let Some(rest) = key.strip_prefix("HOOKLINE_KAFKA_") {
+            value[format!("kafka_{}", rest.to_lowercase())] = Value::String(v.clone());
+        }
+    }
+    let config: hookline_config::Config = serde_json::from_value(value)?;
+    config.validate()?;
+    Ok(config)
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let env = read_env(&args.env)?;
     let get = |k: &str| {
@@ -204,8 +217,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ROWS.len(),
         get("HOOKLINE_TOPIC_BALANCES")?
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", get("HOOKLINE_KAFKA_BOOTSTRAP")?)
+    get("HOOKLINE_KAFKA_BOOTSTRAP")?;
+    let config = kafka_config(&env)?;
+    let producer: FutureProducer = hookline_kafka::client_config(&config)?
         .set("acks", "all")
         .create()?;
     for (account, product, currency, balance) in ROWS {

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hookline_config::Config;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use hookline_proto::Message as _;
@@ -164,8 +163,8 @@ fn subscription(id: &str, tenant: &str, enabled: bool, types: &[&str]) -> Subscr
 }
 
 fn producer(config: &Config) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_bootstrap)
+    hookline_kafka::client_config(config)
+        .expect("client settings")
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
@@ -190,8 +189,8 @@ fn deliveries_written(config: &Config) -> i64 {
 /// The end of `deliveries` for a reader with `isolation`: the high watermarks, or for
 /// `read_committed` the last stable offsets (held back by any open transaction).
 fn deliveries_end(config: &Config, isolation: &str) -> i64 {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_bootstrap)
+    let reader: BaseConsumer = hookline_kafka::client_config(config)
+        .expect("client settings")
         .set("isolation.level", isolation)
         .create()
         .expect("watermark reader");

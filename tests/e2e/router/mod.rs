@@ -8,7 +8,6 @@ mod quarantine;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::message::{Headers, Message};
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
@@ -35,8 +34,12 @@ impl Record {
 /// whole topic, not a prefix. (A `read_committed` reader gets there only once no transaction
 /// is open on the topic.)
 pub fn read_to_end(bootstrap: &str, topic: &str, isolation: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let plain = hookline_config::Config {
+        kafka_bootstrap: bootstrap.to_owned(),
+        ..Default::default()
+    };
+    let consumer: BaseConsumer = hookline_kafka::client_config(&plain)
+        .expect("client settings")
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("isolation.level", isolation)
         .set("enable.auto.commit", "false")

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hookline_config::Config;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::message::Message;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -217,8 +216,8 @@ impl Stack {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.config.kafka_bootstrap)
+        hookline_kafka::client_config(&self.config)
+            .expect("client settings")
             .set("acks", "all")
             .create()
             .expect("test producer")
@@ -336,8 +335,8 @@ impl Stack {
     /// A read_committed reader assigned every partition of `topic` from the beginning, and
     /// each partition's high watermark.
     fn reader(&self, topic: &str) -> (BaseConsumer, Vec<(i32, i64)>) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.kafka_bootstrap)
+        let consumer: BaseConsumer = hookline_kafka::client_config(&self.config)
+            .expect("client settings")
             .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")

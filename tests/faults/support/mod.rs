@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hookline_config::Config;
-use hookline_kafka::rdkafka::ClientConfig;
 use hookline_kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use serde_json::{Value, json};
 
@@ -477,8 +476,12 @@ impl Load {
         per_second: u32,
         keys: usize,
     ) -> Load {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        let plain = Config {
+            kafka_bootstrap: bootstrap.to_owned(),
+            ..Config::default()
+        };
+        let producer: FutureProducer = hookline_kafka::client_config(&plain)
+            .expect("client settings")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
