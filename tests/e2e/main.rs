@@ -3,6 +3,7 @@
 
 mod api;
 mod api_dialects;
+mod api_examples;
 mod api_fynapse;
 mod api_headers;
 mod api_openapi;

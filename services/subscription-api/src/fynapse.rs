@@ -8,15 +8,15 @@ use axum::response::IntoResponse;
 use hookline_auth::Principal;
 use hookline_events::time_fmt::rfc3339_millis;
 use hookline_proto::v1::{Dialect, Ordering, Subscription};
-use hookline_runtime::{ApiError, JsonBody};
+use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
+use crate::{AppState, examples};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -358,4 +358,81 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     subscriptions::delete(&state, &who, &FACE, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which example to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SendExample {
+    /// A catalog type the subscription receives; default: the first such type.
+    #[schema(min_length = 1, max_length = 255)]
+    pub event_type: Option<String>,
+}
+
+/// An example send: the delivery, and its first attempt when it came in time.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExampleOut {
+    #[schema(format = Uuid)]
+    pub delivery_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// Absent when no attempt came within 30 s (the subscription is parked, say); the
+    /// delivery goes on and its attempts are in the operations API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<ExampleAttempt>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExampleAttempt {
+    /// HTTP status; 0 when no response came.
+    pub status: u32,
+    /// `succeeded`, `retryable` (it will be retried as any delivery) or `failed`.
+    pub outcome: String,
+    pub duration_ms: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The first 1,024 bytes of the response body.
+    pub response_body: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/event-deliveries/subscriptions/{id}/test", tag = "fynapse",
+    params(("id" = String, Path)), request_body = Option<SendExample>,
+    responses((status = 200, description = "Sent; the first attempt", body = ExampleOut),
+        (status = 202, description = "Queued; no attempt within 30 s", body = ExampleOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn send_example(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    OptionalJsonBody(body): OptionalJsonBody<SendExample>,
+) -> Result<(StatusCode, Json<ExampleOut>), ApiError> {
+    let event_type = body.and_then(|b| b.event_type);
+    let sent =
+        subscriptions::send_example(&state, &who, &FACE, &id, event_type, "eventType").await?;
+    let attempt = sent.attempt.as_ref().map(|a| ExampleAttempt {
+        status: a.status_code,
+        outcome: examples::outcome_name(a).to_owned(),
+        duration_ms: a.duration_ms,
+        error: a.error.clone(),
+        response_body: examples::body_shown(a),
+    });
+    let status = if attempt.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(ExampleOut {
+            delivery_id: sent.delivery_id,
+            event_id: sent.event.id,
+            event_type: sent.event.r#type,
+            attempt,
+        }),
+    ))
 }

@@ -12,6 +12,7 @@
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
 //! - `input`: field limits, path parameters, pagination.
 //! - `routes`: the one route table the router and the OpenAPI document are checked against.
+//! - `examples`: "send an example" through the pipeline, answered with its first attempt.
 //! - `commands`: changes other services ask for (a 410 disabling a subscription), applied
 //!   through the same write path.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 mod catalog;
 mod claims;
 mod commands;
+mod examples;
 mod fynapse;
 mod input;
 mod routes;
@@ -42,6 +44,9 @@ pub(crate) struct AppState {
     pub store: Store,
     pub tokens: Arc<TokenTable>,
     pub health: hookline_runtime::Health,
+    /// Reads back the attempts of example sends.
+    pub examples: examples::AttemptTail,
+    pub topic_deliveries: String,
 }
 
 impl HasTokens for AppState {
@@ -72,6 +77,8 @@ pub async fn run(
         store: store.clone(),
         tokens,
         health: service.health().clone(),
+        examples: examples::AttemptTail::start(&config, shutdown.clone())?,
+        topic_deliveries: config.topic_deliveries.clone(),
     };
     // Its own route table serves the health routes (they are part of its document).
     let app = routes::router(state, config.api_body_limit);

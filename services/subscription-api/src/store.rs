@@ -90,6 +90,11 @@ impl Store {
         })
     }
 
+    /// The process's producer.
+    pub fn producer(&self) -> &hookline_kafka::Producer {
+        &self.producer
+    }
+
     /// Waits until every view holds everything acknowledged before now.
     pub async fn sync(&self) {
         tokio::join!(

@@ -488,3 +488,56 @@ pub fn masked_headers(sub: &Subscription) -> HeadersIn {
         .map(|h| (h.name.clone(), HEADER_MASK.to_owned()))
         .collect()
 }
+
+/// Sends an example event to subscription `id` now, through the pipeline: `event_type` (a
+/// catalog type the subscription receives; default: the first such type), answered with the
+/// first attempt when it comes within [`crate::examples::WAIT`].
+pub async fn send_example(
+    state: &AppState,
+    who: &Principal,
+    face: &Face,
+    id: &str,
+    event_type: Option<String>,
+    field: &str,
+) -> Result<crate::examples::Sent, ApiError> {
+    who.require(Role::Editor)?;
+    let sub = find(&state.store, who, face, id)?;
+    if !sub.enabled {
+        return Err(ApiError::conflict(
+            field,
+            format!("the {} is disabled: enable it first", face.what),
+        ));
+    }
+    let receives = |t: &str| {
+        (face.all_types && sub.event_types.is_empty())
+            || sub
+                .event_types
+                .iter()
+                .any(|p| p == "*" || p == t || hookline_routing::pattern_matches(p, t))
+    };
+    let event_type = match event_type {
+        Some(t) => {
+            if !crate::catalog::catalog(state).contains(&t) {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("{t:?} is not a catalog event type (see GET /admin/v1/event-types)"),
+                ));
+            }
+            if !receives(&t) {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("the {} does not receive {t:?}", face.what),
+                ));
+            }
+            t
+        }
+        None => crate::catalog::catalog(state)
+            .into_iter()
+            .find(|t| receives(t))
+            .ok_or_else(|| {
+                ApiError::conflict(field, format!("the {} receives no event type", face.what))
+            })?,
+    };
+    let event = crate::examples::example_event(&sub, &event_type);
+    crate::examples::send(state, &sub, event).await
+}

@@ -11,15 +11,15 @@ use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_seconds};
 use hookline_proto::v1::{Dialect, Subscription};
-use hookline_runtime::{ApiError, JsonBody};
+use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
+use crate::{AppState, examples};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -405,4 +405,78 @@ pub async fn rotate_secret(
     };
     let (secret, value) = secrets::rotate_value(store, secret, overlap, body.signing).await?;
     Ok(Json(WebhookSecretOut::of(&sub.id, &secret, Some(value))))
+}
+
+/// Which example to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendExample {
+    /// A catalog type the webhook receives; default: the first such type.
+    #[schema(min_length = 1, max_length = 255)]
+    pub event_type: Option<String>,
+}
+
+/// An example send: the delivery, and its first attempt when it came in time.
+#[derive(Serialize, ToSchema)]
+pub struct ExampleOut {
+    #[schema(format = Uuid)]
+    pub delivery_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// Absent when no attempt came within 30 s; the delivery goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<ExampleAttempt>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExampleAttempt {
+    /// HTTP status; 0 when no response came.
+    pub status: u32,
+    /// `succeeded`, `retryable` or `failed`.
+    pub outcome: String,
+    pub duration_ms: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The first 1,024 bytes of the response body.
+    pub response_body: String,
+}
+
+#[utoipa::path(post, path = "/v2/webhooks/{id}/test", tag = "synctera",
+    params(("id" = String, Path)), request_body = Option<SendExample>,
+    responses((status = 200, description = "Sent; the first attempt", body = ExampleOut),
+        (status = 202, description = "Queued; no attempt within 30 s", body = ExampleOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn send_example(
+    State(state): State<AppState>,
+    who: Principal,
+    PathParam(id): PathParam,
+    OptionalJsonBody(body): OptionalJsonBody<SendExample>,
+) -> Result<(StatusCode, Json<ExampleOut>), ApiError> {
+    let event_type = body.and_then(|b| b.event_type);
+    let sent =
+        subscriptions::send_example(&state, &who, &FACE, &id, event_type, "event_type").await?;
+    let attempt = sent.attempt.as_ref().map(|a| ExampleAttempt {
+        status: a.status_code,
+        outcome: examples::outcome_name(a).to_owned(),
+        duration_ms: a.duration_ms,
+        error: a.error.clone(),
+        response_body: examples::body_shown(a),
+    });
+    let status = if attempt.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(ExampleOut {
+            delivery_id: sent.delivery_id,
+            event_id: sent.event.id,
+            event_type: sent.event.r#type,
+            attempt,
+        }),
+    ))
 }
