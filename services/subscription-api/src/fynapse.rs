@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::controls::rate_limit_shape;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::SecretOut;
 use crate::subscriptions::{self, Face, NewSecret};
@@ -40,7 +41,16 @@ pub struct CreateSubscription {
     /// `strict` (default on create): per ordering key, deliveries in event order, retries
     /// included. `none`: no order. Omitted on PUT: unchanged. (A Hookline extension.)
     pub ordering: Option<OrderingMode>,
+    /// Deliveries started per second or minute; absent or `null`: unlimited (on PUT too).
+    /// (A Hookline extension.)
+    pub rate_limit: Option<RateLimitBody>,
+    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
+    /// 32 by default); absent or `null`: that cap (on PUT too). (A Hookline extension.)
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
 }
+
+rate_limit_shape!(RateLimitBody, "perSecond", "perMinute");
 
 /// Delivery order of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -88,6 +98,14 @@ pub struct PatchSubscription {
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub description: Option<Option<String>>,
     pub ordering: Option<OrderingMode>,
+    /// `null`: unlimited.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitBody>)]
+    pub rate_limit: Option<Option<RateLimitBody>>,
+    /// `null`: the worker's cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Option<u32>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,6 +121,13 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub ordering: OrderingMode,
+    /// Absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitBody>,
+    /// Absent: the worker's cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -121,6 +146,8 @@ impl SubscriptionOut {
             event_types: s.event_types.clone(),
             description: s.description.clone(),
             ordering: OrderingMode::of(s.ordering()),
+            rate_limit: s.rate_limit.as_ref().map(RateLimitBody::of),
+            max_in_flight: s.max_in_flight,
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -147,6 +174,10 @@ pub const FACE: Face = Face {
     event_types: "eventTypes",
     description: "description",
     metadata: "metadata",
+    rate_limit: "rateLimit",
+    per_second: "perSecond",
+    per_minute: "perMinute",
+    max_in_flight: "maxInFlight",
     all_types: true,
     unique_names: true,
     own_secret: false,
@@ -168,6 +199,8 @@ pub async fn create(
     sub.event_types = body.event_types.unwrap_or_default();
     sub.description = body.description;
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
+    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
+    sub.max_in_flight = body.max_in_flight;
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -233,7 +266,10 @@ pub async fn replace(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
+    let rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
     update(&state, &who, &id, |s| {
+        s.rate_limit = rate_limit;
+        s.max_in_flight = body.max_in_flight;
         s.name = body.name;
         s.endpoint_url = body.endpoint_url;
         if let Some(r) = body.secret_ref {
@@ -276,7 +312,17 @@ pub async fn patch(
     // `null` keeps the current secret, as leaving the field out does: a subscription always
     // has one.
     let secret_ref = body.secret_ref.flatten();
+    let rate_limit = body
+        .rate_limit
+        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
+        .transpose()?;
     update(&state, &who, &id, |s| {
+        if let Some(v) = rate_limit {
+            s.rate_limit = v;
+        }
+        if let Some(v) = body.max_in_flight {
+            s.max_in_flight = v;
+        }
         if let Some(v) = name {
             s.name = v;
         }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::controls::rate_limit_shape;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets;
 use crate::subscriptions::{self, Face, NewSecret};
@@ -38,9 +39,19 @@ pub struct CreateWebhook {
     /// Must be the caller's tenant unless the caller is an admin. Default: the caller's.
     #[schema(min_length = 1, max_length = 255, example = "abcdef_ghijkl")]
     pub tenant: Option<String>,
+    /// Deliveries started per second or minute; absent or `null`: unlimited. (A Hookline
+    /// extension.)
+    pub rate_limit: Option<WebhookRateLimit>,
+    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
+    /// 32 by default); absent or `null`: that cap. (A Hookline extension.)
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
 }
 
-/// Only the fields present change; `null` clears `description` or `metadata`.
+rate_limit_shape!(WebhookRateLimit, "per_second", "per_minute");
+
+/// Only the fields present change; `null` clears `description`, `metadata`, `rate_limit`
+/// or `max_in_flight`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWebhook {
@@ -57,6 +68,12 @@ pub struct PatchWebhook {
     pub metadata: Option<Option<String>>,
     /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<Option<WebhookRateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Option<u32>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,6 +91,13 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
     pub tenant: String,
+    /// Absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<WebhookRateLimit>,
+    /// Absent: the worker's cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
     /// The `whsec_` signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -90,6 +114,8 @@ impl WebhookOut {
             last_updated: rfc3339_seconds(s.updated_at_ms),
             metadata: s.metadata.clone(),
             tenant: s.tenant.clone(),
+            rate_limit: s.rate_limit.as_ref().map(WebhookRateLimit::of),
+            max_in_flight: s.max_in_flight,
             secret,
         }
     }
@@ -113,6 +139,10 @@ pub const FACE: Face = Face {
     event_types: "enabled_events",
     description: "description",
     metadata: "metadata",
+    rate_limit: "rate_limit",
+    per_second: "per_second",
+    per_minute: "per_minute",
+    max_in_flight: "max_in_flight",
     all_types: false,
     unique_names: false,
     own_secret: true,
@@ -151,6 +181,8 @@ pub async fn create(
     sub.description = body.description;
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
+    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
+    sub.max_in_flight = body.max_in_flight;
     let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own).await?;
     let value = created.map(|(_, value)| value);
     Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, value))))
@@ -202,7 +234,17 @@ pub async fn patch(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
+    let rate_limit = body
+        .rate_limit
+        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
+        .transpose()?;
     let sub = subscriptions::update(&state, &who, &FACE, &id, |sub| {
+        if let Some(v) = rate_limit {
+            sub.rate_limit = v;
+        }
+        if let Some(v) = body.max_in_flight {
+            sub.max_in_flight = v;
+        }
         if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
             // Valid by the document, refused by the state: a conflict.
             return Err(ApiError::conflict(
