@@ -2,6 +2,7 @@
 //! this process on loopback ports, and a real HTTP receiver.
 
 mod api;
+mod api_controls;
 mod api_dialects;
 mod api_examples;
 mod api_fynapse;
@@ -26,4 +27,5 @@ mod router;
 mod support;
 mod traces;
 mod worker;
+mod worker_limits;
 mod worker_scale;

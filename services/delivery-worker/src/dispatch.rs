@@ -29,8 +29,9 @@ use tokio::task::JoinSet;
 
 use crate::job::{Context, Outcome};
 use crate::lane::{LaneEvent, LaneReport, Lanes};
+use crate::limits::{Controls, Limits};
 use crate::ownership::Ownership;
-use crate::park::{Action, MainRef, Parking};
+use crate::park::{Action, MainRef, Parking, THROTTLED};
 use crate::queue::{Item, Key, Origin, Queues};
 use crate::source::{Input, Source, lock};
 use crate::writer::{Ack, Write};
@@ -46,6 +47,11 @@ enum Msg {
     Due {
         sub: String,
         generation: u64,
+    },
+    /// A subscription turned away by its limits may try again (`Limits::wakes`).
+    Wake {
+        sub: String,
+        at: Instant,
     },
     /// The parked states of a newly assigned partition, read once the view caught up.
     Adopt {
@@ -68,6 +74,7 @@ pub struct Dispatcher {
     tracker: Arc<Mutex<OffsetTracker>>,
     source: Source,
     queues: Queues,
+    limits: Limits,
     parking: Parking,
     lanes: Lanes,
     flying: HashMap<(String, Key), Origin>,
@@ -105,6 +112,7 @@ impl Dispatcher {
             tracker,
             source,
             parking: Parking::default(),
+            limits: Limits::default(),
             flying: HashMap::new(),
             in_flight: 0,
             ownership: Ownership::default(),
@@ -139,10 +147,18 @@ impl Dispatcher {
         self.drain().await;
     }
 
-    /// Jobs wait in memory up to `worker_buffer`; past it, reading pauses.
+    /// Jobs read from `deliveries` wait in memory up to `worker_buffer`; past it, reading
+    /// pauses. Jobs read back from the retry lane have a bound of their own per subscription
+    /// (`subscription_buffer`), so a subscription draining its lane slowly (rate-limited)
+    /// never pauses `deliveries` for the others.
     fn is_full(&self) -> bool {
-        self.queues.queued() + self.ownership.held() + self.parking.appends_in_flight()
+        self.queues.queued_main() + self.ownership.held() + self.parking.appends_in_flight()
             >= self.config.worker_buffer
+    }
+
+    /// `sub`'s limits as its record says them now.
+    fn controls(&self, sub: &str) -> Controls {
+        controls_of(&self.ctx, sub, self.config.subscription_in_flight)
     }
 
     /// After shutdown: attempts under way finish within the grace time; those that do count.
@@ -192,10 +208,17 @@ impl Dispatcher {
         }
     }
 
-    /// Starts jobs while there is room.
+    /// Starts jobs while there is room, each subscription within its limits.
     fn pump(&mut self) {
+        let now = Instant::now();
+        let cap = self.config.subscription_in_flight;
         while self.in_flight < self.config.worker_concurrency {
-            let Some((sub, key, item)) = self.queues.next() else {
+            let (limits, ctx) = (&mut self.limits, &self.ctx);
+            let next = self.queues.next_admitted(|sub, in_flight| {
+                let controls = controls_of(ctx, sub, cap);
+                limits.admit(sub, in_flight, &controls, ctx.holds.until(sub, now), now)
+            });
+            let Some((sub, key, item)) = next else {
                 break;
             };
             self.in_flight += 1;
@@ -236,6 +259,19 @@ impl Dispatcher {
                     outcome,
                     permit,
                 });
+            });
+        }
+        for (sub, at) in self.limits.wakes() {
+            let (tx, stop) = (self.tx.clone(), self.shutdown.clone());
+            self.tasks.spawn(async move {
+                let until = tokio::time::Instant::from_std(at);
+                if stop
+                    .run_until_cancelled(tokio::time::sleep_until(until))
+                    .await
+                    .is_some()
+                {
+                    let _ = tx.send(Msg::Wake { sub, at });
+                }
             });
         }
     }
@@ -383,6 +419,7 @@ impl Dispatcher {
         };
         if !self.parking.is_parked(&sub) {
             self.queues.push(&sub, key, item);
+            self.bound_backlog(&sub, m);
             return;
         }
         // Behind a job of the same key still in flight from `deliveries`: wait for it.
@@ -398,8 +435,39 @@ impl Dispatcher {
         }
     }
 
+    /// A subscription slowed by its own limits (rate limit, in-flight limit, an endpoint's
+    /// `Retry-After`) may hold at most `subscription_buffer` jobs of `deliveries` in memory;
+    /// past that it is parked (due at once), so its backlog waits in the retry lane and is
+    /// read back at most `subscription_buffer` at a time, as it is delivered. Reading
+    /// `deliveries` then never pauses for it: it cannot hold up the other subscriptions of
+    /// its partition or of this worker. (An endpoint that is merely slow stays
+    /// back-pressure, as before.)
+    fn bound_backlog(&mut self, sub: &str, m: MainRef) {
+        if self.queues.queued_of(sub) < self.config.subscription_buffer || !self.current(&m) {
+            return;
+        }
+        let limited = self
+            .controls(sub)
+            .limited(self.config.subscription_in_flight)
+            || self.ctx.holds.until(sub, Instant::now()).is_some();
+        if !limited {
+            return;
+        }
+        tracing::info!(subscription_id = %sub, queued = self.queues.queued_of(sub),
+            "parking a rate-limited subscription's backlog in the retry lane");
+        let now = now_ms();
+        self.parking.park(sub, m.partition, now, THROTTLED, now);
+        for item in self.queues.take_idle(sub, Item::is_main) {
+            self.append_item(sub, item);
+        }
+    }
+
     fn on_msg(&mut self, msg: Msg) {
         match msg {
+            Msg::Wake { sub, at } => {
+                self.limits.woken(&sub, at);
+                self.queues.wake(&sub);
+            }
             Msg::Due { sub, generation } => {
                 self.parking.on_due(&sub, generation, &mut self.actions)
             }
@@ -562,6 +630,7 @@ impl Dispatcher {
         m.parked_subscriptions.record(parked as i64, &[]);
         m.retry_lane_backlog.record(backlog, &[]);
         self.parking.on_tick(&mut self.actions);
+        self.limits.sweep(&self.ctx.holds, Instant::now());
         self.answer_revocations();
     }
 
@@ -620,4 +689,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// `sub`'s limits as its record in `ctx`'s view says them, the in-flight limit capped at `cap`.
+fn controls_of(ctx: &Context, sub: &str, cap: usize) -> Controls {
+    ctx.subscriptions.read(|t| {
+        t.get(sub).map_or(Controls::of(None, None, cap), |s| {
+            Controls::of(s.rate_limit.as_ref(), s.max_in_flight, cap)
+        })
+    })
 }

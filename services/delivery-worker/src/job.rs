@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 
 use crate::failing::Failing;
 use crate::http::{AttemptResult, Outgoing, Sender};
+use crate::limits::Holds;
 use crate::retry::{Schedule, Verdict, classify};
 
 /// How a job left the delivery task.
@@ -40,6 +41,9 @@ pub enum Outcome {
 
 pub struct Context {
     pub subscriptions: SubscriptionView,
+    /// Holds asked for by endpoints (`Retry-After` on a 429 or 503): the dispatcher starts
+    /// no job of a held subscription before its hold ends.
+    pub holds: Holds,
     parked: TopicView<ParkedState>,
     failing: Mutex<Failing>,
     pub secrets: SecretView,
@@ -71,6 +75,7 @@ impl Context {
         let auto_disable_after = config.auto_disable_after()?;
         Ok(Self {
             subscriptions: hookline_state::subscriptions(config)?,
+            holds: Holds::default(),
             parked,
             failing: Mutex::new(Failing::new(auto_disable_after)),
             secrets: hookline_state::secrets(config)?,
@@ -223,6 +228,11 @@ impl Context {
             in_flight.end(&result);
             end_attempt_span(attempt_span, &result);
             job.attempt += 1;
+            if let (Some(429 | 503), Some(asked)) = (result.status, result.retry_after) {
+                // The endpoint asked the whole subscription to slow down (capped at
+                // `retry::MAX_RETRY_AFTER` when read): none of its jobs starts before then.
+                self.holds.hold(&sub.id, std::time::Instant::now() + asked);
+            }
             // An address the egress guard refuses will be refused again: final.
             let verdict = if result.error_class == crate::http::EGRESS_DENIED {
                 Verdict::Final
@@ -437,7 +447,12 @@ impl Context {
             failing.succeeded(&sub.id);
             return false;
         }
-        let parked_at = self.parked.get(&sub.id).map(|p| p.parked_at_ms);
+        // A subscription parked for its backlog (`THROTTLED`) was not failing then.
+        let parked_at = self
+            .parked
+            .get(&sub.id)
+            .filter(|p| p.reason != crate::park::THROTTLED)
+            .map(|p| p.parked_at_ms);
         failing.failed(&sub.id, now_ms(), parked_at)
     }
 

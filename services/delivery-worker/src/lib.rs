@@ -7,6 +7,8 @@
 //! - `dispatch`: the one task that owns the queues, starts jobs and drives parking; it never
 //!   waits on I/O.
 //! - `queue`: per-subscription, per-key queues (strict order per key, limits per subscription).
+//! - `limits`: a subscription's rate limit (GCRA), in-flight cap and `Retry-After` hold, as
+//!   the dispatcher asks them before starting its next job (no I/O).
 //! - `ownership`: which `deliveries` partitions are ours, since when, and revocations that
 //!   wait for their attempts (no I/O).
 //! - `park`: parking in the retry lane, a state machine without I/O.
@@ -26,6 +28,7 @@ mod failing;
 mod http;
 mod job;
 mod lane;
+mod limits;
 mod ownership;
 mod park;
 mod queue;

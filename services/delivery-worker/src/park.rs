@@ -38,6 +38,10 @@ pub struct MainRef {
     pub epoch: u64,
 }
 
+/// The reason of a parking made for a backlog (a subscription slowed by its own limits), not
+/// for a failure.
+pub const THROTTLED: &str = "throttled";
+
 /// Tells one parking of a subscription apart from its earlier and later ones.
 pub type ParkId = u64;
 

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use hookline_proto::v1::DeliveryJob;
 
+use crate::limits::Admit;
 use crate::park::{MainRef, ParkId};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -54,6 +55,8 @@ pub struct Queues {
     /// Subscriptions that may have a startable job, in turn order.
     turn: VecDeque<String>,
     queued: usize,
+    /// Of `queued`, the jobs read from `deliveries`.
+    queued_main: usize,
     limit: usize,
 }
 
@@ -64,6 +67,7 @@ impl Queues {
             subs: HashMap::new(),
             turn: VecDeque::new(),
             queued: 0,
+            queued_main: 0,
             limit,
         }
     }
@@ -71,6 +75,7 @@ impl Queues {
     pub fn push(&mut self, sub: &str, key: Key, item: Item) {
         let q = self.subs.entry(sub.to_owned()).or_default();
         let queue = q.keys.entry(key.clone()).or_default();
+        self.queued_main += usize::from(item.is_main());
         queue.push_back(item);
         if queue.len() == 1 && !q.busy.contains(&key) {
             q.ready.push_back(key);
@@ -81,7 +86,20 @@ impl Queues {
     }
 
     /// The next job allowed to start, marking its key busy.
+    #[cfg(test)]
     pub fn next(&mut self) -> Option<(String, Key, Item)> {
+        self.next_admitted(|_, _| Admit::Go)
+    }
+
+    /// The next job allowed to start, marking its key busy. `admit(sub, in_flight)` is asked
+    /// once a subscription has a startable job, before it is taken: a subscription it turns
+    /// away loses its turn (its keys keep their jobs, in order) and gets it back when one of
+    /// its jobs finishes ([`Admit::Full`]) or from [`Queues::wake`] ([`Admit::Wait`]); the
+    /// next subscription is tried meanwhile.
+    pub fn next_admitted(
+        &mut self,
+        mut admit: impl FnMut(&str, usize) -> Admit,
+    ) -> Option<(String, Key, Item)> {
         for _ in 0..self.turn.len() {
             let sub = self.turn.pop_front()?;
             let Some(q) = self.subs.get_mut(&sub) else {
@@ -92,8 +110,13 @@ impl Queues {
                 continue;
             }
             while let Some(key) = q.ready.pop_front() {
-                if q.busy.contains(&key) {
+                if q.busy.contains(&key) || !q.keys.contains_key(&key) {
                     continue;
+                }
+                if admit(&sub, q.in_flight) != Admit::Go {
+                    // The key keeps its place; the subscription waits for its turn back.
+                    q.ready.push_front(key);
+                    break;
                 }
                 let Some(item) = q.keys.get_mut(&key).and_then(VecDeque::pop_front) else {
                     continue;
@@ -105,6 +128,7 @@ impl Queues {
                 q.in_flight += 1;
                 q.queued -= 1;
                 self.queued -= 1;
+                self.queued_main -= usize::from(item.is_main());
                 if !q.ready.is_empty() {
                     self.turn.push_back(sub.clone());
                 }
@@ -112,6 +136,13 @@ impl Queues {
             }
         }
         None
+    }
+
+    /// A subscription turned away by `admit` with [`Admit::Wait`] may try again.
+    pub fn wake(&mut self, sub: &str) {
+        if self.subs.get(sub).is_some_and(|q| !q.ready.is_empty()) {
+            self.turn.push_back(sub.to_owned());
+        }
     }
 
     /// The job of (`sub`, `key`) that was started is over; its key may go on.
@@ -151,7 +182,9 @@ impl Queues {
             let before = queue.len();
             // Taking stops at the first item that stays, so each key's order holds.
             while queue.front().is_some_and(&filter) {
-                out.push(queue.pop_front().expect("front"));
+                let item = queue.pop_front().expect("front");
+                self.queued_main -= usize::from(item.is_main());
+                out.push(item);
             }
             let taken = before - queue.len();
             q.queued -= taken;
@@ -177,7 +210,9 @@ impl Queues {
         let mut out = Vec::new();
         if let Some(queue) = q.keys.get_mut(key) {
             while queue.front().is_some_and(&filter) {
-                out.push(queue.pop_front().expect("front"));
+                let item = queue.pop_front().expect("front");
+                self.queued_main -= usize::from(item.is_main());
+                out.push(item);
             }
             if queue.is_empty() {
                 q.keys.remove(key);
@@ -197,14 +232,20 @@ impl Queues {
             return 0;
         };
         let mut dropped = 0;
+        let mut dropped_main = 0;
         q.keys.retain(|_, queue| {
             let before = queue.len();
-            queue.retain(|i| !filter(i));
+            queue.retain(|i| {
+                let drop = filter(i);
+                dropped_main += usize::from(drop && i.is_main());
+                !drop
+            });
             dropped += before - queue.len();
             !queue.is_empty()
         });
         q.queued -= dropped;
         self.queued -= dropped;
+        self.queued_main -= dropped_main;
         if q.in_flight == 0 && q.queued == 0 {
             self.subs.remove(sub);
         }
@@ -242,8 +283,15 @@ impl Queues {
     }
 
     /// Jobs queued in all.
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queued
+    }
+
+    /// Jobs queued that were read from `deliveries` (those read back from the retry lane
+    /// have a bound of their own).
+    pub fn queued_main(&self) -> usize {
+        self.queued_main
     }
 }
 

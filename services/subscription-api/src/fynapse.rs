@@ -12,6 +12,7 @@ use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::controls::rate_limit_shape;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
@@ -55,7 +56,16 @@ pub struct CreateSubscription {
     /// so; otherwise it must be how the named secret signs (409): the scheme changes by
     /// rotating the secret with `{"signing": …}`. (A Hookline extension.)
     pub signing: Option<Signing>,
+    /// Deliveries started per second or minute; absent or `null`: unlimited (on PUT too).
+    /// (A Hookline extension.)
+    pub rate_limit: Option<RateLimitBody>,
+    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
+    /// 32 by default); absent or `null`: that cap (on PUT too). (A Hookline extension.)
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
 }
+
+rate_limit_shape!(RateLimitBody, "perSecond", "perMinute");
 
 /// Delivery order of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -109,6 +119,14 @@ pub struct PatchSubscription {
     pub headers: Option<Option<HeadersIn>>,
     /// As on create: must be how the (new) secret signs.
     pub signing: Option<Signing>,
+    /// `null`: unlimited.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitBody>)]
+    pub rate_limit: Option<Option<RateLimitBody>>,
+    /// `null`: the worker's cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Option<u32>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -131,6 +149,13 @@ pub struct SubscriptionOut {
     /// How deliveries are signed (absent: `hmac-sha256`, the default): as the secret's newest version signs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// Absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitBody>,
+    /// Absent: the worker's cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -152,6 +177,8 @@ impl SubscriptionOut {
             headers: subscriptions::masked_headers(s),
             signing: Some(subscriptions::signing_of(store, s))
                 .filter(|s| *s != Signing::HmacSha256),
+            rate_limit: s.rate_limit.as_ref().map(RateLimitBody::of),
+            max_in_flight: s.max_in_flight,
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -180,6 +207,10 @@ pub const FACE: Face = Face {
     metadata: "metadata",
     headers: "headers",
     signing: "signing",
+    rate_limit: "rateLimit",
+    per_second: "perSecond",
+    per_minute: "perMinute",
+    max_in_flight: "maxInFlight",
     all_types: true,
     unique_names: true,
     own_secret: false,
@@ -202,6 +233,8 @@ pub async fn create(
     sub.description = body.description;
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers.flatten())?;
+    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
+    sub.max_in_flight = body.max_in_flight;
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -272,7 +305,10 @@ pub async fn replace(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<CreateSubscription>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
+    let rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
     update(&state, &who, &id, body.signing, |s| {
+        s.rate_limit = rate_limit;
+        s.max_in_flight = body.max_in_flight;
         s.name = body.name;
         s.endpoint_url = body.endpoint_url;
         if let Some(r) = body.secret_ref {
@@ -319,7 +355,17 @@ pub async fn patch(
     // `null` keeps the current secret, as leaving the field out does: a subscription always
     // has one.
     let secret_ref = body.secret_ref.flatten();
+    let rate_limit = body
+        .rate_limit
+        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
+        .transpose()?;
     update(&state, &who, &id, body.signing, |s| {
+        if let Some(v) = rate_limit {
+            s.rate_limit = v;
+        }
+        if let Some(v) = body.max_in_flight {
+            s.max_in_flight = v;
+        }
         if let Some(v) = name {
             s.name = v;
         }

@@ -10,6 +10,8 @@
 //!   names of its fields (`subscriptions::Face`).
 //! - `secrets` and `fynapse`: the `/api/v1/event-deliveries` dialect.
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
+//! - `controls`: the delivery controls (rate limit, in-flight limit) every dialect shares:
+//!   bounds, checks, each dialect's shape of them and their OpenAPI schema.
 //! - `input`: field limits, path parameters, pagination.
 //! - `routes`: the one route table the router and the OpenAPI document are checked against.
 //! - `examples`: "send an example" through the pipeline, answered with its first attempt.
@@ -20,6 +22,7 @@
 mod catalog;
 mod claims;
 mod commands;
+mod controls;
 mod examples;
 mod fynapse;
 mod input;

@@ -34,6 +34,12 @@ pub struct Face {
     pub metadata: &'static str,
     pub headers: &'static str,
     pub signing: &'static str,
+    /// The delivery controls (`controls`): the rate limit and its two keys, the in-flight
+    /// limit.
+    pub rate_limit: &'static str,
+    pub per_second: &'static str,
+    pub per_minute: &'static str,
+    pub max_in_flight: &'static str,
     /// `*` allowed among the event types.
     pub all_types: bool,
     /// Names are chosen by the tenant and unique per tenant (claimed); otherwise the name is
@@ -68,7 +74,8 @@ pub fn validate(state: &AppState, face: &Face, sub: &Subscription) -> Result<(),
         sub.description.as_deref(),
         DESCRIPTION_MAX,
     )?;
-    check_len(face.metadata, sub.metadata.as_deref(), METADATA_MAX)
+    check_len(face.metadata, sub.metadata.as_deref(), METADATA_MAX)?;
+    crate::controls::check(face, sub)
 }
 
 /// A new subscription of `tenant` in `face`'s dialect, with a fresh id, enabled, version 1;

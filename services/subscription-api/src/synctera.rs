@@ -15,6 +15,7 @@ use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::controls::rate_limit_shape;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
@@ -50,9 +51,19 @@ pub struct CreateWebhook {
     /// rotating the secret (`PUT /v2/webhooks/{id}/secret` with `signing`). (A Hookline
     /// extension.)
     pub signing: Option<Signing>,
+    /// Deliveries started per second or minute; absent or `null`: unlimited. (A Hookline
+    /// extension.)
+    pub rate_limit: Option<WebhookRateLimit>,
+    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
+    /// 32 by default); absent or `null`: that cap. (A Hookline extension.)
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
 }
 
-/// Only the fields present change; `null` clears `description` or `metadata`.
+rate_limit_shape!(WebhookRateLimit, "per_second", "per_minute");
+
+/// Only the fields present change; `null` clears `description`, `metadata`, `rate_limit`
+/// or `max_in_flight`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWebhook {
@@ -76,6 +87,12 @@ pub struct PatchWebhook {
     pub headers: Option<Option<HeadersIn>>,
     /// Must be how the webhook signs now (409 otherwise: rotate its secret with `signing`).
     pub signing: Option<Signing>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<Option<WebhookRateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Option<u32>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -101,6 +118,13 @@ pub struct WebhookOut {
     /// `GET /v2/webhooks/{id}/secret`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// Absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<WebhookRateLimit>,
+    /// Absent: the worker's cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<u32>,
     /// The `whsec_` (or `whsk_`) signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -120,6 +144,8 @@ impl WebhookOut {
             headers: subscriptions::masked_headers(s),
             signing: Some(subscriptions::signing_of(store, s))
                 .filter(|s| *s != Signing::HmacSha256),
+            rate_limit: s.rate_limit.as_ref().map(WebhookRateLimit::of),
+            max_in_flight: s.max_in_flight,
             secret,
         }
     }
@@ -145,6 +171,10 @@ pub const FACE: Face = Face {
     metadata: "metadata",
     headers: "headers",
     signing: "signing",
+    rate_limit: "rate_limit",
+    per_second: "per_second",
+    per_minute: "per_minute",
+    max_in_flight: "max_in_flight",
     all_types: false,
     unique_names: false,
     own_secret: true,
@@ -183,6 +213,8 @@ pub async fn create(
     sub.description = body.description;
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
+    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
+    sub.max_in_flight = body.max_in_flight;
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
     let (sub, created) =
         subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own, body.signing).await?;
@@ -242,7 +274,17 @@ pub async fn patch(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
+    let rate_limit = body
+        .rate_limit
+        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
+        .transpose()?;
     let sub = subscriptions::update(&state, &who, &FACE, &id, body.signing, |sub| {
+        if let Some(v) = rate_limit {
+            sub.rate_limit = v;
+        }
+        if let Some(v) = body.max_in_flight {
+            sub.max_in_flight = v;
+        }
         if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
             // Valid by the document, refused by the state: a conflict.
             return Err(ApiError::conflict(

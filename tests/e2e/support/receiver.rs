@@ -17,6 +17,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -44,6 +46,8 @@ struct Inner {
     /// Answer 500 to every n-th request (0: never).
     fail_every: usize,
     count: usize,
+    /// `Retry-After` sent with every 429 and 503 answer.
+    retry_after: Option<String>,
 }
 
 #[derive(Clone)]
@@ -56,8 +60,8 @@ async fn handle(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    let (code, delay) = {
+) -> (StatusCode, HeaderMap) {
+    let (code, delay, retry_after) = {
         let mut g = inner.lock().unwrap();
         g.count += 1;
         let code = match g.script.pop_front() {
@@ -69,14 +73,20 @@ async fn handle(
             headers,
             body,
             status: code,
+            at: std::time::Instant::now(),
         });
         g.serving += 1;
         g.max_serving = g.max_serving.max(g.serving);
-        (code, g.delay)
+        let retry_after = g.retry_after.clone().filter(|_| matches!(code, 429 | 503));
+        (code, g.delay, retry_after)
     };
     tokio::time::sleep(delay).await;
     inner.lock().unwrap().serving -= 1;
-    StatusCode::from_u16(code).unwrap()
+    let mut headers = HeaderMap::new();
+    if let Some(v) = retry_after {
+        headers.insert("retry-after", v.parse().unwrap());
+    }
+    (StatusCode::from_u16(code).unwrap(), headers)
 }
 
 impl Receiver {
@@ -108,6 +118,11 @@ impl Receiver {
     /// Answer 500 to every `n`-th request from now on (a flaky endpoint).
     pub fn fail_every(&self, n: usize) {
         self.inner.lock().unwrap().fail_every = n;
+    }
+
+    /// Send `Retry-After: value` with every 429 and 503 answer.
+    pub fn retry_after(&self, value: &str) {
+        self.inner.lock().unwrap().retry_after = Some(value.to_owned());
     }
 
     /// Hold every answer for `delay`.
