@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::filters;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::SecretOut;
 use crate::subscriptions::{self, Face, NewSecret};
@@ -40,6 +41,10 @@ pub struct CreateSubscription {
     /// `strict` (default on create): per ordering key, deliveries in event order, retries
     /// included. `none`: no order. Omitted on PUT: unchanged. (A Hookline extension.)
     pub ordering: Option<OrderingMode>,
+    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
+    /// or omitted: every event of the types. See the `Filter` schema.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Delivery order of a subscription.
@@ -88,6 +93,10 @@ pub struct PatchSubscription {
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub description: Option<Option<String>>,
     pub ordering: Option<OrderingMode>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,6 +112,10 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub ordering: OrderingMode,
+    /// The payload filter, keys sorted; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -121,6 +134,7 @@ impl SubscriptionOut {
             event_types: s.event_types.clone(),
             description: s.description.clone(),
             ordering: OrderingMode::of(s.ordering()),
+            filter: filters::out(s),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -168,6 +182,7 @@ pub async fn create(
     sub.event_types = body.event_types.unwrap_or_default();
     sub.description = body.description;
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
+    sub.filter = filters::text(body.filter);
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -244,6 +259,7 @@ pub async fn replace(
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
         }
+        s.filter = filters::text(body.filter);
     })
     .await
 }
@@ -294,6 +310,9 @@ pub async fn patch(
         }
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
+        }
+        if let Some(v) = body.filter {
+            s.filter = filters::text(v);
         }
     })
     .await

@@ -10,6 +10,7 @@
 //!   names of its fields (`subscriptions::Face`).
 //! - `secrets` and `fynapse`: the `/api/v1/event-deliveries` dialect.
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
+//! - `filters`: the payload filter field of both dialects (check, schema) and `filter-test`.
 //! - `input`: field limits, path parameters, pagination.
 //! - `routes`: the one route table the router and the OpenAPI document are checked against.
 //! - `commands`: changes other services ask for (a 410 disabling a subscription), applied
@@ -19,6 +20,7 @@
 mod catalog;
 mod claims;
 mod commands;
+mod filters;
 mod fynapse;
 mod input;
 mod routes;

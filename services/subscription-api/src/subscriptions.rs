@@ -64,7 +64,8 @@ pub fn validate(state: &AppState, face: &Face, sub: &Subscription) -> Result<(),
         sub.description.as_deref(),
         DESCRIPTION_MAX,
     )?;
-    check_len(face.metadata, sub.metadata.as_deref(), METADATA_MAX)
+    check_len(face.metadata, sub.metadata.as_deref(), METADATA_MAX)?;
+    crate::filters::check(sub.filter.as_deref())
 }
 
 /// A new subscription of `tenant` in `face`'s dialect, with a fresh id, enabled, version 1;

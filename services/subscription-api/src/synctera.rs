@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::filters;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets;
 use crate::subscriptions::{self, Face, NewSecret};
@@ -38,6 +39,10 @@ pub struct CreateWebhook {
     /// Must be the caller's tenant unless the caller is an admin. Default: the caller's.
     #[schema(min_length = 1, max_length = 255, example = "abcdef_ghijkl")]
     pub tenant: Option<String>,
+    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
+    /// or omitted: every event of the types. See the `Filter` schema.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Only the fields present change; `null` clears `description` or `metadata`.
@@ -57,6 +62,10 @@ pub struct PatchWebhook {
     pub metadata: Option<Option<String>>,
     /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,6 +83,10 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
     pub tenant: String,
+    /// The payload filter, keys sorted; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     /// The `whsec_` signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -90,6 +103,7 @@ impl WebhookOut {
             last_updated: rfc3339_seconds(s.updated_at_ms),
             metadata: s.metadata.clone(),
             tenant: s.tenant.clone(),
+            filter: filters::out(s),
             secret,
         }
     }
@@ -151,6 +165,7 @@ pub async fn create(
     sub.description = body.description;
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
+    sub.filter = filters::text(body.filter);
     let (sub, created) = subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own).await?;
     let value = created.map(|(_, value)| value);
     Ok((StatusCode::CREATED, Json(WebhookOut::of(&sub, value))))
@@ -224,6 +239,9 @@ pub async fn patch(
         }
         if let Some(v) = body.metadata {
             sub.metadata = v;
+        }
+        if let Some(v) = body.filter {
+            sub.filter = filters::text(v);
         }
         Ok(())
     })
