@@ -65,9 +65,9 @@ fn ids(got: &[Received], field: &str) -> Vec<String> {
         .collect()
 }
 
-/// The jobs of each subscription on `deliveries`, once the unfiltered one (`all`) has
-/// `n_all`: the router makes every job of an event in the event's one transaction, so then
-/// every job of those events is there.
+/// The jobs on `deliveries`, once the unfiltered subscription (`all`) has `n_all`: the router
+/// makes every job of an event in the event's one transaction, so then every job of those
+/// events is committed, and reading every partition to its end finds them all.
 async fn jobs_by_subscription(stack: &Stack, all: &str, n_all: usize) -> Vec<DeliveryJob> {
     let topic = stack.config.topic_deliveries.clone();
     let jobs = |v: &[Vec<u8>]| -> Vec<DeliveryJob> {
@@ -75,12 +75,12 @@ async fn jobs_by_subscription(stack: &Stack, all: &str, n_all: usize) -> Vec<Del
             .filter_map(|b| DeliveryJob::decode(b.as_slice()).ok())
             .collect()
     };
-    let records = stack
+    stack
         .read_topic(&topic, |v| {
             jobs(v).iter().filter(|j| j.subscription_id == all).count() >= n_all
         })
         .await;
-    jobs(&records)
+    jobs(&stack.read_to_end(&topic))
 }
 
 fn event_ids_of(jobs: &[DeliveryJob], sub: &str) -> HashSet<String> {
