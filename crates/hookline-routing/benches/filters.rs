@@ -1,6 +1,7 @@
 //! Per-event matching with payload filters: 10,000 subscriptions of one tenant, each with a
 //! filter, against the same 10,000 without; and the cost of filters that do get evaluated
-//! (100 subscriptions selecting the event, with and without filters).
+//! (100 subscriptions selecting the event, with and without filters); and 10 filtered
+//! subscriptions against 10,000, for the flat cost per event.
 //!
 //! As in `matcher.rs`, subscription `i` selects `D{i}.THING.CREATED`, `D{i}.*` or
 //! `D{i}.THING.*`, and three more select everything, so an event selects four subscriptions
@@ -49,18 +50,22 @@ const DATA: &str = r#"{"id":"acc-1","amount":750,"currency":"GBP","status":"ACTI
 
 fn bench(c: &mut Criterion) {
     let metadata = HashMap::from([("region".to_owned(), "eu".to_owned())]);
-    let events: Vec<String> = (0..1024)
-        .map(|k| format!("D{}.THING.CREATED", (k * 7919) % N))
-        .collect();
+    let events = |n: usize| -> Vec<String> {
+        (0..1024)
+            .map(|k| format!("D{}.THING.CREATED", (k * 7919) % n))
+            .collect()
+    };
     let mut group = c.benchmark_group("match_event_with_filters");
     group.measurement_time(Duration::from_secs(3));
     for (name, n, filtered, all) in [
-        ("10000_subscriptions_no_filters", N, false, 3),
-        ("10000_subscriptions_all_filtered", N, true, 3),
+        ("subscriptions_no_filters", N, false, 3),
+        ("subscriptions_all_filtered", 10, true, 3),
+        ("subscriptions_all_filtered", N, true, 3),
         ("100_selecting_no_filters", N, false, 100),
         ("100_selecting_all_filtered", N, true, 100),
     ] {
         let index = index(n, filtered, all);
+        let events = events(n);
         group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             let mut k = 0;
             b.iter(|| {
