@@ -19,6 +19,7 @@ mod delivery;
 mod egress;
 mod extracts;
 mod extracts_kill;
+mod filters;
 mod observability;
 mod operational;
 mod operations;

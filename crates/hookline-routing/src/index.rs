@@ -7,10 +7,17 @@
 //! nodes, collecting the `prefix` sets of the nodes it passes and the `exact` set of the node
 //! it ends on: O(segments + matches). Upserting or removing a subscription touches only the
 //! nodes of its own patterns.
+//!
+//! A subscription may also carry a payload [`Filter`]. Filters are evaluated only for the
+//! subscriptions the trie already selected ([`SubscriptionIndex::matching_event`]), so the
+//! cost per event grows with the matches, never with the number of filtered subscriptions;
+//! the event's `data` is parsed at most once per event, and only when a matched filter reads
+//! it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::filter::{Filter, Subject};
 use crate::pattern::{Pattern, PatternError};
 
 /// A subscription id, shared between the index and the jobs built from it.
@@ -120,6 +127,23 @@ struct Registration {
 pub struct SubscriptionIndex {
     tenants: HashMap<Box<str>, TenantIndex>,
     registered: HashMap<SubscriptionId, Registration>,
+    filters: HashMap<SubscriptionId, Filter>,
+}
+
+/// The fields of an event a match needs; `data_json` is parsed only if a filter reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    pub r#type: &'a str,
+    pub tenant: &'a str,
+    pub metadata: &'a HashMap<String, String>,
+    pub data_json: &'a str,
+}
+
+/// The subscriptions an event goes to, and how many selected it by type but filtered it out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Matched {
+    pub subscriptions: Vec<SubscriptionId>,
+    pub filtered: usize,
 }
 
 impl SubscriptionIndex {
@@ -138,6 +162,19 @@ impl SubscriptionIndex {
         tenant: &str,
         enabled: bool,
         event_types: &[S],
+    ) -> Vec<PatternError> {
+        self.upsert_filtered(id, tenant, enabled, event_types, None)
+    }
+
+    /// [`upsert`](Self::upsert) with the subscription's payload filter (compiled once, here);
+    /// `None`: every event of its types.
+    pub fn upsert_filtered<S: AsRef<str>>(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        enabled: bool,
+        event_types: &[S],
+        filter: Option<Filter>,
     ) -> Vec<PatternError> {
         self.remove(id);
         if !enabled {
@@ -161,6 +198,9 @@ impl SubscriptionIndex {
             return refused;
         }
         let id: SubscriptionId = id.into();
+        if let Some(f) = filter {
+            self.filters.insert(id.clone(), f);
+        }
         let index = self.tenants.entry(tenant.into()).or_default();
         for p in &patterns {
             index.insert(p, &id);
@@ -177,6 +217,7 @@ impl SubscriptionIndex {
 
     /// Takes subscription `id` out of force (deleted or disabled). Unknown ids are ignored.
     pub fn remove(&mut self, id: &str) {
+        self.filters.remove(id);
         let Some(reg) = self.registered.remove(id) else {
             return;
         };
@@ -216,6 +257,48 @@ impl SubscriptionIndex {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The subscriptions of the event's tenant that select its type and whose filter (if any)
+    /// it matches, sorted by id. Filters are evaluated only for the subscriptions selected by
+    /// type; `data_json` is parsed once, when the first of them reads `data` (data that is
+    /// not JSON has no `data` paths).
+    pub fn matching_event(&self, event: &EventFields<'_>) -> Matched {
+        let mut subscriptions = self.matching(event.tenant, event.r#type);
+        if self.filters.is_empty() {
+            return Matched {
+                subscriptions,
+                filtered: 0,
+            };
+        }
+        let mut data: Option<Option<serde_json::Value>> = None;
+        let before = subscriptions.len();
+        subscriptions.retain(|id| {
+            let Some(filter) = self.filters.get(id) else {
+                return true;
+            };
+            let data = if filter.needs_data() {
+                data.get_or_insert_with(|| serde_json::from_str(event.data_json).ok())
+                    .as_ref()
+            } else {
+                None
+            };
+            filter.matches(&Subject {
+                r#type: event.r#type,
+                tenant: event.tenant,
+                metadata: event.metadata,
+                data,
+            })
+        });
+        Matched {
+            filtered: before - subscriptions.len(),
+            subscriptions,
+        }
+    }
+
+    /// The payload filter of subscription `id`, if it has one.
+    pub fn filter(&self, id: &str) -> Option<&Filter> {
+        self.filters.get(id)
     }
 
     /// Subscriptions in force.
@@ -273,5 +356,51 @@ mod tests {
         assert_eq!(refused.len(), 2);
         assert!(ix.matching("t1", "A.B").is_empty());
         assert!(ix.is_empty());
+    }
+
+    #[test]
+    fn filters_apply_after_the_type_match() {
+        let mut ix = SubscriptionIndex::new();
+        let filter = |v: serde_json::Value| Some(Filter::compile(&v, "filter").unwrap());
+        ix.upsert_filtered(
+            "big",
+            "t1",
+            true,
+            &["PAY.*"],
+            filter(serde_json::json!({"data.amount": {"$gte": 100}})),
+        );
+        ix.upsert_filtered(
+            "eu",
+            "t1",
+            true,
+            &["PAY.*"],
+            filter(serde_json::json!({"metadata.region": "eu"})),
+        );
+        ix.upsert("all", "t1", true, &["PAY.*"]);
+        let eu = HashMap::from([("region".to_owned(), "eu".to_owned())]);
+        let none = HashMap::new();
+        let at = |ix: &SubscriptionIndex, metadata, data_json| {
+            let m = ix.matching_event(&EventFields {
+                r#type: "PAY.MADE",
+                tenant: "t1",
+                metadata,
+                data_json,
+            });
+            (ids(m.subscriptions), m.filtered)
+        };
+        assert_eq!(
+            at(&ix, &eu, r#"{"amount": 150}"#),
+            (vec!["all".into(), "big".into(), "eu".into()], 0)
+        );
+        assert_eq!(at(&ix, &none, r#"{"amount": 50}"#), (vec!["all".into()], 2));
+        assert_eq!(
+            at(&ix, &eu, "not json"),
+            (vec!["all".into(), "eu".into()], 1)
+        );
+        ix.upsert("big", "t1", true, &["PAY.*"]);
+        assert!(ix.filter("big").is_none() && ix.filter("eu").is_some());
+        ix.remove("eu");
+        assert!(ix.filter("eu").is_none());
+        assert_eq!(at(&ix, &none, "{}"), (vec!["all".into(), "big".into()], 0));
     }
 }

@@ -10,15 +10,23 @@
 //!   select a well-formed event type ([`is_event_type`]).
 //! - [`SubscriptionIndex`]: per-tenant trie of enabled subscriptions, kept current one change
 //!   at a time; matching costs O(segments + matches), whatever the number of subscriptions.
+//!   [`SubscriptionIndex::matching_event`] also applies payload filters, only to the
+//!   subscriptions already selected by type.
+//! - [`filter`]: payload filters (`{"data.amount": {"$gte": 100}}`): the language, its
+//!   limits, compiling ([`Filter::compile`]), evaluating ([`Filter::matches`], no allocation)
+//!   and explaining a mismatch ([`Filter::explain`]); property-tested against a naive
+//!   reference (`tests/filter.rs`).
 //! - [`pattern_matches`] / [`selects`]: the naive reference the index is tested against.
 //! - [`fuzzing`]: the body of the pattern-parser fuzz target (`fuzz/`), also run as a proptest.
 #![forbid(unsafe_code)]
 
+pub mod filter;
 pub mod fuzzing;
 mod index;
 mod pattern;
 
-pub use index::{SubscriptionId, SubscriptionIndex};
+pub use filter::{Filter, FilterError, Mismatch, Subject};
+pub use index::{EventFields, Matched, SubscriptionId, SubscriptionIndex};
 pub use pattern::{MAX_LEN, Pattern, PatternError, is_event_type};
 
 /// Whether `event_type` is one of Hookline's own (`hookline.*`), which only patterns that

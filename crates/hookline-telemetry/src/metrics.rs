@@ -151,6 +151,9 @@ pub struct Instruments {
     pub events_routed: Counter<u64>,
     /// `hookline_events_quarantined_total`: records the router could not decode (router).
     pub events_quarantined: Counter<u64>,
+    /// `hookline_router_filtered_total`: (event, subscription) pairs whose subscription
+    /// selected the event's type but whose payload filter dropped it: no job (router).
+    pub router_filtered: Counter<u64>,
     /// `hookline_router_fanout`: delivery jobs per routed event (router).
     pub fan_out: Histogram<f64>,
     /// `hookline_router_transactions_total{outcome=committed|aborted}` (router).
@@ -213,6 +216,10 @@ impl Instruments {
             events_quarantined: counter(
                 "hookline.events.quarantined",
                 "Records the router could not decode, copied to the quarantine topic",
+            ),
+            router_filtered: counter(
+                "hookline.router.filtered",
+                "Events a subscription's payload filter dropped (one per event and subscription)",
             ),
             fan_out: meter
                 .f64_histogram("hookline.router.fanout")
@@ -287,6 +294,7 @@ pub fn announce(role: Role) {
             }
             m.events_routed.add(0, &[]);
             m.events_quarantined.add(0, &[]);
+            m.router_filtered.add(0, &[]);
         }
         Role::Worker => {
             for outcome in ["delivered", "dead_lettered"] {

@@ -193,7 +193,8 @@ impl BatchLoop {
             batch
                 .iter()
                 .map(|m| {
-                    let (out, span) = route::outgoing(index, m, deliveries, quarantine);
+                    let (out, span, filtered) = route::outgoing(index, m, deliveries, quarantine);
+                    tally.filtered += filtered as u64;
                     records.extend(tally.count(out, quarantine));
                     span
                 })
@@ -322,6 +323,8 @@ pub(crate) fn phase_took(phase: &'static str, started: std::time::Instant) {
 struct Tally {
     fan_outs: Vec<usize>,
     quarantined: u64,
+    /// (event, subscription) pairs a payload filter dropped.
+    filtered: u64,
 }
 
 impl Tally {
@@ -338,6 +341,7 @@ impl Tally {
         let m = hookline_telemetry::metrics::metrics();
         m.events_routed.add(self.fan_outs.len() as u64, &[]);
         m.events_quarantined.add(self.quarantined, &[]);
+        m.router_filtered.add(self.filtered, &[]);
         for n in self.fan_outs {
             m.fan_out.record(n as f64, &[]);
         }

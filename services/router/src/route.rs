@@ -13,7 +13,7 @@ use hookline_kafka::rdkafka::Message as _;
 use hookline_kafka::rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
-use hookline_routing::SubscriptionIndex;
+use hookline_routing::{EventFields, SubscriptionIndex};
 use hookline_telemetry::trace::{self, Traced};
 
 /// Header of a quarantined record: why it could not be routed.
@@ -33,18 +33,27 @@ pub struct Outgoing {
 }
 
 /// The delivery jobs for `event`: one per enabled subscription of its tenant that selects its
-/// type, each with the delivery id of (event id, subscription id) and `traceparent`.
+/// type and whose payload filter (if any) the event matches, each with the delivery id of
+/// (event id, subscription id) and `traceparent`; and how many subscriptions selected the
+/// type but filtered the event out. Filters see the decoded event: `type`, `tenant`,
+/// `metadata` and `data` (the JSON of `data_json`).
 pub fn route(
     index: &SubscriptionIndex,
     event: &Event,
     key: &[u8],
     at: RecordPosition<'_>,
     traceparent: &str,
-) -> Vec<DeliveryJob> {
+) -> (Vec<DeliveryJob>, usize) {
     let routed_at_ms = now_ms();
+    let matched = index.matching_event(&EventFields {
+        r#type: &event.r#type,
+        tenant: &event.tenant,
+        metadata: &event.metadata,
+        data_json: &event.data_json,
+    });
     #[allow(clippy::needless_update)] // fields added to the job later default to empty
-    index
-        .matching(&event.tenant, &event.r#type)
+    let jobs = matched
+        .subscriptions
         .into_iter()
         .map(|sub| DeliveryJob {
             delivery_id: hookline_events::delivery_id(&event.id, &sub),
@@ -61,7 +70,8 @@ pub fn route(
             routed_at_ms,
             ..Default::default()
         })
-        .collect()
+        .collect();
+    (jobs, matched.filtered)
 }
 
 fn position(msg: &OwnedMessage) -> RecordPosition<'_> {
@@ -82,14 +92,15 @@ pub fn decode(msg: &OwnedMessage) -> Result<Event, DecodeError> {
     )
 }
 
-/// What one consumed record turns into: its delivery jobs, or its quarantine record; and
-/// the span of its routing, to be kept open until the transaction is over.
+/// What one consumed record turns into: its delivery jobs, or its quarantine record; the
+/// span of its routing, to be kept open until the transaction is over; and how many
+/// subscriptions filtered it out.
 pub fn outgoing(
     index: &SubscriptionIndex,
     msg: &OwnedMessage,
     deliveries: &str,
     quarantine: &str,
-) -> (Vec<Outgoing>, Traced) {
+) -> (Vec<Outgoing>, Traced, usize) {
     let parent = trace::from_kafka(msg.headers());
     let span = Traced::start(&parent, || {
         tracing::info_span!(
@@ -106,19 +117,21 @@ pub fn outgoing(
             hookline.fanout = tracing::field::Empty,
         )
     });
+    let mut filtered = 0;
     let records = match decode(msg) {
         Ok(event) => {
             let mut traceparent = span.traceparent();
             if traceparent.is_empty() {
                 traceparent = trace::traceparent(&trace::new_root());
             }
-            let jobs = route(
+            let (jobs, dropped) = route(
                 index,
                 &event,
                 msg.key().unwrap_or_default(),
                 position(msg),
                 &traceparent,
             );
+            filtered = dropped;
             let s = span.span();
             s.record("hookline.event.id", event.id.as_str());
             s.record("hookline.event.type", event.r#type.as_str());
@@ -141,7 +154,7 @@ pub fn outgoing(
             vec![quarantined(msg, &reason, quarantine)]
         }
     };
-    (records, span)
+    (records, span, filtered)
 }
 
 /// The original key, value and headers, plus the reason and the source position.
@@ -214,7 +227,7 @@ mod tests {
     #[test]
     fn an_event_fans_out_to_its_tenants_matches() {
         let msg = record(br#"{"id":"e1","type":"CARD.X.Y","tenant":"t1"}"#, None);
-        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         let jobs: Vec<DeliveryJob> = out
             .iter()
             .map(|o| {
@@ -231,6 +244,35 @@ mod tests {
         assert_eq!(jobs[1].ordering_key, b"acct-1");
         assert_eq!((jobs[1].source_partition, jobs[1].source_offset), (2, 7));
         assert_eq!(out[1].key, b"s-card");
+    }
+
+    #[test]
+    fn a_filtered_out_event_makes_no_job_and_is_counted() {
+        let mut ix = index();
+        let filter = hookline_routing::Filter::parse(
+            r#"{"data.amount": {"$gte": 100}, "metadata.region": {"$in": ["eu", "us"]}}"#,
+            "filter",
+        )
+        .unwrap();
+        ix.upsert_filtered("s-big", "t1", true, &["CARD.*"], Some(filter));
+        let subs = |value: &[u8]| {
+            let (out, _, filtered) =
+                outgoing(&ix, &record(value, None), "deliveries", "quarantine");
+            let subs: Vec<String> = out
+                .iter()
+                .map(|o| String::from_utf8(o.key.clone()).unwrap())
+                .collect();
+            (subs, filtered)
+        };
+        let big = br#"{"id":"e1","type":"CARD.X","tenant":"t1","metadata":{"region":"eu"},"data":{"amount":150}}"#;
+        assert_eq!(subs(big).0, ["s-all", "s-big", "s-card"]);
+        assert_eq!(subs(big).1, 0);
+        let small = br#"{"id":"e2","type":"CARD.X","tenant":"t1","metadata":{"region":"eu"},"data":{"amount":5}}"#;
+        assert_eq!(subs(small), (vec!["s-all".into(), "s-card".into()], 1));
+        let nowhere = br#"{"id":"e3","type":"CARD.X","tenant":"t1","data":{"amount":500}}"#;
+        assert_eq!(subs(nowhere).1, 1);
+        let other_type = br#"{"id":"e4","type":"ACCOUNT.X","tenant":"t1","data":{"amount":5}}"#;
+        assert_eq!(subs(other_type), (vec!["s-all".into()], 0));
     }
 
     fn job_traceparents(out: &[Outgoing]) -> Vec<(String, String)> {
@@ -265,7 +307,7 @@ mod tests {
                 value: Some(parent),
             })),
         );
-        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         let tps = job_traceparents(&out);
         assert_eq!(tps.len(), 2);
         for (field, header) in tps {
@@ -276,7 +318,7 @@ mod tests {
     #[test]
     fn an_event_without_traceparent_gets_one_trace_id_for_all_its_jobs() {
         let msg = record(br#"{"id":"e1","type":"CARD.X","tenant":"t1"}"#, None);
-        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         let tps = job_traceparents(&out);
         assert_eq!(tps.len(), 2);
         let first = &tps[0].0;
@@ -285,7 +327,7 @@ mod tests {
             "{first}"
         );
         assert!(tps.iter().all(|(f, h)| f == first && h == first));
-        let (again, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (again, _, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         assert_ne!(
             job_traceparents(&again)[0].0,
             *first,
@@ -296,7 +338,7 @@ mod tests {
     #[test]
     fn a_bad_record_is_quarantined_whole() {
         let msg = record(b"\x00not json", Some("text/csv"));
-        let (out, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
+        let (out, _, _) = outgoing(&index(), &msg, "deliveries", "quarantine");
         assert_eq!(out.len(), 1);
         let q = &out[0];
         assert_eq!(q.topic, "quarantine");

@@ -1,6 +1,7 @@
 //! The router's subscription view: the compacted `subscriptions` topic read by a
 //! [`TopicView`], whose record hook keeps a [`SubscriptionIndex`] current one change at a
-//! time (O(patterns of that subscription), never a rebuild).
+//! time (O(patterns of that subscription), never a rebuild). A subscription's payload filter
+//! is compiled here, once per change, and kept in the index beside its patterns.
 //!
 //! The hook runs on the view's reader thread before the view publishes its new position and
 //! `caught_up_at_ms`, so whenever the view says it has seen a record, the index has too.
@@ -14,7 +15,7 @@ use hookline_kafka::rdkafka::message::BorrowedMessage;
 use hookline_kafka::view::{TopicView, Update};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{Dialect, Subscription};
-use hookline_routing::SubscriptionIndex;
+use hookline_routing::{Filter, SubscriptionIndex};
 
 /// Subscriptions in force, indexed for matching, with the view's freshness.
 #[derive(Clone)]
@@ -75,9 +76,26 @@ fn apply(index: &RwLock<SubscriptionIndex>, msg: &BorrowedMessage<'_>) -> Update
             Ok(sub) => {
                 // A Synctera webhook enabled for no events selects nothing; in the Fynapse
                 // dialect no event types means every type.
-                let selects = !(sub.dialect() == Dialect::Synctera && sub.event_types.is_empty());
-                let refused =
-                    index.upsert(&id, &sub.tenant, sub.enabled && selects, &sub.event_types);
+                let mut selects =
+                    !(sub.dialect() == Dialect::Synctera && sub.event_types.is_empty());
+                // The API validated the filter; one refused now (limits tightened since)
+                // selects nothing rather than everything the tenant filtered out.
+                let filter = match sub.filter.as_deref().map(|f| Filter::parse(f, "filter")) {
+                    None => None,
+                    Some(Ok(f)) => Some(f),
+                    Some(Err(e)) => {
+                        tracing::warn!(subscription = %id, error = %e, "filter refused: the subscription selects nothing");
+                        selects = false;
+                        None
+                    }
+                };
+                let refused = index.upsert_filtered(
+                    &id,
+                    &sub.tenant,
+                    sub.enabled && selects,
+                    &sub.event_types,
+                    filter,
+                );
                 for e in refused {
                     tracing::warn!(subscription = %id, error = %e, "pattern selects nothing");
                 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::controls::rate_limit_shape;
+use crate::filters;
 use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
@@ -63,6 +64,10 @@ pub struct CreateSubscription {
     /// 32 by default); absent or `null`: that cap (on PUT too). (A Hookline extension.)
     #[schema(minimum = 1, maximum = 100)]
     pub max_in_flight: Option<u32>,
+    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
+    /// or omitted: every event of the types. See the `Filter` schema.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 rate_limit_shape!(RateLimitBody, "perSecond", "perMinute");
@@ -127,6 +132,10 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub max_in_flight: Option<Option<u32>>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -156,6 +165,10 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_in_flight: Option<u32>,
+    /// The payload filter, keys sorted; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -179,6 +192,7 @@ impl SubscriptionOut {
                 .filter(|s| *s != Signing::HmacSha256),
             rate_limit: s.rate_limit.as_ref().map(RateLimitBody::of),
             max_in_flight: s.max_in_flight,
+            filter: filters::out(s),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -235,6 +249,7 @@ pub async fn create(
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers.flatten())?;
     sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
     sub.max_in_flight = body.max_in_flight;
+    sub.filter = filters::text(body.filter);
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -319,6 +334,7 @@ pub async fn replace(
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
         }
+        s.filter = filters::text(body.filter);
         match body.headers {
             Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),
             None => Ok(()),
@@ -383,6 +399,9 @@ pub async fn patch(
         }
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
+        }
+        if let Some(v) = body.filter {
+            s.filter = filters::text(v);
         }
         match body.headers {
             Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),

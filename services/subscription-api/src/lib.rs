@@ -12,6 +12,7 @@
 //! - `synctera`: the `/v2/webhooks` dialect; `catalog`: its event types and the admin routes.
 //! - `controls`: the delivery controls (rate limit, in-flight limit) every dialect shares:
 //!   bounds, checks, each dialect's shape of them and their OpenAPI schema.
+//! - `filters`: the payload filter field of both dialects (check, schema) and `filter-test`.
 //! - `input`: field limits, path parameters, pagination.
 //! - `routes`: the one route table the router and the OpenAPI document are checked against.
 //! - `examples`: "send an example" through the pipeline, answered with its first attempt.
@@ -24,6 +25,7 @@ mod claims;
 mod commands;
 mod controls;
 mod examples;
+mod filters;
 mod fynapse;
 mod input;
 mod routes;

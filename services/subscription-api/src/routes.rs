@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::input::{self, ErrorBody};
-use crate::{AppState, catalog, fynapse, secrets, synctera};
+use crate::{AppState, catalog, filters, fynapse, secrets, synctera};
 
 /// One route: the method and path (OpenAPI path syntax, which axum shares) and its handler.
 pub struct Route {
@@ -48,6 +48,8 @@ pub fn table() -> Vec<Route> {
     const HOOK: &str = "/v2/webhooks/{id}";
     const HOOK_SECRET: &str = "/v2/webhooks/{id}/secret";
     const TYPES: &str = "/admin/v1/event-types";
+    const FILTER_TEST_SUB: &str = "/api/v1/event-deliveries/subscriptions/{id}/filter-test";
+    const FILTER_TEST_HOOK: &str = "/v2/webhooks/{id}/filter-test";
     use Method as M;
     vec![
         route(M::GET, "/healthz", healthz),
@@ -74,12 +76,14 @@ pub fn table() -> Vec<Route> {
             "/api/v1/event-deliveries/subscriptions/{id}/test",
             fynapse::send_example,
         ),
+        route(M::POST, FILTER_TEST_SUB, filters::fynapse_test),
         route(M::POST, HOOKS, synctera::create),
         route(M::GET, HOOKS, synctera::list),
         route(M::GET, HOOK, synctera::get),
         route(M::PATCH, HOOK, synctera::patch),
         route(M::DELETE, HOOK, synctera::delete),
         route(M::POST, "/v2/webhooks/{id}/test", synctera::send_example),
+        route(M::POST, FILTER_TEST_HOOK, filters::synctera_test),
         route(M::GET, HOOK_SECRET, synctera::get_secret),
         route(M::PUT, HOOK_SECRET, synctera::rotate_secret),
         route(M::POST, TYPES, catalog::register),
@@ -178,12 +182,41 @@ pub fn constrained() -> serde_json::Value {
             "name",
             &json!({"pattern": EVENT_TYPE_PATTERN}),
         ),
+        (
+            "SampleEvent",
+            "type",
+            &json!({"pattern": EVENT_TYPE_PATTERN}),
+        ),
+        (
+            "SampleEvent",
+            "tenant",
+            &json!({"pattern": input::TENANT_PATTERN}),
+        ),
     ] {
         let property = &mut schemas[schema]["properties"][field];
         assert!(property.is_object(), "{schema}.{field} is documented");
         for (k, v) in extra.as_object().expect("object") {
             property[k] = v.clone();
         }
+    }
+    // Payload filters: the language's grammar, as strict as the server's check.
+    for (name, schema) in filters::components() {
+        schemas[name] = schema;
+    }
+    for schema in [
+        "CreateSubscription",
+        "PatchSubscription",
+        "SubscriptionOut",
+        "CreateWebhook",
+        "PatchWebhook",
+        "WebhookOut",
+        "FilterTest",
+    ] {
+        assert!(
+            schemas[schema]["properties"]["filter"].is_object(),
+            "{schema}.filter"
+        );
+        schemas[schema]["properties"]["filter"] = filters::property();
     }
     // PATCH may leave them out but not clear them.
     for field in ["name", "endpointUrl"] {
@@ -264,6 +297,7 @@ impl Modify for BearerAuth {
         fynapse::delete, fynapse::send_example,
         synctera::create, synctera::list, synctera::get, synctera::patch, synctera::delete,
         synctera::get_secret, synctera::rotate_secret, synctera::send_example,
+        filters::fynapse_test, filters::synctera_test,
         catalog::register, catalog::list,
     ),
     modifiers(&BearerAuth),

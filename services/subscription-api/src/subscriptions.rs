@@ -75,7 +75,8 @@ pub fn validate(state: &AppState, face: &Face, sub: &Subscription) -> Result<(),
         DESCRIPTION_MAX,
     )?;
     check_len(face.metadata, sub.metadata.as_deref(), METADATA_MAX)?;
-    crate::controls::check(face, sub)
+    crate::controls::check(face, sub)?;
+    crate::filters::check(sub.filter.as_deref())
 }
 
 /// A new subscription of `tenant` in `face`'s dialect, with a fresh id, enabled, version 1;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::controls::rate_limit_shape;
+use crate::filters;
 use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
@@ -58,6 +59,10 @@ pub struct CreateWebhook {
     /// 32 by default); absent or `null`: that cap. (A Hookline extension.)
     #[schema(minimum = 1, maximum = 100)]
     pub max_in_flight: Option<u32>,
+    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
+    /// or omitted: every event of the types. See the `Filter` schema.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 rate_limit_shape!(WebhookRateLimit, "per_second", "per_minute");
@@ -93,6 +98,10 @@ pub struct PatchWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub max_in_flight: Option<Option<u32>>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -125,6 +134,10 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_in_flight: Option<u32>,
+    /// The payload filter, keys sorted; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     /// The `whsec_` (or `whsk_`) signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -146,6 +159,7 @@ impl WebhookOut {
                 .filter(|s| *s != Signing::HmacSha256),
             rate_limit: s.rate_limit.as_ref().map(WebhookRateLimit::of),
             max_in_flight: s.max_in_flight,
+            filter: filters::out(s),
             secret,
         }
     }
@@ -216,6 +230,7 @@ pub async fn create(
     sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
     sub.max_in_flight = body.max_in_flight;
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
+    sub.filter = filters::text(body.filter);
     let (sub, created) =
         subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own, body.signing).await?;
     let value = created.map(|(_, value)| value);
@@ -306,6 +321,9 @@ pub async fn patch(
         }
         if let Some(v) = body.metadata {
             sub.metadata = v;
+        }
+        if let Some(v) = body.filter {
+            sub.filter = filters::text(v);
         }
         match body.headers {
             Some(h) => subscriptions::set_headers(&state.store, &FACE, sub, h),
