@@ -28,7 +28,9 @@ trap 'exit 130' INT TERM
 
 # A stack of its own: nothing from the caller's shell points it elsewhere.
 unset HOOKLINE_KAFKA_BOOTSTRAP HOOKLINE_CONFIG
-HOOKLINE_STATE_DIR=$state scripts/stack.sh up
+# "Send an example" makes real deliveries to the fuzzed endpoint URLs: names are not looked
+# up (an attempt to a name fails at once), so nothing leaves the machine, not even a DNS query.
+HOOKLINE_EGRESS_DNS=false HOOKLINE_STATE_DIR=$state scripts/stack.sh up
 # shellcheck disable=SC1091
 . "$state/stack.env"
 

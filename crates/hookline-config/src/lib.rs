@@ -132,6 +132,9 @@ pub struct Config {
     /// Random extra delay, as a fraction of each retry delay (0.0-1.0).
     pub retry_jitter: f64,
     pub http_timeout: String,
+    /// Subscription API: how long "send an example" waits for the example's first attempt
+    /// before answering 202 without it (default 5s).
+    pub example_wait: String,
     pub http_connect_timeout: String,
     pub response_body_limit: usize,
     /// The delivery workers' consumer group protocol: `consumer` (KIP-848, Kafka 4.0 and
@@ -170,6 +173,10 @@ pub struct Config {
     /// reach although the egress guard refuses their class (private, loopback, ...).
     /// Empty by default; tests and `make run` set `127.0.0.1/32`.
     pub egress_allow: String,
+    /// Delivery worker: whether endpoint host names are looked up in DNS (default true).
+    /// False: only address-literal URLs are dialled, a name fails the attempt without a
+    /// query (`make conformance` runs so: its fuzzed URLs must not reach any resolver).
+    pub egress_dns: bool,
 
     /// OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`, or `https://`
     /// verified against the system's roots and `OTEL_EXPORTER_OTLP_CERTIFICATE`;
@@ -255,6 +262,7 @@ impl Default for Config {
             retry_schedule: "0s,5s,5m,30m,2h,5h,10h,10h".into(),
             retry_jitter: 0.1,
             http_timeout: "15s".into(),
+            example_wait: "5s".into(),
             http_connect_timeout: "5s".into(),
             response_body_limit: 64 * 1024,
             worker_concurrency: 256,
@@ -270,6 +278,7 @@ impl Default for Config {
             ops_index_dir: ".hookline/ops-index".into(),
             ops_index_cache_mb: 32,
             egress_allow: String::new(),
+            egress_dns: true,
             user_agent: concat!("Hookline/", env!("CARGO_PKG_VERSION")).into(),
             otlp_endpoint: String::new(),
             trace_sample_ratio: 1.0,
@@ -319,6 +328,7 @@ impl Config {
             return Err(invalid("retry_jitter", "must be between 0 and 1"));
         }
         self.http_timeout()?;
+        self.example_wait()?;
         self.http_connect_timeout()?;
         self.egress_allow()?;
         self.shutdown_grace()?;
@@ -429,6 +439,10 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(|s| duration("retry_schedule", s))
             .collect()
+    }
+
+    pub fn example_wait(&self) -> Result<Duration, ConfigError> {
+        duration("example_wait", &self.example_wait)
     }
 
     pub fn http_timeout(&self) -> Result<Duration, ConfigError> {

@@ -108,7 +108,8 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));
         }
-        parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
+        // `null` is a body left out, as the document's optional body allows.
+        parse_json::<Option<T>>(&bytes).map(OptionalJsonBody)
     }
 }
 
@@ -129,6 +130,14 @@ async fn body_bytes<S: Send + Sync>(
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of these APIs is an object; serde would also take an array for a struct.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

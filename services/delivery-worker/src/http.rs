@@ -16,6 +16,20 @@ use rand::Rng as _;
 
 use crate::retry::parse_retry_after;
 
+/// Looks nothing up (`egress_dns = false`): a host name fails the attempt.
+struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn lookup(&self, host: &str) -> hookline_egress::LookupFuture {
+        let host = host.to_owned();
+        Box::pin(async move {
+            Err(std::io::Error::other(format!(
+                "{host:?} is not looked up: egress_dns is false"
+            )))
+        })
+    }
+}
+
 /// What one attempt produced.
 #[derive(Debug)]
 pub struct AttemptResult {
@@ -90,7 +104,11 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(config: &Config) -> Result<Self, crate::Error> {
-        Self::with_lookup(config, Arc::new(SystemLookup))
+        if config.egress_dns {
+            Self::with_lookup(config, Arc::new(SystemLookup))
+        } else {
+            Self::with_lookup(config, Arc::new(NoLookup))
+        }
     }
 
     /// A sender resolving host names through `lookup` (tests inject their DNS answers).

@@ -123,16 +123,16 @@ macro_rules! rate_limit_shape {
         #[serde(deny_unknown_fields)]
         pub struct $name {
             #[serde(rename = $ps, default, skip_serializing_if = "Option::is_none")]
-            pub per_second: Option<u32>,
+            pub per_second: Option<$crate::input::Int>,
             #[serde(rename = $pm, default, skip_serializing_if = "Option::is_none")]
-            pub per_minute: Option<u32>,
+            pub per_minute: Option<$crate::input::Int>,
         }
 
         impl $name {
             pub fn of(r: &hookline_proto::v1::RateLimit) -> Self {
                 Self {
-                    per_second: (r.per_second > 0).then_some(r.per_second),
-                    per_minute: (r.per_minute > 0).then_some(r.per_minute),
+                    per_second: (r.per_second > 0).then_some($crate::input::Int(r.per_second)),
+                    per_minute: (r.per_minute > 0).then_some($crate::input::Int(r.per_minute)),
                 }
             }
 
@@ -141,7 +141,11 @@ macro_rules! rate_limit_shape {
                 self,
                 face: &$crate::subscriptions::Face,
             ) -> Result<hookline_proto::v1::RateLimit, hookline_runtime::ApiError> {
-                $crate::controls::rate_limit(face, self.per_second, self.per_minute)
+                $crate::controls::rate_limit(
+                    face,
+                    self.per_second.map(|n| n.0),
+                    self.per_minute.map(|n| n.0),
+                )
             }
         }
 

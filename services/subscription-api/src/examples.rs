@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 
 use crate::AppState;
 
-/// How long a send waits for its first attempt before answering without it.
-pub const WAIT: Duration = Duration::from_secs(30);
+/// How long a send waits for the reader to be positioned or the job to be acknowledged.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Example sends waiting for their attempt at once, per process.
 pub const WAITING_MAX: usize = 256;
 /// How much of the receiver's response body the answer shows.
@@ -43,13 +43,15 @@ pub struct AttemptTail {
     /// Set once the reader is positioned: a job produced after that has its attempt read.
     ready: Arc<tokio::sync::Notify>,
     positioned: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a send waits for its first attempt (`example_wait`).
+    wait: Duration,
 }
 
 /// What came of an example send.
 pub struct Sent {
     pub delivery_id: String,
     pub event: Event,
-    /// The first attempt, when it came within [`WAIT`].
+    /// The first attempt, when it came within `example_wait`.
     pub attempt: Option<Attempt>,
 }
 
@@ -69,6 +71,7 @@ impl AttemptTail {
             waiters: Arc::default(),
             ready: Arc::default(),
             positioned: Arc::default(),
+            wait: config.example_wait()?,
         };
         let topic = config.topic_attempts.clone();
         let reader = tail.clone();
@@ -131,13 +134,13 @@ impl AttemptTail {
         }
     }
 
-    /// Waits until the reader is positioned (at most `WAIT`).
+    /// Waits until the reader is positioned (at most a few seconds).
     async fn positioned(&self) -> bool {
         let notified = self.ready.notified();
         if self.positioned.load(std::sync::atomic::Ordering::Acquire) {
             return true;
         }
-        tokio::time::timeout(WAIT, notified).await.is_ok()
+        tokio::time::timeout(QUEUE_WAIT, notified).await.is_ok()
     }
 }
 
@@ -218,7 +221,7 @@ pub async fn send(state: &AppState, sub: &Subscription, event: Event) -> Result<
     let record = FutureRecord::<str, [u8]>::to(&state.topic_deliveries)
         .key(&sub.id)
         .payload(&bytes);
-    let sent = hookline_kafka::send_within(state.store.producer(), record, WAIT).await;
+    let sent = hookline_kafka::send_within(state.store.producer(), record, QUEUE_WAIT).await;
     if let Err(e) = sent {
         tail.waiters
             .lock()
@@ -229,7 +232,7 @@ pub async fn send(state: &AppState, sub: &Subscription, event: Event) -> Result<
             "could not queue the example; nothing was sent",
         ));
     }
-    let attempt = tokio::time::timeout(WAIT, rx)
+    let attempt = tokio::time::timeout(tail.wait, rx)
         .await
         .ok()
         .and_then(Result::ok);
@@ -261,3 +264,86 @@ pub fn body_shown(a: &Attempt) -> String {
     let end = a.response_body.len().min(BODY_SHOWN);
     String::from_utf8_lossy(&a.response_body[..end]).into_owned()
 }
+
+/// Sends the example a dialect's handler was asked for and shapes the answer: 200 with the
+/// attempt, 202 when none came in time.
+pub async fn answer<T: From<Sent>>(
+    state: &AppState,
+    who: &hookline_auth::Principal,
+    face: &crate::subscriptions::Face,
+    id: &str,
+    event_type: Option<String>,
+    field: &str,
+) -> Result<(axum::http::StatusCode, axum::Json<T>), ApiError> {
+    let sent = crate::subscriptions::send_example(state, who, face, id, event_type, field).await?;
+    let status = if sent.attempt.is_some() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(T::from(sent))))
+}
+
+/// A dialect's shapes of "send an example": the request (`$req`), the answer (`$out`) and
+/// its attempt (`$attempt`), their fields renamed by `$case` (`"camelCase"`,
+/// `"snake_case"`).
+macro_rules! example_shapes {
+    ($req:ident, $out:ident, $attempt:ident, $case:tt) => {
+        /// Which example to send.
+        #[derive(serde::Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields, rename_all = $case)]
+        pub struct $req {
+            /// A catalog type the subscription receives; default: the first such type.
+            #[schema(min_length = 1, max_length = 255)]
+            pub event_type: Option<String>,
+        }
+
+        /// An example send: the delivery, and its first attempt when it came in time.
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = $case)]
+        pub struct $out {
+            #[schema(format = Uuid)]
+            pub delivery_id: String,
+            pub event_id: String,
+            pub event_type: String,
+            /// Absent when no attempt came within 5 s (the subscription is parked, say);
+            /// the delivery goes on and its attempts are in the operations API.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub attempt: Option<$attempt>,
+        }
+
+        /// The first attempt of an example.
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = $case)]
+        pub struct $attempt {
+            /// HTTP status; 0 when no response came.
+            pub status: u32,
+            /// `succeeded`, `retryable` (it will be retried as any delivery) or `failed`.
+            pub outcome: String,
+            pub duration_ms: u32,
+            #[serde(skip_serializing_if = "String::is_empty")]
+            pub error: String,
+            /// The first 1,024 bytes of the response body.
+            pub response_body: String,
+        }
+
+        impl From<$crate::examples::Sent> for $out {
+            fn from(sent: $crate::examples::Sent) -> Self {
+                let attempt = sent.attempt.as_ref().map(|a| $attempt {
+                    status: a.status_code,
+                    outcome: $crate::examples::outcome_name(a).to_owned(),
+                    duration_ms: a.duration_ms,
+                    error: a.error.clone(),
+                    response_body: $crate::examples::body_shown(a),
+                });
+                Self {
+                    delivery_id: sent.delivery_id,
+                    event_id: sent.event.id,
+                    event_type: sent.event.r#type,
+                    attempt,
+                }
+            }
+        }
+    };
+}
+pub(crate) use example_shapes;

@@ -38,8 +38,17 @@ pub fn out(sub: &Subscription) -> Option<Value> {
 }
 
 fn compile(text: &str) -> Result<Filter, ApiError> {
-    Filter::parse(text, FIELD)
-        .map_err(|e| ApiError::invalid(e.path.clone(), format!("`{}`: {}", e.path, e.message)))
+    Filter::parse(text, FIELD).map_err(|e| {
+        let message = format!("`{}`: {}", e.path, e.message);
+        if e.regex_refused {
+            // A regex may be valid by the document's `format: regex` (ECMA-262) and still
+            // not be one the linear-time engine takes: refused as a conflict, like other
+            // requests valid by the document that the server cannot honour.
+            ApiError::conflict(e.path.clone(), message)
+        } else {
+            ApiError::invalid(e.path.clone(), message)
+        }
+    })
 }
 
 /// Checks a subscription's filter (part of `subscriptions::validate`).
@@ -59,8 +68,9 @@ pub struct SampleEvent {
     pub tenant: Option<String>,
     #[serde(default)]
     pub metadata: Option<HashMap<String, String>>,
-    /// The event's `data`, any JSON (absent: `{}`).
-    #[schema(value_type = Object)]
+    /// The event's `data`, any JSON (absent or `null`: `{}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Value>)]
     pub data: Option<Value>,
 }
 
@@ -137,7 +147,9 @@ async fn test(
     responses((status = 200, description = "Whether the sample event matches the filter \
         (the subscription's, or the body's `filter`), and where it did not", body = FilterTestResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "A `$regex` the engine cannot take", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn fynapse_test(
     State(state): State<AppState>,
     who: Principal,
@@ -152,7 +164,9 @@ pub async fn fynapse_test(
     responses((status = 200, description = "Whether the sample event matches the filter \
         (the webhook's, or the body's `filter`), and where it did not", body = FilterTestResult),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "A `$regex` the engine cannot take", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn synctera_test(
     State(state): State<AppState>,
     who: Principal,

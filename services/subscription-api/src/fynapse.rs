@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::controls::rate_limit_shape;
 use crate::filters;
-use crate::input::{ErrorBody, PathParam, page_request, present};
+use crate::input::{ErrorBody, Int, PathParam, page_request, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
@@ -62,8 +62,8 @@ pub struct CreateSubscription {
     pub rate_limit: Option<RateLimitBody>,
     /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
     /// 32 by default); absent or `null`: that cap (on PUT too). (A Hookline extension.)
-    #[schema(minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Int>,
     /// A payload filter (a Hookline extension): only matching events are delivered; `null`
     /// or omitted: every event of the types. See the `Filter` schema.
     #[schema(value_type = Option<Object>)]
@@ -131,7 +131,7 @@ pub struct PatchSubscription {
     /// `null`: the worker's cap.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Option<u32>>,
+    pub max_in_flight: Option<Option<Int>>,
     /// A payload filter; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
@@ -248,7 +248,7 @@ pub async fn create(
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers.flatten())?;
     sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
-    sub.max_in_flight = body.max_in_flight;
+    sub.max_in_flight = body.max_in_flight.map(|n| n.0);
     sub.filter = filters::text(body.filter);
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
@@ -323,7 +323,7 @@ pub async fn replace(
     let rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
     update(&state, &who, &id, body.signing, |s| {
         s.rate_limit = rate_limit;
-        s.max_in_flight = body.max_in_flight;
+        s.max_in_flight = body.max_in_flight.map(|n| n.0);
         s.name = body.name;
         s.endpoint_url = body.endpoint_url;
         if let Some(r) = body.secret_ref {
@@ -380,7 +380,7 @@ pub async fn patch(
             s.rate_limit = v;
         }
         if let Some(v) = body.max_in_flight {
-            s.max_in_flight = v;
+            s.max_in_flight = v.map(|n| n.0);
         }
         if let Some(v) = name {
             s.name = v;
@@ -425,47 +425,12 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Which example to send.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SendExample {
-    /// A catalog type the subscription receives; default: the first such type.
-    #[schema(min_length = 1, max_length = 255)]
-    pub event_type: Option<String>,
-}
-
-/// An example send: the delivery, and its first attempt when it came in time.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExampleOut {
-    #[schema(format = Uuid)]
-    pub delivery_id: String,
-    pub event_id: String,
-    pub event_type: String,
-    /// Absent when no attempt came within 30 s (the subscription is parked, say); the
-    /// delivery goes on and its attempts are in the operations API.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<ExampleAttempt>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExampleAttempt {
-    /// HTTP status; 0 when no response came.
-    pub status: u32,
-    /// `succeeded`, `retryable` (it will be retried as any delivery) or `failed`.
-    pub outcome: String,
-    pub duration_ms: u32,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub error: String,
-    /// The first 1,024 bytes of the response body.
-    pub response_body: String,
-}
+examples::example_shapes!(SendExample, ExampleOut, ExampleAttempt, "camelCase");
 
 #[utoipa::path(post, path = "/api/v1/event-deliveries/subscriptions/{id}/test", tag = "fynapse",
     params(("id" = String, Path)), request_body = Option<SendExample>,
     responses((status = 200, description = "Sent; the first attempt", body = ExampleOut),
-        (status = 202, description = "Queued; no attempt within 30 s", body = ExampleOut),
+        (status = 202, description = "Queued; no attempt within 5 s", body = ExampleOut),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -477,27 +442,5 @@ pub async fn send_example(
     OptionalJsonBody(body): OptionalJsonBody<SendExample>,
 ) -> Result<(StatusCode, Json<ExampleOut>), ApiError> {
     let event_type = body.and_then(|b| b.event_type);
-    let sent =
-        subscriptions::send_example(&state, &who, &FACE, &id, event_type, "eventType").await?;
-    let attempt = sent.attempt.as_ref().map(|a| ExampleAttempt {
-        status: a.status_code,
-        outcome: examples::outcome_name(a).to_owned(),
-        duration_ms: a.duration_ms,
-        error: a.error.clone(),
-        response_body: examples::body_shown(a),
-    });
-    let status = if attempt.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((
-        status,
-        Json(ExampleOut {
-            delivery_id: sent.delivery_id,
-            event_id: sent.event.id,
-            event_type: sent.event.r#type,
-            attempt,
-        }),
-    ))
+    examples::answer(&state, &who, &FACE, &id, event_type, "eventType").await
 }

@@ -118,6 +118,27 @@ pub fn check_event_type_syntax(field: &str, types: &[String]) -> Result<(), ApiE
     Ok(())
 }
 
+/// A JSON integer that may also be written with a zero fraction (`5.0`), as JSON Schema's
+/// `integer` allows; anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Int(pub u32);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                    .map(|f| f as u64)
+            })
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Int)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, got {n}")))
+    }
+}
+
 /// Deserialises a present field as `Some(value)` (`Some(None)` for `null`), so that with
 /// `#[serde(default)]` an absent field stays `None`: PATCH tells "clear" from "keep".
 pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

@@ -336,8 +336,9 @@ pub async fn get(
 #[utoipa::path(post, path = "/api/v1/event-deliveries/secrets/{name}/rotate", tag = "fynapse",
     params(("name" = String, Path)), request_body = Option<RotateSecret>,
     responses((status = 200, description = "The new value, shown only here; older versions sign until `expiresAt`", body = SecretOut),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn rotate(
     State(state): State<AppState>,
     who: Principal,

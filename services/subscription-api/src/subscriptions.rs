@@ -452,21 +452,82 @@ pub fn set_headers(
     Ok(())
 }
 
+/// What a custom header's name must be: an HTTP token.
+pub const HEADER_NAME_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// What a custom header's value must be: visible ASCII, spaces and tabs.
+pub const HEADER_VALUE_PATTERN: &str = "^[\t\x20-\x7E]*$";
+/// Names matching neither literal nor prefix of [`reserved_header`], as a pattern (any case).
+const RESERVED: [&str; 15] = [
+    "idempotency-key",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "host",
+    "traceparent",
+    "tracestate",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+const RESERVED_PREFIXES: [&str; 3] = ["webhook-", "svix-", "proxy-"];
+
+/// `[Hh][Oo][Ss][Tt]` for `host`: a pattern matching `word` in any case.
+fn any_case(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                regex_escape(c)
+            }
+        })
+        .collect()
+}
+
+fn regex_escape(c: char) -> String {
+    if "\\^$.|?*+()[]{}-".contains(c) {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    }
+}
+
 /// The documented schema of custom headers in a request: an object of at most
-/// [`HEADERS_MAX`] string values (or `null`).
+/// [`HEADERS_MAX`] values (or `null`), names HTTP tokens that are not reserved, values
+/// visible ASCII.
 pub fn headers_in_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::AdditionalProperties;
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::extensions::Extensions;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
     use utoipa::openapi::{RefOr, Schema};
     let value = ObjectBuilder::new()
         .schema_type(Type::String)
-        .max_length(Some(HEADER_VALUE_MAX));
+        .max_length(Some(HEADER_VALUE_MAX))
+        .pattern(Some(HEADER_VALUE_PATTERN));
+    let reserved = RESERVED
+        .iter()
+        .map(|w| format!("{}$", any_case(w)))
+        .chain(RESERVED_PREFIXES.iter().map(|p| any_case(p)))
+        .collect::<Vec<_>>()
+        .join("|");
+    let names = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(HEADER_NAME_PATTERN))
+        .extensions(Some(Extensions::from_iter([(
+            "not",
+            serde_json::json!({"pattern": format!("^({reserved})")}),
+        )])));
     ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
             Type::Object,
             Type::Null,
         ]))
         .max_properties(Some(HEADERS_MAX))
+        .property_names(Some(names))
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
             value.build(),
         )))))
@@ -499,7 +560,7 @@ pub fn masked_headers(sub: &Subscription) -> HeadersIn {
 
 /// Sends an example event to subscription `id` now, through the pipeline: `event_type` (a
 /// catalog type the subscription receives; default: the first such type), answered with the
-/// first attempt when it comes within [`crate::examples::WAIT`].
+/// first attempt when it comes within `example_wait`.
 pub async fn send_example(
     state: &AppState,
     who: &Principal,
@@ -525,14 +586,15 @@ pub async fn send_example(
     };
     let event_type = match event_type {
         Some(t) => {
+            // Valid by the document, refused by the state: conflicts.
             if !crate::catalog::catalog(state).contains(&t) {
-                return Err(ApiError::invalid(
+                return Err(ApiError::conflict(
                     field,
                     format!("{t:?} is not a catalog event type (see GET /admin/v1/event-types)"),
                 ));
             }
             if !receives(&t) {
-                return Err(ApiError::invalid(
+                return Err(ApiError::conflict(
                     field,
                     format!("the {} does not receive {t:?}", face.what),
                 ));

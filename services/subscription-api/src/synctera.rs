@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::controls::rate_limit_shape;
 use crate::filters;
-use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
+use crate::input::{ErrorBody, Int, PathParam, check_tenant, page_request, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
@@ -57,8 +57,8 @@ pub struct CreateWebhook {
     pub rate_limit: Option<WebhookRateLimit>,
     /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
     /// 32 by default); absent or `null`: that cap. (A Hookline extension.)
-    #[schema(minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub max_in_flight: Option<Int>,
     /// A payload filter (a Hookline extension): only matching events are delivered; `null`
     /// or omitted: every event of the types. See the `Filter` schema.
     #[schema(value_type = Option<Object>)]
@@ -97,7 +97,7 @@ pub struct PatchWebhook {
     pub rate_limit: Option<Option<WebhookRateLimit>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Option<u32>>,
+    pub max_in_flight: Option<Option<Int>>,
     /// A payload filter; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
@@ -228,7 +228,7 @@ pub async fn create(
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
     sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
-    sub.max_in_flight = body.max_in_flight;
+    sub.max_in_flight = body.max_in_flight.map(|n| n.0);
     subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
     sub.filter = filters::text(body.filter);
     let (sub, created) =
@@ -298,7 +298,7 @@ pub async fn patch(
             sub.rate_limit = v;
         }
         if let Some(v) = body.max_in_flight {
-            sub.max_in_flight = v;
+            sub.max_in_flight = v.map(|n| n.0);
         }
         if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
             // Valid by the document, refused by the state: a conflict.
@@ -467,44 +467,17 @@ pub async fn rotate_secret(
     Ok(Json(WebhookSecretOut::of(&sub.id, &secret, Some(value))))
 }
 
-/// Which example to send.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendExample {
-    /// A catalog type the webhook receives; default: the first such type.
-    #[schema(min_length = 1, max_length = 255)]
-    pub event_type: Option<String>,
-}
-
-/// An example send: the delivery, and its first attempt when it came in time.
-#[derive(Serialize, ToSchema)]
-pub struct ExampleOut {
-    #[schema(format = Uuid)]
-    pub delivery_id: String,
-    pub event_id: String,
-    pub event_type: String,
-    /// Absent when no attempt came within 30 s; the delivery goes on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<ExampleAttempt>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ExampleAttempt {
-    /// HTTP status; 0 when no response came.
-    pub status: u32,
-    /// `succeeded`, `retryable` or `failed`.
-    pub outcome: String,
-    pub duration_ms: u32,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub error: String,
-    /// The first 1,024 bytes of the response body.
-    pub response_body: String,
-}
+examples::example_shapes!(
+    WebhookSendExample,
+    WebhookExampleOut,
+    WebhookExampleAttempt,
+    "snake_case"
+);
 
 #[utoipa::path(post, path = "/v2/webhooks/{id}/test", tag = "synctera",
-    params(("id" = String, Path)), request_body = Option<SendExample>,
-    responses((status = 200, description = "Sent; the first attempt", body = ExampleOut),
-        (status = 202, description = "Queued; no attempt within 30 s", body = ExampleOut),
+    params(("id" = String, Path)), request_body = Option<WebhookSendExample>,
+    responses((status = 200, description = "Sent; the first attempt", body = WebhookExampleOut),
+        (status = 202, description = "Queued; no attempt within 5 s", body = WebhookExampleOut),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -513,30 +486,8 @@ pub async fn send_example(
     State(state): State<AppState>,
     who: Principal,
     PathParam(id): PathParam,
-    OptionalJsonBody(body): OptionalJsonBody<SendExample>,
-) -> Result<(StatusCode, Json<ExampleOut>), ApiError> {
+    OptionalJsonBody(body): OptionalJsonBody<WebhookSendExample>,
+) -> Result<(StatusCode, Json<WebhookExampleOut>), ApiError> {
     let event_type = body.and_then(|b| b.event_type);
-    let sent =
-        subscriptions::send_example(&state, &who, &FACE, &id, event_type, "event_type").await?;
-    let attempt = sent.attempt.as_ref().map(|a| ExampleAttempt {
-        status: a.status_code,
-        outcome: examples::outcome_name(a).to_owned(),
-        duration_ms: a.duration_ms,
-        error: a.error.clone(),
-        response_body: examples::body_shown(a),
-    });
-    let status = if attempt.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((
-        status,
-        Json(ExampleOut {
-            delivery_id: sent.delivery_id,
-            event_id: sent.event.id,
-            event_type: sent.event.r#type,
-            attempt,
-        }),
-    ))
+    examples::answer(&state, &who, &FACE, &id, event_type, "event_type").await
 }

@@ -61,6 +61,9 @@ pub struct FilterError {
     /// `filter`, `filter.data.amount.$gt`, `filter.$or.1.type`, ...
     pub path: String,
     pub message: String,
+    /// A `$regex` the engine cannot take (look-around, back-references, too large once
+    /// compiled): well-formed as a regex may be, refused by this server.
+    pub regex_refused: bool,
 }
 
 /// What a filter sees of an event. `data` is `None` when the event's data is not JSON: then
@@ -89,6 +92,7 @@ impl Filter {
         let canonical = canonical(value);
         if canonical.len() > MAX_BYTES {
             return Err(FilterError {
+                regex_refused: false,
                 path: root.to_owned(),
                 message: format!(
                     "a filter may be at most {MAX_BYTES} bytes of JSON, this one is {}",
@@ -107,6 +111,7 @@ impl Filter {
     /// Compiles a filter from its JSON text (as stored), naming refused parts under `root`.
     pub fn parse(text: &str, root: &str) -> Result<Self, FilterError> {
         let value: Value = serde_json::from_str(text).map_err(|e| FilterError {
+            regex_refused: false,
             path: root.to_owned(),
             message: format!("not JSON: {e}"),
         })?;

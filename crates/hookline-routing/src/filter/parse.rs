@@ -107,6 +107,7 @@ fn err(path: &str, message: impl Into<String>) -> FilterError {
     FilterError {
         path: path.to_owned(),
         message: message.into(),
+        regex_refused: false,
     }
 }
 
@@ -418,9 +419,12 @@ impl Compiler<'_> {
                     regex::Error::CompiledTooBig(limit) => {
                         format!("the regex compiles to more than {limit} bytes")
                     }
-                    other => format!("not a valid regex: {other}"),
+                    other => format!("not a regex this server takes: {other}"),
                 };
-                err(&self.full(at), why)
+                FilterError {
+                    regex_refused: true,
+                    ..err(&self.full(at), why)
+                }
             })
     }
 }
