@@ -227,6 +227,7 @@ async fn strike(
     kafka: Arc<Kafka>,
     workers: Arc<Vec<tokio::sync::Mutex<Proc>>>,
     router: Arc<tokio::sync::Mutex<Proc>>,
+    brokers: Arc<Vec<tokio::sync::Mutex<()>>>,
     timeline: Timeline,
 ) {
     let index = {
@@ -241,12 +242,16 @@ async fn strike(
     eprintln!("nemesis: {}", fault.describe());
     // The fault's own duration: the target stays out this long (not a wait for a condition).
     match fault {
+        // One fault at a time per broker: a kill landing on a node that another fault is
+        // restarting would make that restart fail, a fault of the harness, not of Hookline.
         Fault::BrokerKill { node, down } => {
+            let _node = brokers[node - 1].lock().await;
             kafka.kill_node(node).await;
             tokio::time::sleep(down).await;
             kafka.start_node(node).await;
         }
         Fault::BrokerPause { node, paused } => {
+            let _node = brokers[node - 1].lock().await;
             kafka.pause_node(node).await;
             tokio::time::sleep(paused).await;
             kafka.resume_node(node).await;
@@ -442,6 +447,8 @@ async fn nemesis(s: Settings) {
     );
     load.release_second_half();
     let timeline: Timeline = Arc::default();
+    let brokers: Arc<Vec<tokio::sync::Mutex<()>>> =
+        Arc::new((0..3).map(|_| tokio::sync::Mutex::new(())).collect());
     let mut strikes = Vec::new();
     for (at, fault) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
@@ -450,6 +457,7 @@ async fn nemesis(s: Settings) {
             kafka.clone(),
             workers.clone(),
             router.clone(),
+            brokers.clone(),
             timeline.clone(),
         )));
     }
