@@ -12,7 +12,8 @@ use utoipa::openapi::schema::{
     AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
 };
 
-use crate::subscriptions::Face;
+use crate::store::Store;
+use crate::subscriptions::{Face, HeadersIn};
 
 /// Highest `perSecond`.
 pub const PER_SECOND_MAX: u32 = 10_000;
@@ -159,6 +160,166 @@ macro_rules! rate_limit_shape {
     };
 }
 pub(crate) use rate_limit_shape;
+
+/// The delivery controls of a request body, checked and named as its dialect names them. Each
+/// field: `None` absent (unchanged), `Some(None)` cleared, `Some(Some(v))` set.
+pub struct Controls {
+    pub headers: Option<Option<HeadersIn>>,
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub max_in_flight: Option<Option<u32>>,
+    pub filter: Option<Option<serde_json::Value>>,
+}
+
+impl Controls {
+    /// As a full replacement (PUT) reads them: an absent rate limit, in-flight limit or filter
+    /// is none; absent headers stay as they are (their values are never shown to send back).
+    pub fn replacing(mut self) -> Self {
+        self.rate_limit.get_or_insert(None);
+        self.max_in_flight.get_or_insert(None);
+        self.filter.get_or_insert(None);
+        self
+    }
+
+    /// Sets what is present on `sub` (header values sealed).
+    pub fn apply(self, store: &Store, face: &Face, sub: &mut Subscription) -> Result<(), ApiError> {
+        if let Some(v) = self.rate_limit {
+            sub.rate_limit = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            sub.max_in_flight = v;
+        }
+        if let Some(v) = self.filter {
+            sub.filter = crate::filters::text(v);
+        }
+        match self.headers {
+            Some(h) => crate::subscriptions::set_headers(store, face, sub, h),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Declares a dialect's request body (`create`: create or replace; `patch`) with the delivery
+/// controls appended as extension fields (`headers`, `signing`, the rate limit of shape
+/// `$rl`, the in-flight limit, `filter`; named by the struct's `rename_all`), and its
+/// `controls` method, which takes them out checked.
+macro_rules! with_controls {
+    (@fields $rl:ident, $(#[$m:meta])* pub struct $name:ident { $($fields:tt)* }
+        headers: $hdoc:literal, rate_limit: $rdoc:literal, max_in_flight: $mdoc:literal,
+        filter: $fdoc:literal) => {
+        $(#[$m])*
+        pub struct $name {
+            $($fields)*
+            /// Custom headers sent with every delivery (an API key the receiver expects,
+            /// say): at most 20, names case-insensitive, values stored encrypted and shown as
+            /// `****`; a value of `****` keeps that header's current value. Reserved names
+            /// (`webhook-*`, `svix-*`, `idempotency-key`, `content-type`, `content-length`,
+            /// `host`, `traceparent`, `user-agent`, hop-by-hop headers) are refused.
+            #[doc = $hdoc]
+            #[serde(default, deserialize_with = "crate::input::present")]
+            #[schema(schema_with = crate::subscriptions::headers_in_schema)]
+            pub headers: Option<Option<crate::subscriptions::HeadersIn>>,
+            /// `hmac-sha256` (default) or `ed25519` (Standard Webhooks `v1a`; receivers
+            /// verify with the secret's `whpk_` public key). A new secret signs so; an
+            /// existing one must already sign so (409 otherwise): the scheme changes by
+            /// rotating the secret with `signing`. (A Hookline extension.)
+            pub signing: Option<crate::secrets::Signing>,
+            /// Deliveries started per second or minute.
+            #[doc = $rdoc]
+            #[serde(default, deserialize_with = "crate::input::present")]
+            #[schema(value_type = Option<$rl>)]
+            pub rate_limit: Option<Option<$rl>>,
+            /// Attempts under way at once, 1-100 (capped by the worker's
+            /// `subscription_in_flight`, 32 by default).
+            #[doc = $mdoc]
+            #[serde(default, deserialize_with = "crate::input::present")]
+            #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+            pub max_in_flight: Option<Option<crate::input::Int>>,
+            /// A payload filter: only matching events are delivered. See the `Filter` schema.
+            #[doc = $fdoc]
+            #[serde(default, deserialize_with = "crate::input::present")]
+            #[schema(value_type = Option<Object>)]
+            pub filter: Option<Option<serde_json::Value>>,
+        }
+
+        impl $name {
+            /// The controls of this body (left `None` here), checked as `face` names them.
+            pub fn controls(
+                &mut self,
+                face: &crate::subscriptions::Face,
+            ) -> Result<crate::controls::Controls, hookline_runtime::ApiError> {
+                Ok(crate::controls::Controls {
+                    headers: self.headers.take(),
+                    rate_limit: self
+                        .rate_limit
+                        .take()
+                        .map(|r| r.map(|r| r.proto(face)).transpose())
+                        .transpose()?,
+                    max_in_flight: self.max_in_flight.take().map(|n| n.map(|n| n.0)),
+                    filter: self.filter.take(),
+                })
+            }
+        }
+    };
+    (create $rl:ident, $($body:tt)*) => {
+        $crate::controls::with_controls!(@fields $rl, $($body)*
+            headers: " Absent on a replace: unchanged; `null`: none. (A Hookline extension.)",
+            rate_limit: " Absent or `null`: unlimited. (A Hookline extension.)",
+            max_in_flight: " Absent or `null`: that cap. (A Hookline extension.)",
+            filter: " Absent or `null`: every event of the types. (A Hookline extension.)");
+    };
+    (patch $rl:ident, $($body:tt)*) => {
+        $crate::controls::with_controls!(@fields $rl, $($body)*
+            headers: " Replaces every custom header; `null` removes them all.",
+            rate_limit: " `null`: unlimited.",
+            max_in_flight: " `null`: the worker's cap.",
+            filter: " `null` removes it.");
+    };
+}
+pub(crate) use with_controls;
+
+/// Declares a dialect's view of a subscription's delivery controls, `$rl` its rate-limit
+/// shape and `$case` its `rename_all`, for a response body to flatten.
+macro_rules! controls_out {
+    ($name:ident, $rl:ident, $case:literal) => {
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = $case)]
+        pub struct $name {
+            /// Custom header names, each value shown as `****`; absent when there are none.
+            #[serde(skip_serializing_if = "crate::subscriptions::HeadersIn::is_empty")]
+            #[schema(schema_with = crate::subscriptions::headers_out_schema)]
+            pub headers: crate::subscriptions::HeadersIn,
+            /// How deliveries are signed (absent: `hmac-sha256`, the default), as the secret's
+            /// newest version signs.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub signing: Option<crate::secrets::Signing>,
+            /// Absent: unlimited.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub rate_limit: Option<$rl>,
+            /// Absent: the worker's cap.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schema(minimum = 1, maximum = 100)]
+            pub max_in_flight: Option<u32>,
+            /// The payload filter, keys sorted; absent: none.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<Object>)]
+            pub filter: Option<serde_json::Value>,
+        }
+
+        impl $name {
+            pub fn of(store: &crate::store::Store, s: &hookline_proto::v1::Subscription) -> Self {
+                Self {
+                    headers: crate::subscriptions::masked_headers(s),
+                    signing: Some(crate::subscriptions::signing_of(store, s))
+                        .filter(|s| *s != crate::secrets::Signing::HmacSha256),
+                    rate_limit: s.rate_limit.as_ref().map($rl::of),
+                    max_in_flight: s.max_in_flight,
+                    filter: crate::filters::out(s),
+                }
+            }
+        }
+    };
+}
+pub(crate) use controls_out;
 
 #[cfg(test)]
 mod tests {

@@ -12,14 +12,14 @@ use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::controls::rate_limit_shape;
-use crate::filters;
-use crate::input::{ErrorBody, Int, PathParam, page_request, present};
+use crate::controls::{controls_out, rate_limit_shape, with_controls};
+use crate::input::{ErrorBody, PathParam, page_request, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
-use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
+use crate::subscriptions::{self, Face, NewSecret};
 use crate::{AppState, examples};
 
+with_controls!(create RateLimitBody,
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSubscription {
@@ -43,34 +43,10 @@ pub struct CreateSubscription {
     /// `strict` (default on create): per ordering key, deliveries in event order, retries
     /// included. `none`: no order. Omitted on PUT: unchanged. (A Hookline extension.)
     pub ordering: Option<OrderingMode>,
-    /// Custom headers sent with every delivery (an API key the receiver expects, say): at
-    /// most 20, names case-insensitive, values stored encrypted and shown as `****`. A value
-    /// of `****` keeps that header's current value. Reserved names (`webhook-*`, `svix-*`,
-    /// `idempotency-key`, `content-type`, `content-length`, `host`, `traceparent`,
-    /// `user-agent`, hop-by-hop headers) are refused. Omitted on PUT: unchanged; `null`:
-    /// none. (A Hookline extension.)
-    #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = subscriptions::headers_in_schema)]
-    pub headers: Option<Option<HeadersIn>>,
-    /// `hmac-sha256` (default) or `ed25519` (Standard Webhooks `v1a`; receivers verify with
-    /// the secret's `whpk_` `publicKey`). On create without `secretRef` the new secret signs
-    /// so; otherwise it must be how the named secret signs (409): the scheme changes by
-    /// rotating the secret with `{"signing": …}`. (A Hookline extension.)
-    pub signing: Option<Signing>,
-    /// Deliveries started per second or minute; absent or `null`: unlimited (on PUT too).
-    /// (A Hookline extension.)
-    pub rate_limit: Option<RateLimitBody>,
-    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
-    /// 32 by default); absent or `null`: that cap (on PUT too). (A Hookline extension.)
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Int>,
-    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
-    /// or omitted: every event of the types. See the `Filter` schema.
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
-}
+});
 
 rate_limit_shape!(RateLimitBody, "perSecond", "perMinute");
+controls_out!(SubscriptionControls, RateLimitBody, "camelCase");
 
 /// Delivery order of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -96,6 +72,7 @@ impl OrderingMode {
     }
 }
 
+with_controls!(patch RateLimitBody,
 /// Only the fields present change; `null` clears `description`, resets `eventTypes` to
 /// every type and keeps the current `secretRef` (as leaving it out does); `name` and
 /// `endpointUrl` cannot be `null`.
@@ -118,25 +95,7 @@ pub struct PatchSubscription {
     #[schema(value_type = Option<String>, max_length = 1024)]
     pub description: Option<Option<String>>,
     pub ordering: Option<OrderingMode>,
-    /// As on create; `null` removes every custom header.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = subscriptions::headers_in_schema)]
-    pub headers: Option<Option<HeadersIn>>,
-    /// As on create: must be how the (new) secret signs.
-    pub signing: Option<Signing>,
-    /// `null`: unlimited.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<RateLimitBody>)]
-    pub rate_limit: Option<Option<RateLimitBody>>,
-    /// `null`: the worker's cap.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Option<Int>>,
-    /// A payload filter; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<Option<serde_json::Value>>,
-}
+});
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -151,24 +110,8 @@ pub struct SubscriptionOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub ordering: OrderingMode,
-    /// Custom header names, each value shown as `****`; absent when there are none.
-    #[serde(skip_serializing_if = "HeadersIn::is_empty")]
-    #[schema(schema_with = subscriptions::headers_out_schema)]
-    pub headers: HeadersIn,
-    /// How deliveries are signed (absent: `hmac-sha256`, the default): as the secret's newest version signs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing: Option<Signing>,
-    /// Absent: unlimited.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitBody>,
-    /// Absent: the worker's cap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<u32>,
-    /// The payload filter, keys sorted; absent: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub controls: SubscriptionControls,
     pub created_at: String,
     pub updated_at: String,
     /// The auto-created secret, with its value, in the create response when `secretRef`
@@ -187,12 +130,7 @@ impl SubscriptionOut {
             event_types: s.event_types.clone(),
             description: s.description.clone(),
             ordering: OrderingMode::of(s.ordering()),
-            headers: subscriptions::masked_headers(s),
-            signing: Some(subscriptions::signing_of(store, s))
-                .filter(|s| *s != Signing::HmacSha256),
-            rate_limit: s.rate_limit.as_ref().map(RateLimitBody::of),
-            max_in_flight: s.max_in_flight,
-            filter: filters::out(s),
+            controls: SubscriptionControls::of(store, s),
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
             secret,
@@ -238,18 +176,16 @@ pub const FACE: Face = Face {
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
-    JsonBody(body): JsonBody<CreateSubscription>,
+    JsonBody(mut body): JsonBody<CreateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let controls = body.controls(&FACE)?;
     let mut sub = subscriptions::draft(&FACE, &who.tenant);
     sub.name = body.name;
     sub.endpoint_url = body.endpoint_url;
     sub.event_types = body.event_types.unwrap_or_default();
     sub.description = body.description;
     sub.ordering = body.ordering.unwrap_or(OrderingMode::Strict).proto();
-    subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers.flatten())?;
-    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
-    sub.max_in_flight = body.max_in_flight.map(|n| n.0);
-    sub.filter = filters::text(body.filter);
+    controls.apply(&state.store, &FACE, &mut sub)?;
     let secret = match body.secret_ref {
         Some(r) => NewSecret::Existing(r),
         None => NewSecret::Named(sub.name.clone()),
@@ -318,12 +254,10 @@ pub async fn replace(
     State(state): State<AppState>,
     who: Principal,
     PathParam(id): PathParam,
-    JsonBody(body): JsonBody<CreateSubscription>,
+    JsonBody(mut body): JsonBody<CreateSubscription>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
+    let controls = body.controls(&FACE)?.replacing();
     update(&state, &who, &id, body.signing, |s| {
-        s.rate_limit = rate_limit;
-        s.max_in_flight = body.max_in_flight.map(|n| n.0);
         s.name = body.name;
         s.endpoint_url = body.endpoint_url;
         if let Some(r) = body.secret_ref {
@@ -334,11 +268,7 @@ pub async fn replace(
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
         }
-        s.filter = filters::text(body.filter);
-        match body.headers {
-            Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),
-            None => Ok(()),
-        }
+        controls.apply(&state.store, &FACE, s)
     })
     .await
 }
@@ -364,24 +294,15 @@ pub async fn patch(
     State(state): State<AppState>,
     who: Principal,
     PathParam(id): PathParam,
-    JsonBody(body): JsonBody<PatchSubscription>,
+    JsonBody(mut body): JsonBody<PatchSubscription>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
+    let controls = body.controls(&FACE)?;
     let name = required("name", body.name)?;
     let url = required("endpointUrl", body.endpoint_url)?;
     // `null` keeps the current secret, as leaving the field out does: a subscription always
     // has one.
     let secret_ref = body.secret_ref.flatten();
-    let rate_limit = body
-        .rate_limit
-        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
-        .transpose()?;
     update(&state, &who, &id, body.signing, |s| {
-        if let Some(v) = rate_limit {
-            s.rate_limit = v;
-        }
-        if let Some(v) = body.max_in_flight {
-            s.max_in_flight = v.map(|n| n.0);
-        }
         if let Some(v) = name {
             s.name = v;
         }
@@ -400,13 +321,7 @@ pub async fn patch(
         if let Some(o) = body.ordering {
             s.ordering = o.proto();
         }
-        if let Some(v) = body.filter {
-            s.filter = filters::text(v);
-        }
-        match body.headers {
-            Some(h) => subscriptions::set_headers(&state.store, &FACE, s, h),
-            None => Ok(()),
-        }
+        controls.apply(&state.store, &FACE, s)
     })
     .await
 }

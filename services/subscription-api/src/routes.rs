@@ -206,10 +206,10 @@ pub fn constrained() -> serde_json::Value {
     for schema in [
         "CreateSubscription",
         "PatchSubscription",
-        "SubscriptionOut",
+        "SubscriptionControls",
         "CreateWebhook",
         "PatchWebhook",
-        "WebhookOut",
+        "WebhookControls",
         "FilterTest",
     ] {
         assert!(

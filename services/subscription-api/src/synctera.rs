@@ -15,14 +15,14 @@ use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::controls::rate_limit_shape;
-use crate::filters;
-use crate::input::{ErrorBody, Int, PathParam, check_tenant, page_request, present};
+use crate::controls::{controls_out, rate_limit_shape, with_controls};
+use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
-use crate::subscriptions::{self, Face, HeadersIn, NewSecret};
+use crate::subscriptions::{self, Face, NewSecret};
 use crate::{AppState, examples};
 
+with_controls!(create WebhookRateLimit,
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
@@ -41,32 +41,12 @@ pub struct CreateWebhook {
     /// Must be the caller's tenant unless the caller is an admin. Default: the caller's.
     #[schema(min_length = 1, max_length = 255, example = "abcdef_ghijkl")]
     pub tenant: Option<String>,
-    /// Custom headers sent with every delivery (an API key the receiver expects, say): at
-    /// most 20, names case-insensitive, values stored encrypted and shown as `****`.
-    /// Reserved names (`webhook-*`, `svix-*`, `idempotency-key`, `content-type`,
-    /// `content-length`, `host`, `traceparent`, `user-agent`, hop-by-hop headers) are
-    /// refused. (A Hookline extension.)
-    #[schema(schema_with = subscriptions::headers_in_schema)]
-    pub headers: Option<HeadersIn>,
-    /// `hmac-sha256` (default) or `ed25519` (Standard Webhooks `v1a`). Changed later by
-    /// rotating the secret (`PUT /v2/webhooks/{id}/secret` with `signing`). (A Hookline
-    /// extension.)
-    pub signing: Option<Signing>,
-    /// Deliveries started per second or minute; absent or `null`: unlimited. (A Hookline
-    /// extension.)
-    pub rate_limit: Option<WebhookRateLimit>,
-    /// Attempts under way at once, 1-100 (capped by the worker's `subscription_in_flight`,
-    /// 32 by default); absent or `null`: that cap. (A Hookline extension.)
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Int>,
-    /// A payload filter (a Hookline extension): only matching events are delivered; `null`
-    /// or omitted: every event of the types. See the `Filter` schema.
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
-}
+});
 
 rate_limit_shape!(WebhookRateLimit, "per_second", "per_minute");
+controls_out!(WebhookControls, WebhookRateLimit, "snake_case");
 
+with_controls!(patch WebhookRateLimit,
 /// Only the fields present change; `null` clears `description`, `metadata`, `rate_limit`
 /// or `max_in_flight`.
 #[derive(Deserialize, ToSchema)]
@@ -85,24 +65,7 @@ pub struct PatchWebhook {
     pub metadata: Option<Option<String>>,
     /// May only repeat the webhook's tenant (another one: 409).
     pub tenant: Option<String>,
-    /// Replaces every custom header; a value of `****` keeps that header's current value;
-    /// `null` removes them all.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = subscriptions::headers_in_schema)]
-    pub headers: Option<Option<HeadersIn>>,
-    /// Must be how the webhook signs now (409 otherwise: rotate its secret with `signing`).
-    pub signing: Option<Signing>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<WebhookRateLimit>)]
-    pub rate_limit: Option<Option<WebhookRateLimit>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<Option<Int>>,
-    /// A payload filter; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<Option<serde_json::Value>>,
-}
+});
 
 #[derive(Serialize, ToSchema)]
 pub struct WebhookOut {
@@ -119,25 +82,8 @@ pub struct WebhookOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
     pub tenant: String,
-    /// Custom header names, each value shown as `****`; absent when there are none.
-    #[serde(skip_serializing_if = "HeadersIn::is_empty")]
-    #[schema(schema_with = subscriptions::headers_out_schema)]
-    pub headers: HeadersIn,
-    /// How deliveries are signed (absent: `hmac-sha256`, the default) (`ed25519`: verify with `public_key` of
-    /// `GET /v2/webhooks/{id}/secret`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing: Option<Signing>,
-    /// Absent: unlimited.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<WebhookRateLimit>,
-    /// Absent: the worker's cap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 100)]
-    pub max_in_flight: Option<u32>,
-    /// The payload filter, keys sorted; absent: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub controls: WebhookControls,
     /// The `whsec_` (or `whsk_`) signing secret: only in the create response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -154,12 +100,7 @@ impl WebhookOut {
             last_updated: rfc3339_seconds(s.updated_at_ms),
             metadata: s.metadata.clone(),
             tenant: s.tenant.clone(),
-            headers: subscriptions::masked_headers(s),
-            signing: Some(subscriptions::signing_of(store, s))
-                .filter(|s| *s != Signing::HmacSha256),
-            rate_limit: s.rate_limit.as_ref().map(WebhookRateLimit::of),
-            max_in_flight: s.max_in_flight,
-            filter: filters::out(s),
+            controls: WebhookControls::of(store, s),
             secret,
         }
     }
@@ -217,9 +158,10 @@ fn target_tenant(who: &Principal, tenant: Option<String>) -> Result<String, ApiE
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
-    JsonBody(body): JsonBody<CreateWebhook>,
+    JsonBody(mut body): JsonBody<CreateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
+    let controls = body.controls(&FACE)?;
     let tenant = target_tenant(&who, body.tenant)?;
     let mut sub = subscriptions::draft(&FACE, &tenant);
     sub.endpoint_url = body.url;
@@ -227,10 +169,7 @@ pub async fn create(
     sub.description = body.description;
     sub.enabled = body.is_enabled;
     sub.metadata = body.metadata;
-    sub.rate_limit = body.rate_limit.map(|r| r.proto(&FACE)).transpose()?;
-    sub.max_in_flight = body.max_in_flight.map(|n| n.0);
-    subscriptions::set_headers(&state.store, &FACE, &mut sub, body.headers)?;
-    sub.filter = filters::text(body.filter);
+    controls.apply(&state.store, &FACE, &mut sub)?;
     let (sub, created) =
         subscriptions::create(&state, &who, &FACE, sub, NewSecret::Own, body.signing).await?;
     let value = created.map(|(_, value)| value);
@@ -287,19 +226,10 @@ pub async fn patch(
     State(state): State<AppState>,
     who: Principal,
     PathParam(id): PathParam,
-    JsonBody(body): JsonBody<PatchWebhook>,
+    JsonBody(mut body): JsonBody<PatchWebhook>,
 ) -> Result<Json<WebhookOut>, ApiError> {
-    let rate_limit = body
-        .rate_limit
-        .map(|r| r.map(|r| r.proto(&FACE)).transpose())
-        .transpose()?;
+    let controls = body.controls(&FACE)?;
     let sub = subscriptions::update(&state, &who, &FACE, &id, body.signing, |sub| {
-        if let Some(v) = rate_limit {
-            sub.rate_limit = v;
-        }
-        if let Some(v) = body.max_in_flight {
-            sub.max_in_flight = v.map(|n| n.0);
-        }
         if body.tenant.as_ref().is_some_and(|t| *t != sub.tenant) {
             // Valid by the document, refused by the state: a conflict.
             return Err(ApiError::conflict(
@@ -322,13 +252,7 @@ pub async fn patch(
         if let Some(v) = body.metadata {
             sub.metadata = v;
         }
-        if let Some(v) = body.filter {
-            sub.filter = filters::text(v);
-        }
-        match body.headers {
-            Some(h) => subscriptions::set_headers(&state.store, &FACE, sub, h),
-            None => Ok(()),
-        }
+        controls.apply(&state.store, &FACE, sub)
     })
     .await?;
     Ok(Json(WebhookOut::of(&state.store, &sub, None)))
