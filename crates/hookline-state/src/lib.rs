@@ -64,12 +64,19 @@ pub fn secret_key(tenant: &str, name: &str) -> String {
 ///
 /// Opened signing secrets are kept (per secret record, at most [`OPENED_MAX`] records) so a
 /// delivery does not decrypt and parse them again: an ed25519 key's expansion costs about as
-/// much as a signature.
+/// much as a signature. Opened custom headers are kept the same way, per subscription version.
 #[derive(Clone)]
 pub struct SecretBox {
     master: MasterKey,
     opened: Arc<Mutex<HashMap<OpenedKey, Opened>>>,
+    headers: Arc<Mutex<HashMap<HeadersKey, OpenedHeaders>>>,
 }
+
+/// A subscription (`tenant/id`) and the nonces of its sealed header values.
+type HeadersKey = (String, Vec<u8>);
+
+/// A subscription's custom headers with their values opened, in order.
+pub type OpenedHeaders = Arc<[(String, String)]>;
 
 impl std::fmt::Debug for SecretBox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +100,7 @@ impl SecretBox {
         Ok(Self {
             master: MasterKey::from_base64(&config.master_key_id, &config.master_key)?,
             opened: Arc::default(),
+            headers: Arc::default(),
         })
     }
 
@@ -137,10 +145,30 @@ impl SecretBox {
         })
     }
 
-    /// The custom headers of `sub` with their values opened, in order. A header that cannot
-    /// be opened (sealed under another master key, or moved from another subscription) is
-    /// left out, with a warning naming it but never its value.
-    pub fn open_headers(&self, sub: &Subscription) -> Vec<(String, String)> {
+    /// The custom headers of `sub` with their values opened, in order, opened once per
+    /// set of sealed values (at most [`OPENED_MAX`] subscriptions kept). A header that cannot be
+    /// opened (sealed under another master key, or moved from another subscription) is left
+    /// out, with a warning naming it but never its value.
+    pub fn open_headers(&self, sub: &Subscription) -> OpenedHeaders {
+        if sub.headers.is_empty() {
+            return Arc::new([]);
+        }
+        // Every sealing draws a fresh nonce: the nonces name this set of values exactly.
+        let nonces = sub.headers.iter().flat_map(|h| h.nonce.iter().copied());
+        let key = (secret_key(&sub.tenant, &sub.id), nonces.collect());
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = cache.get(&key) {
+            return h.clone();
+        }
+        if cache.len() >= OPENED_MAX {
+            cache.clear();
+        }
+        let opened: OpenedHeaders = self.open_headers_now(sub).into();
+        cache.insert(key, opened.clone());
+        opened
+    }
+
+    fn open_headers_now(&self, sub: &Subscription) -> Vec<(String, String)> {
         sub.headers
             .iter()
             .filter_map(|h| {
@@ -210,4 +238,53 @@ fn header_context(tenant: &str, subscription_id: &str, name: &str) -> String {
 /// Encodes a state record for producing.
 pub fn encode<M: hookline_proto::Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_box() -> SecretBox {
+        let config = Config {
+            // 32 bytes of 7, base64.
+            master_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+            ..Config::default()
+        };
+        SecretBox::from_config(&config).unwrap()
+    }
+
+    fn with_headers(b: &SecretBox, values: &[(&str, &str)]) -> Subscription {
+        let mut sub = Subscription {
+            id: "s1".into(),
+            tenant: "t1".into(),
+            ..Subscription::default()
+        };
+        sub.headers = values
+            .iter()
+            .map(|(n, v)| b.seal_header("t1", "s1", n, v).unwrap())
+            .collect();
+        sub
+    }
+
+    #[test]
+    fn custom_headers_are_opened_once_per_set_of_sealed_values() {
+        let b = secret_box();
+        let sub = with_headers(&b, &[("x-api-key", "one"), ("x-b", "two")]);
+        let first = b.open_headers(&sub);
+        assert_eq!(
+            &*first,
+            &[
+                ("x-api-key".to_owned(), "one".to_owned()),
+                ("x-b".to_owned(), "two".to_owned())
+            ]
+        );
+        assert!(Arc::ptr_eq(&first, &b.open_headers(&sub)), "kept");
+        // A new value, even at the same moment, is a new seal: opened afresh.
+        let changed = with_headers(&b, &[("x-api-key", "three")]);
+        assert_eq!(
+            &*b.open_headers(&changed),
+            &[("x-api-key".to_owned(), "three".to_owned())]
+        );
+        assert!(b.open_headers(&Subscription::default()).is_empty());
+    }
 }
