@@ -84,7 +84,10 @@ async fn nemesis_long() {
         flaky_per_mille: 100,
         // 1 job in 10,000 parks the subscription (12 s): about 10 parkings in 10 minutes.
         retry_schedule: "0s,1s,3s,6s,12s,12s,12s,12s",
-        drain: Duration::from_secs(600),
+        // A debug build on a small machine falls behind 160/s while faults strike (each
+        // handover re-reads a partition's buffered jobs): the backlog may take long to drain,
+        // and is waited for as long as deliveries go on (`stall` ends a stranded run).
+        drain: Duration::from_secs(1800),
         stall: Duration::from_secs(90),
     })
     .await;
@@ -399,10 +402,13 @@ async fn nemesis(s: Settings) {
         edit(&mut c);
         c
     };
+    // Whose `/metrics` go with the logs of a failed run.
+    let mut scraped = vec![("hookline-delivery-worker".to_owned(), config.worker_listen)];
     let workers: Arc<Vec<tokio::sync::Mutex<Proc>>> = Arc::new(
         (0..2)
             .map(|i| {
                 let c = extra(&|_| {});
+                scraped.push((format!("worker-extra-{i}"), c.worker_listen));
                 tokio::sync::Mutex::new(Proc::start(
                     &format!("worker-extra-{i}"),
                     "hookline-delivery-worker",
@@ -619,7 +625,18 @@ async fn nemesis(s: Settings) {
         for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
             let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
         }
-        eprintln!("services' logs: {}", kept.display());
+        for (name, addr) in &scraped {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client");
+            let text = match client.get(format!("http://{addr}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_else(|e| e.to_string()),
+                Err(e) => e.to_string(),
+            };
+            let _ = std::fs::write(kept.join(format!("{name}.metrics")), text);
+        }
+        eprintln!("services' logs and workers' metrics: {}", kept.display());
     }
     let mut logs = services.log_tails(30);
     for w in workers.iter() {

@@ -133,6 +133,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             watermarks,
             watermarks_config,
             watermark_failures: 0,
+            behind_reported: None,
             topic: topic.to_owned(),
             partitions: Vec::new(),
             table,
@@ -231,6 +232,8 @@ struct Reader<V, F> {
     /// broker died) may keep timing out although the partition has a new leader.
     watermarks_config: rdkafka::ClientConfig,
     watermark_failures: u32,
+    /// When a view kept behind was last reported.
+    behind_reported: Option<Instant>,
     topic: String,
     partitions: Vec<i32>,
     table: Arc<RwLock<HashMap<String, V>>>,
@@ -451,9 +454,48 @@ where
             Duration::from_secs(5),
         )
         .ok()?;
-        behind
+        let emptied = behind
             .iter()
-            .all(|p| lows.get(p).copied().unwrap_or(0) >= highs.get(p).copied().unwrap_or(0))
-            .then_some(asked_at)
+            .all(|p| lows.get(p).copied().unwrap_or(0) >= highs.get(p).copied().unwrap_or(0));
+        if !emptied {
+            self.report_behind(&behind, positions, &highs, own.as_ref());
+        }
+        emptied.then_some(asked_at)
+    }
+
+    /// A caller has waited past [`BEHIND_MS`]: says where each lagging partition stands, at
+    /// most once per [`BEHIND_MS`].
+    fn report_behind(
+        &mut self,
+        behind: &[i32],
+        positions: &HashMap<i32, i64>,
+        highs: &HashMap<i32, i64>,
+        own: Option<&TopicPartitionList>,
+    ) {
+        let since = self.behind_since_ms.load(Ordering::Relaxed);
+        let every = Duration::from_millis(BEHIND_MS as u64);
+        if since == 0
+            || now_ms() - since < BEHIND_MS
+            || self.behind_reported.is_some_and(|at| at.elapsed() < every)
+        {
+            return;
+        }
+        self.behind_reported = Some(Instant::now());
+        let at: Vec<String> = behind
+            .iter()
+            .map(|p| {
+                let consumer = own
+                    .and_then(|tpl| tpl.find_partition(&self.topic, *p))
+                    .map(|e| format!("{:?}", e.offset()))
+                    .unwrap_or_default();
+                format!(
+                    "{p}: read to {}, consumer at {consumer}, end {}",
+                    positions.get(p).copied().unwrap_or(0),
+                    highs.get(p).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        tracing::warn!(topic = %self.topic, behind_for_ms = now_ms() - since, partitions = ?at,
+            "view still behind what a caller waits for");
     }
 }

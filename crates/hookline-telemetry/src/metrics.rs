@@ -181,6 +181,14 @@ pub struct Instruments {
     /// `hookline_retry_lane_backlog`: jobs appended to the retry lane and not finished, on
     /// this worker's partitions (worker).
     pub retry_lane_backlog: Gauge<i64>,
+    /// `hookline_worker_buffered_jobs{state=queued|held|appending}`: jobs read from
+    /// `deliveries` and held in memory (worker): queued for an attempt, held until a newly
+    /// assigned partition's parked subscriptions are adopted, or being appended to the retry
+    /// lane. Reading pauses while their sum reaches `worker_buffer`.
+    pub worker_buffered: Gauge<i64>,
+    /// `hookline_worker_reading_paused`: 1 while the worker has paused reading `deliveries`
+    /// because its buffer is full (worker).
+    pub worker_reading_paused: Gauge<i64>,
     /// `hookline_consumer_lag{group, topic}`: records not yet consumed by a consumer group
     /// member, summed over its assigned partitions (librdkafka statistics).
     pub consumer_lag: Gauge<i64>,
@@ -259,6 +267,14 @@ impl Instruments {
                 "hookline.retry_lane.backlog",
                 "Jobs in the retry lane not finished yet (this worker's partitions)",
             ),
+            worker_buffered: gauge(
+                "hookline.worker.buffered_jobs",
+                "Jobs read from deliveries held in memory, by state",
+            ),
+            worker_reading_paused: gauge(
+                "hookline.worker.reading_paused",
+                "1 while reading deliveries is paused because the buffer is full",
+            ),
             consumer_lag: gauge(
                 "hookline.consumer.lag",
                 "Records behind the end of the assigned partitions, per group and topic",
@@ -306,6 +322,10 @@ pub fn announce(role: Role) {
             m.in_flight.add(0, &[]);
             m.parked_subscriptions.record(0, &[]);
             m.retry_lane_backlog.record(0, &[]);
+            for state in ["queued", "held", "appending"] {
+                m.worker_buffered.record(0, &[kv("state", state)]);
+            }
+            m.worker_reading_paused.record(0, &[]);
         }
         Role::Extracts => m.extract_rows.add(0, &[]),
     }

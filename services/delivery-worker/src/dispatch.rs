@@ -30,11 +30,14 @@ use tokio::task::JoinSet;
 use crate::job::{Context, Outcome};
 use crate::lane::{LaneEvent, LaneReport, Lanes};
 use crate::limits::{Controls, Limits};
-use crate::ownership::Ownership;
+use crate::ownership::{AdoptionStep, Ownership};
 use crate::park::{Action, MainRef, Parking, THROTTLED};
 use crate::queue::{Item, Key, Origin, Queues};
 use crate::source::{Input, Source, lock};
 use crate::writer::{Ack, Write};
+
+/// How long a newly assigned partition may wait for its parked subscriptions before a warning.
+const SLOW_ADOPTION: Duration = Duration::from_secs(30);
 
 enum Msg {
     Done {
@@ -341,6 +344,8 @@ impl Dispatcher {
         if self.ownership.epoch(partition) != Some(epoch) {
             return;
         }
+        self.ownership
+            .adoption_step(partition, epoch, AdoptionStep::ParkedView);
         let (view, tx) = (self.parked_view.clone(), self.tx.clone());
         self.tasks.spawn(async move {
             view.sync().await;
@@ -629,6 +634,23 @@ impl Dispatcher {
         let m = hookline_telemetry::metrics::metrics();
         m.parked_subscriptions.record(parked as i64, &[]);
         m.retry_lane_backlog.record(backlog, &[]);
+        let kv = hookline_telemetry::metrics::kv;
+        for (state, n) in [
+            ("queued", self.queues.queued_main()),
+            ("held", self.ownership.held()),
+            ("appending", self.parking.appends_in_flight()),
+        ] {
+            m.worker_buffered.record(n as i64, &[kv("state", state)]);
+        }
+        m.worker_reading_paused
+            .record(i64::from(self.source.is_paused()), &[]);
+        for slow in self.ownership.slow_adoptions(Instant::now(), SLOW_ADOPTION) {
+            let view = self.parked_view.state();
+            tracing::warn!(partition = slow.partition, step = ?slow.step, held = slow.held,
+                waited = ?slow.waited, parked_view_caught_up_at_ms = view.caught_up_at_ms,
+                parked_view_positions = ?view.positions,
+                "a newly assigned partition still waits for its parked subscriptions; its records are held");
+        }
         self.parking.on_tick(&mut self.actions);
         self.limits.sweep(&self.ctx.holds, Instant::now());
         self.answer_revocations();

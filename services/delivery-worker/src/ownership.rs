@@ -21,6 +21,28 @@ struct Owned {
     /// Cancelled when the partition is revoked: its jobs stop waiting between attempts.
     stop: CancellationToken,
     held: Option<Vec<Held>>,
+    /// Since when, and what, the adoption of its parked subscriptions waits for.
+    waiting: (Instant, AdoptionStep),
+    /// A slow adoption was reported.
+    reported: bool,
+}
+
+/// What the adoption of a partition's parked subscriptions waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptionStep {
+    /// This worker's earlier parking writes to become durable.
+    EarlierWrites,
+    /// The parked-states view to catch up.
+    ParkedView,
+}
+
+/// An adoption that has waited long: for the log.
+#[derive(Debug)]
+pub struct SlowAdoption {
+    pub partition: i32,
+    pub step: AdoptionStep,
+    pub held: usize,
+    pub waited: std::time::Duration,
 }
 
 struct Revoking<R> {
@@ -61,9 +83,41 @@ impl<R> Ownership<R> {
                 epoch: self.next_epoch,
                 stop,
                 held: Some(Vec::new()),
+                waiting: (Instant::now(), AdoptionStep::EarlierWrites),
+                reported: false,
             },
         );
         self.next_epoch
+    }
+
+    /// The adoption of (`partition`, `epoch`) goes on to its next step.
+    pub fn adoption_step(&mut self, partition: i32, epoch: u64, step: AdoptionStep) {
+        if let Some(o) = self.owned.get_mut(&partition).filter(|o| o.epoch == epoch) {
+            o.waiting = (Instant::now(), step);
+        }
+    }
+
+    /// Adoptions waiting at one step for longer than `after`, each reported once.
+    pub fn slow_adoptions(
+        &mut self,
+        now: Instant,
+        after: std::time::Duration,
+    ) -> Vec<SlowAdoption> {
+        let mut slow = Vec::new();
+        for (p, o) in &mut self.owned {
+            let Some(held) = &o.held else { continue };
+            let waited = now.saturating_duration_since(o.waiting.0);
+            if !o.reported && waited >= after {
+                o.reported = true;
+                slow.push(SlowAdoption {
+                    partition: *p,
+                    step: o.waiting.1,
+                    held: held.len(),
+                    waited,
+                });
+            }
+        }
+        slow
     }
 
     pub fn epoch(&self, partition: i32) -> Option<u64> {

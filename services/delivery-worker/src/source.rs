@@ -184,9 +184,14 @@ impl ConsumerContext for SourceContext {
                 } else {
                     consumer.assign(tpl)
                 };
-                if self.shared.paused.load(Ordering::Relaxed) {
-                    let _ = consumer.pause(tpl);
-                }
+                // librdkafka keeps a partition's pause across a revocation: one paused (the
+                // buffer was full) when it was taken away would stay paused when it comes
+                // back, and never be read again. Each assigned partition gets the state of now.
+                let _ = if self.shared.paused.load(Ordering::Relaxed) {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
                 let _ = self.shared.inputs.send(Input::Assigned(partitions_of(tpl)));
                 r
             }
@@ -434,6 +439,11 @@ impl Source {
     /// Tells the consumer whether the dispatcher has room (pauses reading when not).
     pub fn set_full(&self, full: bool) {
         self.shared.full.store(full, Ordering::Relaxed);
+    }
+
+    /// Whether reading is paused now (the buffer was full).
+    pub fn is_paused(&self) -> bool {
+        self.shared.paused.load(Ordering::Relaxed)
     }
 }
 
