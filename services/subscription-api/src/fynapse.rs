@@ -2,22 +2,22 @@
 //! replace (PUT), update (PATCH), delete. camelCase JSON as in the seed.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hookline_auth::Principal;
 use hookline_events::time_fmt::rfc3339_millis;
 use hookline_proto::v1::{Dialect, Ordering, Subscription};
-use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
+use hookline_runtime::{ApiError, JsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::AppState;
 use crate::controls::{controls_out, rate_limit_shape, with_controls};
-use crate::input::{ErrorBody, PathParam, page_request, present};
+use crate::input::{ErrorBody, PathParam, present};
 use crate::secrets::{SecretOut, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, NewSecret};
-use crate::{AppState, examples};
 
 with_controls!(create RateLimitBody,
 #[derive(Deserialize, ToSchema)]
@@ -199,38 +199,19 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions", tag = "fynapse",
-    params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page")),
-    responses((status = 200, description = "Oldest first (creation time, then id)", body = SubscriptionList),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    who: Principal,
-    RawQuery(query): RawQuery,
-) -> Result<Json<SubscriptionList>, ApiError> {
-    let page = page_request(query.as_deref(), "cursor")?;
-    let (items, next_cursor) = subscriptions::list(&state, &who, &FACE, false, &page);
-    Ok(Json(SubscriptionList {
-        items: items
-            .iter()
-            .map(|s| SubscriptionOut::of(&state.store, s, None))
-            .collect(),
-        next_cursor,
-    }))
-}
-
-#[utoipa::path(get, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
-    params(("id" = String, Path)),
-    responses((status = 200, body = SubscriptionOut), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-pub async fn get(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-) -> Result<Json<SubscriptionOut>, ApiError> {
-    subscriptions::find(&state.store, &who, &FACE, &id)
-        .map(|s| Json(SubscriptionOut::of(&state.store, &s, None)))
+subscriptions::face_handlers! {
+    tag: "fynapse",
+    collection: "/api/v1/event-deliveries/subscriptions",
+    item: "/api/v1/event-deliveries/subscriptions/{id}",
+    test: "/api/v1/event-deliveries/subscriptions/{id}/test",
+    out: SubscriptionOut,
+    list: SubscriptionList { items, next_cursor },
+    cursor: "cursor",
+    cursor_doc: "`nextCursor` of the previous page",
+    list_doc: "Oldest first (creation time, then id)",
+    all_tenants: false,
+    deleted_doc: "Deleted; its secret stays",
+    example: SendExample, ExampleOut, ExampleAttempt, "camelCase", "eventType",
 }
 
 async fn update(
@@ -324,38 +305,4 @@ pub async fn patch(
         controls.apply(&state.store, &FACE, s)
     })
     .await
-}
-
-#[utoipa::path(delete, path = "/api/v1/event-deliveries/subscriptions/{id}", tag = "fynapse",
-    params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted; its secret stays"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-) -> Result<StatusCode, ApiError> {
-    subscriptions::delete(&state, &who, &FACE, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-examples::example_shapes!(SendExample, ExampleOut, ExampleAttempt, "camelCase");
-
-#[utoipa::path(post, path = "/api/v1/event-deliveries/subscriptions/{id}/test", tag = "fynapse",
-    params(("id" = String, Path)), request_body = Option<SendExample>,
-    responses((status = 200, description = "Sent; the first attempt", body = ExampleOut),
-        (status = 202, description = "Queued; no attempt within 5 s", body = ExampleOut),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
-pub async fn send_example(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-    OptionalJsonBody(body): OptionalJsonBody<SendExample>,
-) -> Result<(StatusCode, Json<ExampleOut>), ApiError> {
-    let event_type = body.and_then(|b| b.event_type);
-    examples::answer(&state, &who, &FACE, &id, event_type, "eventType").await
 }

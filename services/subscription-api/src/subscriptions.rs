@@ -611,3 +611,90 @@ pub async fn send_example(
     let event = crate::examples::example_event(&sub, &event_type);
     crate::examples::send(state, &sub, event).await
 }
+
+/// The handlers every dialect has in the same form (list, get, delete, send an example),
+/// declared once: a dialect names its paths, its shapes and its words. Expanded in the
+/// dialect's module, beside its `FACE`.
+macro_rules! face_handlers {
+    (
+        tag: $tag:literal,
+        collection: $collection:literal,
+        item: $item:literal,
+        test: $test:literal,
+        out: $out:ident,
+        list: $list:ident { $items:ident, $next:ident },
+        cursor: $cursor:literal,
+        cursor_doc: $cursor_doc:literal,
+        list_doc: $list_doc:literal,
+        all_tenants: $all:literal,
+        deleted_doc: $deleted:literal,
+        example: $send:ident, $ex_out:ident, $ex_attempt:ident, $case:literal, $field:literal,
+    ) => {
+        #[utoipa::path(get, path = $collection, tag = $tag,
+            params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
+                ($cursor = Option<String>, Query, description = $cursor_doc)),
+            responses((status = 200, description = $list_doc, body = $list),
+                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        pub async fn list(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            who: hookline_auth::Principal,
+            axum::extract::RawQuery(query): axum::extract::RawQuery,
+        ) -> Result<axum::Json<$list>, hookline_runtime::ApiError> {
+            let page = crate::input::page_request(query.as_deref(), $cursor)?;
+            let (items, $next) = crate::subscriptions::list(&state, &who, &FACE, $all, &page);
+            Ok(axum::Json($list {
+                $items: items
+                    .iter()
+                    .map(|s| $out::of(&state.store, s, None))
+                    .collect(),
+                $next,
+            }))
+        }
+
+        #[utoipa::path(get, path = $item, tag = $tag, params(("id" = String, Path)),
+            responses((status = 200, body = $out), (status = 401, body = ErrorBody),
+                (status = 404, body = ErrorBody)))]
+        pub async fn get(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            who: hookline_auth::Principal,
+            crate::input::PathParam(id): crate::input::PathParam,
+        ) -> Result<axum::Json<$out>, hookline_runtime::ApiError> {
+            crate::subscriptions::find(&state.store, &who, &FACE, &id)
+                .map(|s| axum::Json($out::of(&state.store, &s, None)))
+        }
+
+        #[utoipa::path(delete, path = $item, tag = $tag, params(("id" = String, Path)),
+            responses((status = 204, description = $deleted),
+                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+                (status = 404, body = ErrorBody)))]
+        pub async fn delete(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            who: hookline_auth::Principal,
+            crate::input::PathParam(id): crate::input::PathParam,
+        ) -> Result<axum::http::StatusCode, hookline_runtime::ApiError> {
+            crate::subscriptions::delete(&state, &who, &FACE, &id).await?;
+            Ok(axum::http::StatusCode::NO_CONTENT)
+        }
+
+        crate::examples::example_shapes!($send, $ex_out, $ex_attempt, $case);
+
+        #[utoipa::path(post, path = $test, tag = $tag,
+            params(("id" = String, Path)), request_body = Option<$send>,
+            responses((status = 200, description = "Sent; the first attempt", body = $ex_out),
+                (status = 202, description = "Queued; no attempt within 5 s", body = $ex_out),
+                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+                (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+                (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+                (status = 503, body = ErrorBody)))]
+        pub async fn send_example(
+            axum::extract::State(state): axum::extract::State<AppState>,
+            who: hookline_auth::Principal,
+            crate::input::PathParam(id): crate::input::PathParam,
+            hookline_runtime::OptionalJsonBody(body): hookline_runtime::OptionalJsonBody<$send>,
+        ) -> Result<(axum::http::StatusCode, axum::Json<$ex_out>), hookline_runtime::ApiError> {
+            let event_type = body.and_then(|b| b.event_type);
+            crate::examples::answer(&state, &who, &FACE, &id, event_type, $field).await
+        }
+    };
+}
+pub(crate) use face_handlers;

@@ -5,22 +5,22 @@
 //! belongs to the webhook alone: the Fynapse secrets routes neither list nor reach it.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, rfc3339_seconds};
 use hookline_proto::v1::{Dialect, Subscription};
-use hookline_runtime::{ApiError, JsonBody, OptionalJsonBody};
+use hookline_runtime::{ApiError, JsonBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::AppState;
 use crate::controls::{controls_out, rate_limit_shape, with_controls};
-use crate::input::{ErrorBody, PathParam, check_tenant, page_request, present};
+use crate::input::{ErrorBody, PathParam, check_tenant, present};
 use crate::secrets::{self, Signing};
 use crate::store::Store;
 use crate::subscriptions::{self, Face, NewSecret};
-use crate::{AppState, examples};
 
 with_controls!(create WebhookRateLimit,
 #[derive(Deserialize, ToSchema)]
@@ -179,40 +179,23 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/v2/webhooks", tag = "synctera",
-    params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
-        ("page_token" = Option<String>, Query, description = "`next_page_token` of the previous page")),
-    responses((status = 200, description = "Oldest first (creation time, then id); an admin sees every tenant's", body = WebhookList),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    who: Principal,
-    RawQuery(query): RawQuery,
-) -> Result<Json<WebhookList>, ApiError> {
-    let page = page_request(query.as_deref(), "page_token")?;
-    let (items, next_page_token) = subscriptions::list(&state, &who, &FACE, true, &page);
-    Ok(Json(WebhookList {
-        webhooks: items
-            .iter()
-            .map(|s| WebhookOut::of(&state.store, s, None))
-            .collect(),
-        next_page_token,
-    }))
+subscriptions::face_handlers! {
+    tag: "synctera",
+    collection: "/v2/webhooks",
+    item: "/v2/webhooks/{id}",
+    test: "/v2/webhooks/{id}/test",
+    out: WebhookOut,
+    list: WebhookList { webhooks, next_page_token },
+    cursor: "page_token",
+    cursor_doc: "`next_page_token` of the previous page",
+    list_doc: "Oldest first (creation time, then id); an admin sees every tenant's",
+    all_tenants: true,
+    deleted_doc: "Deleted, with its signing secret",
+    example: WebhookSendExample, WebhookExampleOut, WebhookExampleAttempt, "snake_case", "event_type",
 }
 
 fn find(state: &AppState, who: &Principal, id: &str) -> Result<Subscription, ApiError> {
     subscriptions::find(&state.store, who, &FACE, id)
-}
-
-#[utoipa::path(get, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
-    responses((status = 200, body = WebhookOut), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-pub async fn get(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-) -> Result<Json<WebhookOut>, ApiError> {
-    find(&state, &who, &id).map(|s| Json(WebhookOut::of(&state.store, &s, None)))
 }
 
 #[utoipa::path(patch, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
@@ -256,19 +239,6 @@ pub async fn patch(
     })
     .await?;
     Ok(Json(WebhookOut::of(&state.store, &sub, None)))
-}
-
-#[utoipa::path(delete, path = "/v2/webhooks/{id}", tag = "synctera", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted, with its signing secret"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-) -> Result<StatusCode, ApiError> {
-    subscriptions::delete(&state, &who, &FACE, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A webhook's signing secret: the versions that sign, and the value after a rotation.
@@ -389,29 +359,4 @@ pub async fn rotate_secret(
     };
     let (secret, value) = secrets::rotate_value(store, secret, overlap, body.signing).await?;
     Ok(Json(WebhookSecretOut::of(&sub.id, &secret, Some(value))))
-}
-
-examples::example_shapes!(
-    WebhookSendExample,
-    WebhookExampleOut,
-    WebhookExampleAttempt,
-    "snake_case"
-);
-
-#[utoipa::path(post, path = "/v2/webhooks/{id}/test", tag = "synctera",
-    params(("id" = String, Path)), request_body = Option<WebhookSendExample>,
-    responses((status = 200, description = "Sent; the first attempt", body = WebhookExampleOut),
-        (status = 202, description = "Queued; no attempt within 5 s", body = WebhookExampleOut),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
-pub async fn send_example(
-    State(state): State<AppState>,
-    who: Principal,
-    PathParam(id): PathParam,
-    OptionalJsonBody(body): OptionalJsonBody<WebhookSendExample>,
-) -> Result<(StatusCode, Json<WebhookExampleOut>), ApiError> {
-    let event_type = body.and_then(|b| b.event_type);
-    examples::answer(&state, &who, &FACE, &id, event_type, "event_type").await
 }
