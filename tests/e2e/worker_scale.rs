@@ -313,3 +313,103 @@ fn lane_records(config: &hookline_config::Config, topic: &str) -> usize {
         .collect();
     counts.values().sum::<i64>() as usize
 }
+
+/// A free port on 127.0.0.1, for a worker whose `/metrics` the test reads.
+fn free_listen() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("address").to_string()
+}
+
+/// The value of metric line `name` (labels included) of the service listening at `addr`.
+async fn metric(addr: &str, name: &str) -> Option<f64> {
+    let client = reqwest::Client::builder().no_proxy().build().ok()?;
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn reading_paused(addr: &str) -> Option<bool> {
+    metric(addr, "hookline_worker_reading_paused")
+        .await
+        .map(|v| v == 1.0)
+}
+
+/// A partition taken away from a worker while its buffer was full (reading paused) comes
+/// back to it after the worker has room again: it is read. (librdkafka keeps a partition's
+/// pause across a revocation; the worker used to leave such a partition paused for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_revoked_while_reading_was_paused_is_read_when_it_comes_back() {
+    let stack = Stack::start_without_worker(|c| {
+        c.topic_partitions = 3;
+        c.worker_buffer = 20;
+        c.subscription_in_flight = 1;
+        c.shutdown_grace = "5s".into();
+    })
+    .await;
+    let receiver = Receiver::start(&[], 200).await;
+    // Slow answers keep worker A's buffer full, reading paused.
+    receiver.delay(Duration::from_secs(5));
+    // Deliveries are partitioned by subscription: a dozen of them cover every partition.
+    let mut subs = Vec::new();
+    for i in 0..12 {
+        let (id, _) = stack
+            .fynapse_subscription(&format!("s{i}"), &receiver.url, json!(["ACCOUNT.*"]))
+            .await;
+        subs.push(id);
+    }
+    let a_listen = free_listen();
+    let a = Service::start(
+        "hookline-delivery-worker",
+        &stack.config,
+        &[("HOOKLINE_WORKER_LISTEN", &a_listen)],
+    );
+    let mut ids = publish_seqs(&stack, 4, 0..5).await;
+    eventually(60, "worker A's buffer full, reading paused", || async {
+        reading_paused(&a_listen).await.filter(|p| *p)
+    })
+    .await;
+    // B joins while A is paused: the partitions that move to B leave A paused.
+    let b_listen = free_listen();
+    let b = Service::start(
+        "hookline-delivery-worker",
+        &stack.config,
+        &[("HOOKLINE_WORKER_LISTEN", &b_listen)],
+    );
+    eventually(60, "worker B sending (a partition moved to it)", || async {
+        metric(&b_listen, "hookline_deliveries_in_flight")
+            .await
+            .filter(|n| *n > 0.0)
+    })
+    .await;
+    // Room again: everything so far is delivered, and A reads again.
+    receiver.delay(Duration::ZERO);
+    let expected = ids.len() * subs.len();
+    receiver.wait_for_delivered(expected, 120).await;
+    eventually(30, "worker A reading again", || async {
+        reading_paused(&a_listen).await.filter(|p| !*p)
+    })
+    .await;
+    // B leaves: its partitions go back to A, which is not full now.
+    assert!(b.terminate(30), "B leaves within the grace time");
+    // One more event (12 jobs), too few to fill A's buffer (which would pause and resume
+    // every partition, the returned one too).
+    ids.extend(publish_seqs(&stack, 1, 100..101).await);
+    let got = receiver
+        .wait_for_delivered(ids.len() * subs.len(), 60)
+        .await;
+    let expected: HashSet<String> = ids
+        .iter()
+        .flat_map(|e| subs.iter().map(move |s| hookline_events::delivery_id(e, s)))
+        .collect();
+    assert_eq!(delivered_ids(&got), expected, "every event delivered");
+    drop(a);
+    stack.stop().await;
+}

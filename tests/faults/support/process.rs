@@ -29,9 +29,11 @@ struct Process {
     exit: Option<ExitStatus>,
 }
 
-/// The running services; every one is SIGKILLed when this is dropped.
+/// The running services; every one is SIGKILLed when this is dropped, and their operations
+/// index removed.
 pub struct Services {
     procs: Vec<Process>,
+    ops_index_dir: std::path::PathBuf,
 }
 
 impl Services {
@@ -60,7 +62,10 @@ impl Services {
                 exit: None,
             });
         }
-        let mut services = Services { procs };
+        let mut services = Services {
+            procs,
+            ops_index_dir: config.ops_index_dir.clone().into(),
+        };
         let client = super::client();
         let deadline = Instant::now() + Duration::from_secs(90);
         for (name, addr) in self::services(config) {
@@ -130,6 +135,7 @@ impl Drop for Services {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.ops_index_dir);
     }
 }
 
