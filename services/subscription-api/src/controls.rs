@@ -280,7 +280,7 @@ pub(crate) use with_controls;
 /// Declares a dialect's view of a subscription's delivery controls, `$rl` its rate-limit
 /// shape and `$case` its `rename_all`, for a response body to flatten.
 macro_rules! controls_out {
-    ($name:ident, $rl:ident, $case:literal) => {
+    ($name:ident, $rl:ident, $case:tt) => {
         #[derive(serde::Serialize, utoipa::ToSchema)]
         #[serde(rename_all = $case)]
         pub struct $name {
@@ -383,5 +383,20 @@ mod tests {
         }
         let max = &schemas["CreateSubscription"]["properties"]["maxInFlight"];
         assert_eq!(max["maximum"], MAX_IN_FLIGHT_MAX, "{max}");
+        // Shapes declared by macros carry their dialect's casing into the document.
+        for (schema, field) in [
+            ("SubscriptionControls", "maxInFlight"),
+            ("WebhookControls", "max_in_flight"),
+            ("ExampleOut", "deliveryId"),
+            ("WebhookExampleOut", "delivery_id"),
+            ("SendExample", "eventType"),
+            ("WebhookSendExample", "event_type"),
+        ] {
+            assert!(
+                schemas[schema]["properties"][field].is_object(),
+                "{schema}.{field}: {}",
+                schemas[schema]
+            );
+        }
     }
 }

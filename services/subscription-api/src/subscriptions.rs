@@ -617,18 +617,18 @@ pub async fn send_example(
 /// dialect's module, beside its `FACE`.
 macro_rules! face_handlers {
     (
-        tag: $tag:literal,
-        collection: $collection:literal,
-        item: $item:literal,
-        test: $test:literal,
+        tag: $tag:tt,
+        collection: $collection:tt,
+        item: $item:tt,
+        test: $test:tt,
         out: $out:ident,
         list: $list:ident { $items:ident, $next:ident },
-        cursor: $cursor:literal,
-        cursor_doc: $cursor_doc:literal,
-        list_doc: $list_doc:literal,
-        all_tenants: $all:literal,
-        deleted_doc: $deleted:literal,
-        example: $send:ident, $ex_out:ident, $ex_attempt:ident, $case:literal, $field:literal,
+        cursor: $cursor:tt,
+        cursor_doc: $cursor_doc:tt,
+        list_doc: $list_doc:tt,
+        all_tenants: $all:tt,
+        deleted_doc: $deleted:tt,
+        example: $send:ident, $ex_out:ident, $ex_attempt:ident, $case:tt, $field:tt,
     ) => {
         #[utoipa::path(get, path = $collection, tag = $tag,
             params(("limit" = Option<u32>, Query, description = "Page size, 1-100 (default 50)", minimum = 1, maximum = 100),
