@@ -587,6 +587,37 @@ async fn nemesis(s: Settings) {
             let _ = writeln!(report, "  - duplicates while \"{f}\": {n}");
         }
     }
+    report.push_str("\n## Copies of jobs\n\n");
+    // Copies of one job: on `deliveries` (the router's fan-out, replays) and in the retry
+    // lane (a job appended again by a partition's next owner).
+    for (what, topic) in [
+        ("deliveries", &config.topic_deliveries),
+        ("retry lane", &config.topic_retry_lane),
+    ] {
+        let records = crate::support::read_to_end(&config, topic).await;
+        for (name, id) in ["healthy", "flaky"].iter().zip(&subscriptions) {
+            let mut jobs: HashMap<String, usize> = HashMap::new();
+            for (_, key, value) in &records {
+                if key.as_slice() != id.as_bytes() {
+                    continue;
+                }
+                let job = <hookline_proto::v1::DeliveryJob as hookline_proto::Message>::decode(
+                    value.as_slice(),
+                )
+                .expect("a delivery job");
+                *jobs
+                    .entry(format!("{}/{}", job.delivery_id, job.replay_id))
+                    .or_default() += 1;
+            }
+            let total: usize = jobs.values().sum();
+            let _ = writeln!(
+                report,
+                "- {what} of {name}: {total} records of {} jobs ({} copies)",
+                jobs.len(),
+                total - jobs.len()
+            );
+        }
+    }
     let mut crashed = services.exited();
     for w in workers.iter() {
         crashed.extend(w.lock().await.crashes());

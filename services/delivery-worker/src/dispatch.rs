@@ -604,10 +604,12 @@ impl Dispatcher {
         match event {
             LaneEvent::Job {
                 offset,
+                main,
                 mut job,
                 permit,
             } => {
-                let Some((park, attempt)) = self.parking.on_lane_job(&sub, generation, offset)
+                let Some((park, attempt)) =
+                    self.parking.on_lane_job(&sub, generation, offset, main)
                 else {
                     return;
                 };

@@ -17,7 +17,7 @@ use hookline_kafka::rdkafka::ClientContext;
 use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
 use hookline_kafka::rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use hookline_kafka::rdkafka::error::KafkaError;
-use hookline_kafka::rdkafka::message::Message;
+use hookline_kafka::rdkafka::message::{Headers as _, Message};
 use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
 use hookline_proto::Message as _;
 use hookline_proto::v1::DeliveryJob;
@@ -33,6 +33,9 @@ pub enum LaneEvent {
     /// A job of the subscription at `offset`; `permit` is released when the job is over.
     Job {
         offset: i64,
+        /// The `deliveries` record the job was appended for (partition, offset), when the
+        /// record says.
+        main: Option<(i32, i64)>,
         job: Box<DeliveryJob>,
         permit: OwnedSemaphorePermit,
     },
@@ -278,7 +281,13 @@ impl Reader {
                             tracing::warn!(offset, "undecodable retry-lane record skipped");
                             continue;
                         };
-                        let event = LaneEvent::Job { offset, job: Box::new(job), permit };
+                        let main = m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key == crate::writer::MAIN_HEADER)
+                                .and_then(|h| h.value)
+                                .and_then(crate::writer::parse_main_header)
+                        });
+                        let event = LaneEvent::Job { offset, main, job: Box::new(job), permit };
                         if self.events.send((sub.to_owned(), generation, event)).is_err() {
                             return;
                         }

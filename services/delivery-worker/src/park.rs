@@ -25,7 +25,7 @@
 //! while parked it stays put. `deliveries` offsets of appended jobs are finished only after a
 //! state record whose cursor is at or below their lane offsets is durable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hookline_kafka::offsets::{DoneFilter, OffsetTracker};
 use hookline_proto::v1::{DeliveryJob, ParkedState};
@@ -104,6 +104,7 @@ struct Park {
     lane: OffsetTracker,
     /// The highest lane offset handed over in this reading.
     last_read: i64,
+    copies: LaneCopies,
     caught_up_to: i64,
     generation: u64,
     reading: bool,
@@ -128,6 +129,41 @@ impl Park {
             Some(c) if c == cursor => self.lane.commit_metadata(LANE),
             _ => String::new(),
         };
+    }
+}
+
+/// How many lane jobs' `deliveries` records a parking remembers, to tell copies apart.
+const COPIES_REMEMBERED: usize = 100_000;
+
+/// The `deliveries` records whose jobs a parking read from the lane, and at which lane
+/// offset: a later lane record for the same `deliveries` record is a copy. Copies come from a
+/// partition changing hands: its next owner reads `deliveries` from the committed offset and
+/// appends the parked subscription's jobs again, though the previous owner had appended them
+/// already (finished, not yet committed; or acknowledged only after it lost the partition).
+/// The first in lane order is kept; that keeps each key's order, as both owners appended in
+/// the order of `deliveries`. The oldest are forgotten past [`COPIES_REMEMBERED`] (a copy
+/// of one of them is delivered again, with its delivery id).
+#[derive(Debug, Default)]
+struct LaneCopies {
+    by_main: HashMap<(i32, i64), i64>,
+    by_lane: BTreeMap<i64, (i32, i64)>,
+}
+
+impl LaneCopies {
+    /// Whether the lane record at `lane` for `deliveries` record `main` is a copy of one read
+    /// before at another lane offset; remembers it when it is the first.
+    fn is_copy(&mut self, main: (i32, i64), lane: i64) -> bool {
+        if let Some(first) = self.by_main.get(&main) {
+            return *first != lane;
+        }
+        self.by_main.insert(main, lane);
+        self.by_lane.insert(lane, main);
+        while self.by_lane.len() > COPIES_REMEMBERED {
+            if let Some((_, m)) = self.by_lane.pop_first() {
+                self.by_main.remove(&m);
+            }
+        }
+        false
     }
 }
 
@@ -188,6 +224,7 @@ impl Parking {
             lane_pending: BTreeSet::new(),
             lane,
             last_read: -1,
+            copies: LaneCopies::default(),
             caught_up_to: -1,
             generation: 0,
             reading: false,
@@ -342,21 +379,33 @@ impl Parking {
         });
     }
 
-    /// A lane record of `sub` was read; when it is to be delivered, returns the parking it
-    /// belongs to (its outcome is reported with it) and the job's attempt count to resume
-    /// from (`None`: as recorded in the job).
+    /// A lane record of `sub` was read (appended for `deliveries` record `main`, when it
+    /// says); when it is to be delivered, returns the parking it belongs to (its outcome is
+    /// reported with it) and the job's attempt count to resume from (`None`: as recorded in
+    /// the job). A copy of a job read before in this parking is finished unread.
     pub fn on_lane_job(
         &mut self,
         sub: &str,
         generation: u64,
         offset: i64,
+        main: Option<(i32, i64)>,
     ) -> Option<(ParkId, Option<u32>)> {
         let park = self.parks.get_mut(sub)?;
         if park.generation != generation || !park.reading || offset < park.state.cursor {
             return None;
         }
+        // Remembered even when finished (listed by the record a parking was adopted from),
+        // so its copy further on is known for one.
+        let copy = main.is_some_and(|m| park.copies.is_copy(m, offset));
         if park.lane.is_done(LANE, offset) && !park.lane_pending.contains(&offset) {
             // Finished before, in this reading or an earlier one.
+            return None;
+        }
+        if copy {
+            // The job itself is in the lane at a lower offset: finished, not delivered twice.
+            park.lane.begin(LANE, offset);
+            park.lane.finish(LANE, offset);
+            park.dirty = true;
             return None;
         }
         if !park.lane_pending.insert(offset) {

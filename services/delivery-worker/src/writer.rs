@@ -14,6 +14,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use hookline_config::Config;
 use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use hookline_kafka::rdkafka::message::{Header, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::{DeliveryFuture, FutureRecord};
 use hookline_proto::Message as _;
 use hookline_proto::v1::{DeliveryJob, ParkedState};
@@ -113,6 +114,10 @@ async fn run(
 
 /// Hands `w` to the producer (waiting while its queue is full) and returns its ack.
 async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) -> Pending {
+    let main = match &w {
+        Write::Append { main: Some(m), .. } => Some(main_header(m)),
+        _ => None,
+    };
     let (topic, key, payload) = match &w {
         Write::Append { sub, job, .. } => (&topics.lane, sub.clone(), Some(job.encode_to_vec())),
         Write::State { state, .. } => (
@@ -123,7 +128,7 @@ async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) 
         Write::Clear { sub } => (&topics.parked, sub.clone(), None),
         Write::Barrier { .. } => unreachable!("a barrier is acknowledged without writing"),
     };
-    let delivery = enqueue(producer, topic, &key, payload.as_deref()).await;
+    let delivery = enqueue(producer, topic, &key, payload.as_deref(), main.as_deref()).await;
     let (producer, topic) = (producer.clone(), topic.clone());
     Box::pin(async move {
         let mut delivery = delivery;
@@ -136,7 +141,7 @@ async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) 
                 Err(_) => tracing::warn!(%topic, "parking write dropped; writing it again"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            delivery = enqueue(&producer, &topic, &key, payload.as_deref()).await;
+            delivery = enqueue(&producer, &topic, &key, payload.as_deref(), main.as_deref()).await;
         };
         match w {
             Write::Append {
@@ -158,16 +163,38 @@ async fn submit(producer: &hookline_kafka::Producer, topics: &Topics, w: Write) 
     })
 }
 
+/// The record header of a lane job naming the `deliveries` record it was appended for, so a
+/// reading can tell a copy (the record read again and appended again by the partition's next
+/// owner) from the job itself.
+pub const MAIN_HEADER: &str = "hookline-deliveries-record";
+
+fn main_header(m: &MainRef) -> String {
+    format!("{}/{}", m.partition, m.offset)
+}
+
+/// The `deliveries` record a lane record's [`MAIN_HEADER`] names.
+pub fn parse_main_header(value: &[u8]) -> Option<(i32, i64)> {
+    let (p, o) = std::str::from_utf8(value).ok()?.split_once('/')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
+}
+
 async fn enqueue(
     producer: &hookline_kafka::Producer,
     topic: &str,
     key: &str,
     payload: Option<&[u8]>,
+    main: Option<&str>,
 ) -> DeliveryFuture {
     loop {
         let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
         if let Some(p) = payload {
             record = record.payload(p);
+        }
+        if let Some(m) = main {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: MAIN_HEADER,
+                value: Some(m),
+            }));
         }
         match producer.send_result(record) {
             Ok(delivery) => return delivery,

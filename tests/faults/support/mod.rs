@@ -637,3 +637,65 @@ async fn publish(
     }
     Ok(())
 }
+
+/// Every record of `topic` up to its end as of this call (read_uncommitted: the retry lane and
+/// the parked states are written without transactions), as (partition, key, value).
+pub async fn read_to_end(config: &Config, topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use hookline_kafka::rdkafka::message::Message as _;
+    use hookline_kafka::rdkafka::{Offset, TopicPartitionList};
+    let config = config.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = hookline_kafka::client_config(&config)
+            .expect("client settings")
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let meta = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in meta.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            if high > 0 {
+                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                    .expect("partition");
+                ends.insert(p.id(), high);
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return out;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // The position, not the last record: a transaction's control record ends a partition
+        // of `deliveries` and is never handed out.
+        let at_end = |consumer: &BaseConsumer| {
+            let pos = consumer.position().expect("position");
+            ends.iter().all(|(p, high)| {
+                pos.find_partition(&topic, *p)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|o| o >= *high)
+            })
+        };
+        while !at_end(&consumer) {
+            assert!(Instant::now() < deadline, "reading {topic} timed out");
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push((
+                    m.partition(),
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+        out
+    })
+    .await
+    .expect("reader task")
+}

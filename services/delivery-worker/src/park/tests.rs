@@ -120,7 +120,8 @@ impl Sim {
     }
 
     fn lane_job(&mut self, generation: u64, offset: i64) {
-        if let Some((park, _)) = self.m.on_lane_job(SUB, generation, offset) {
+        let main = self.lane[offset as usize].map(|m| (0, m));
+        if let Some((park, _)) = self.m.on_lane_job(SUB, generation, offset, main) {
             assert!(
                 !self.no_repeat.contains(&offset),
                 "lane job {offset} handed over again after it was delivered"
@@ -488,15 +489,19 @@ fn adopted_state_is_read_back_when_due() {
         })
     ));
     assert_eq!(
-        m.on_lane_job(SUB, generation, 39),
+        m.on_lane_job(SUB, generation, 39, None),
         None,
         "before the cursor"
     );
     assert_eq!(
-        m.on_lane_job(SUB, generation, 40).map(|(_, a)| a),
+        m.on_lane_job(SUB, generation, 40, None).map(|(_, a)| a),
         Some(None)
     );
-    assert_eq!(m.on_lane_job(SUB, generation, 40), None, "handed over once");
+    assert_eq!(
+        m.on_lane_job(SUB, generation, 40, None),
+        None,
+        "handed over once"
+    );
 }
 
 /// Found by the property test: a job that must wait again, while a reading started anew has
@@ -594,7 +599,7 @@ fn a_repark_never_hands_over_a_lane_job_delivered_before() {
     let mut m = Parking::default();
     let g = parked_and_reading(&mut m, 5);
     let handed: Vec<ParkId> = (0..5)
-        .map(|o| m.on_lane_job(SUB, g, o).expect("handed over").0)
+        .map(|o| m.on_lane_job(SUB, g, o, None).expect("handed over").0)
         .collect();
     let park = handed[0];
     m.on_lane_done(SUB, park, 0);
@@ -607,7 +612,7 @@ fn a_repark_never_hands_over_a_lane_job_delivered_before() {
     m.on_lane_done(SUB, park, 3);
     let g = wake_and_read(&mut m, out);
     let again: Vec<i64> = (0..5)
-        .filter(|o| m.on_lane_job(SUB, g, *o).is_some())
+        .filter(|o| m.on_lane_job(SUB, g, *o, None).is_some())
         .collect();
     assert_eq!(again, [1, 4], "only what was not delivered");
 
@@ -620,7 +625,7 @@ fn a_repark_never_hands_over_a_lane_job_delivered_before() {
     assert!(next.adopt(state, &mut out));
     let g = wake_and_read(&mut next, out);
     let handed: Vec<i64> = (0..5)
-        .filter(|o| next.on_lane_job(SUB, g, *o).is_some())
+        .filter(|o| next.on_lane_job(SUB, g, *o, None).is_some())
         .collect();
     assert_eq!(handed, [1, 3, 4]);
 }
@@ -631,9 +636,9 @@ fn a_repark_never_hands_over_a_lane_job_delivered_before() {
 fn the_cursor_record_lists_lane_jobs_finished_past_it() {
     let mut m = Parking::default();
     let g = parked_and_reading(&mut m, 6);
-    let park = m.on_lane_job(SUB, g, 0).expect("handed over").0;
+    let park = m.on_lane_job(SUB, g, 0, None).expect("handed over").0;
     for o in 1..6 {
-        m.on_lane_job(SUB, g, o).expect("handed over");
+        m.on_lane_job(SUB, g, o, None).expect("handed over");
     }
     for o in [0, 1, 3, 5] {
         m.on_lane_done(SUB, park, o);
@@ -676,7 +681,7 @@ fn late_reports_of_an_ended_parking_change_nothing() {
 
     let mut m = Parking::default();
     let g = parked_and_reading(&mut m, 3);
-    let (old, _) = m.on_lane_job(SUB, g, 0).expect("handed over");
+    let (old, _) = m.on_lane_job(SUB, g, 0, None).expect("handed over");
     let mut out = Vec::new();
     let state = ParkedState {
         subscription_id: SUB.into(),
@@ -687,14 +692,76 @@ fn late_reports_of_an_ended_parking_change_nothing() {
     };
     m.drop_partition(0, &mut out);
     assert!(m.adopt(state, &mut out));
-    assert_eq!(m.on_lane_job(SUB, g, 1), None, "the ended reading's record");
+    assert_eq!(
+        m.on_lane_job(SUB, g, 1, None),
+        None,
+        "the ended reading's record"
+    );
     let g = wake_and_read(&mut m, out);
-    let (new, _) = m.on_lane_job(SUB, g, 0).expect("handed over");
+    let (new, _) = m.on_lane_job(SUB, g, 0, None).expect("handed over");
     assert_ne!(old, new);
     // The ended parking's attempt of 0 finishes, then must wait: neither counts for this one.
     m.on_lane_done(SUB, old, 0);
     let mut out = Vec::new();
     m.on_lane_repark(SUB, old, 0, 2, 0, BTreeSet::new(), &mut out);
     assert!(out.is_empty(), "{out:?}");
-    m.on_lane_job(SUB, g, 1).expect("reading goes on");
+    m.on_lane_job(SUB, g, 1, None).expect("reading goes on");
+}
+
+/// Issue #22: a partition's next owner reads `deliveries` from the committed offset and
+/// appends a parked subscription's jobs to the lane again, though its previous owner had
+/// appended them (finished, not yet committed). Under a nemesis the lane of a flaky
+/// subscription held one copy for every second job, each delivered again. A copy of a
+/// `deliveries` record read before in the parking is finished unread, and the cursor passes
+/// it; so is the copy of one the adopted record lists as finished.
+#[test]
+fn copies_of_a_lane_job_are_finished_unread() {
+    let mut m = Parking::default();
+    let g = parked_and_reading(&mut m, 6);
+    // Lane offsets 0..6 were appended for `deliveries` records 10, 11, 12, then again 11, 12
+    // (the next owner's copies), then 13.
+    let mains = [10, 11, 12, 11, 12, 13];
+    let handed: Vec<i64> = (0..6)
+        .filter(|o| {
+            m.on_lane_job(SUB, g, *o, Some((0, mains[*o as usize])))
+                .is_some()
+        })
+        .collect();
+    assert_eq!(
+        handed,
+        [0, 1, 2, 5],
+        "the copies at 3 and 4 are not delivered"
+    );
+    let park = m.on_lane_job(SUB, g, 0, Some((0, 10))).map(|(p, _)| p);
+    assert_eq!(park, None, "handed over once");
+    let mut out = Vec::new();
+    let id = m.parks[SUB].id;
+    for o in [0, 1, 2, 5] {
+        m.on_lane_done(SUB, id, o);
+    }
+    m.on_tick(&mut out);
+    assert_eq!(last_state(&out).cursor, 6, "the cursor passes the copies");
+
+    // Adopted from a record listing 1 as finished: its copy at 3 is known too.
+    let mut next = Parking::default();
+    let mut out = Vec::new();
+    let g = {
+        let mut m = Parking::default();
+        let g = parked_and_reading(&mut m, 6);
+        let id = m.on_lane_job(SUB, g, 0, Some((0, 10))).expect("handed").0;
+        m.on_lane_job(SUB, g, 1, Some((0, 11))).expect("handed");
+        m.on_lane_done(SUB, id, 1);
+        m.on_tick(&mut out);
+        let state = last_state(&out);
+        out.clear();
+        assert!(next.adopt(state, &mut out));
+        wake_and_read(&mut next, out)
+    };
+    let handed: Vec<i64> = (0..6)
+        .filter(|o| {
+            next.on_lane_job(SUB, g, *o, Some((0, mains[*o as usize])))
+                .is_some()
+        })
+        .collect();
+    assert_eq!(handed, [0, 2, 5]);
 }
