@@ -11,9 +11,9 @@
 //! whose static membership was taken over (after a broker outage longer than the session, by
 //! this router's own new session) is replaced and joins again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hookline_config::Config;
 use hookline_events::time_fmt::now_ms;
@@ -45,6 +45,13 @@ const MAX_LOST_MEMBERSHIPS: u32 = 3;
 /// How long after a broker outage a fenced producer counts as this router's own transaction
 /// having timed out.
 const RECENT_OUTAGE_MS: i64 = 180_000;
+/// Fencings within [`FENCE_WINDOW`] (with no broker outage seen) after which this router
+/// concludes another process runs under its name. Losing one broker of a cluster (the
+/// transaction or group coordinator's) fences a producer now and then without the process
+/// ever seeing every broker down; two processes with one name fence each other at every
+/// transaction.
+const MAX_FENCINGS: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a replaced consumer may take to close before its successor joins anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -57,6 +64,8 @@ pub struct BatchLoop {
     pub shutdown: CancellationToken,
     /// Consumer memberships lost since the last committed batch.
     pub lost_memberships: u32,
+    /// When the producer was fenced lately (within [`FENCE_WINDOW`]).
+    pub fencings: VecDeque<Instant>,
 }
 
 enum Gathered {
@@ -76,7 +85,7 @@ impl BatchLoop {
             let batch = match self.gather(linger).await? {
                 Gathered::Shutdown => return Ok(()),
                 Gathered::ConsumerLost(reason) => {
-                    self.replace_consumer(&reason)?;
+                    self.replace_consumer(&reason).await?;
                     self.renew_consumer().await?;
                     continue;
                 }
@@ -237,9 +246,9 @@ impl BatchLoop {
     /// (a newer process with this name ran `init_transactions`) or memberships keep being
     /// taken without a batch committed in between (another process with this name): then
     /// this one stops.
-    fn replace_consumer(&mut self, reason: &str) -> Result<(), Error> {
+    async fn replace_consumer(&mut self, reason: &str) -> Result<(), Error> {
         if let Some(fenced) = self.producer.fenced() {
-            return Err(Error::Fenced(fenced));
+            self.fenced(fenced).await?;
         }
         self.lost_memberships += 1;
         if self.lost_memberships > MAX_LOST_MEMBERSHIPS {
@@ -252,14 +261,43 @@ impl BatchLoop {
         Ok(())
     }
 
-    /// The producer was fenced. Right after the brokers were away, that is this router's own
-    /// transaction having timed out meanwhile (the coordinator bumped its epoch): a new
-    /// producer takes over. Otherwise a newer process runs under this name: this one stops.
+    /// The producer was fenced: by the coordinator's own doing, or by a newer process with
+    /// this name. Right after the brokers were away it is the former (this router's
+    /// transaction timed out meanwhile and the coordinator bumped its epoch), and so is a
+    /// rare fencing with the cluster's brokers up (a coordinator's broker lost or paused): a
+    /// new producer takes over. When the group lists a member of another process under this
+    /// name, or the producer was fenced [`MAX_FENCINGS`] times within [`FENCE_WINDOW`] with no
+    /// outage seen, another process runs under this name: this one stops.
     async fn fenced(&mut self, reason: String) -> Result<(), Error> {
-        if !hookline_kafka::context::outage_within(RECENT_OUTAGE_MS) {
-            return Err(Error::Fenced(reason));
+        let now = Instant::now();
+        self.fencings.push_back(now);
+        while self
+            .fencings
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > FENCE_WINDOW)
+        {
+            self.fencings.pop_front();
         }
-        tracing::warn!(%reason, "producer fenced after a broker outage (its transaction timed out); replacing it");
+        let other =
+            consumer::other_process_named(&self.consumer, &self.config, &self.transactional_id)
+                .await;
+        if other == Some(true) {
+            return Err(Error::Fenced(format!(
+                "{reason} (another process is a member of the router group under this name)"
+            )));
+        }
+        if hookline_kafka::context::outage_within(RECENT_OUTAGE_MS) {
+            tracing::warn!(%reason, "producer fenced after a broker outage (its transaction timed out); replacing it");
+        } else if self.fencings.len() >= MAX_FENCINGS {
+            return Err(Error::Fenced(format!(
+                "{reason} ({} times within {} s)",
+                self.fencings.len(),
+                FENCE_WINDOW.as_secs()
+            )));
+        } else {
+            tracing::warn!(%reason, fencings = self.fencings.len(),
+                "producer fenced with the brokers up (a coordinator moved, or another process runs under this instance name); replacing it");
+        }
         self.new_producer().await
     }
 

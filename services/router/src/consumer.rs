@@ -8,8 +8,9 @@
 //! transactions: the batch loop then drops what it gathered and rewinds (see `batch.rs`) by
 //! replacing the consumer.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use hookline_config::Config;
 use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
@@ -107,7 +108,8 @@ pub fn create(
     // same static member, which joins without a rebalance, and the withheld partition was
     // routed by nobody until the next rebalance.
     c.set("partition.assignment.strategy", "roundrobin")
-        .set("group.instance.id", instance_id);
+        .set("group.instance.id", instance_id)
+        .set("client.id", member_client_id(config, instance_id));
     let consumer: EventConsumer = c.create_with_context(RouterContext {
         group: hookline_kafka::context::group_id(config, GROUP),
         ..RouterContext::default()
@@ -120,4 +122,44 @@ pub fn subscribe(
     config: &Config,
 ) -> Result<(), hookline_kafka::KafkaError> {
     Ok(consumer.subscribe(&[&config.topic_events])?)
+}
+
+/// The `client.id` of this process's consumer: `{group}@{instance}:{nonce}`, the nonce made
+/// once per process. The group's member list shows it, so a fenced router can tell another
+/// process under its name (a member with its instance and another nonce) from the
+/// coordinator's own fencing. (The statistics still name the group before the `@`.)
+fn member_client_id(config: &Config, instance_id: &str) -> String {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    let nonce = NONCE.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    format!(
+        "{}@{instance_id}:{nonce}",
+        hookline_kafka::context::group_id(config, GROUP)
+    )
+}
+
+/// Whether another process is a member of the router group under `instance_id`: `None` when
+/// the group could not be described.
+pub async fn other_process_named(
+    consumer: &Arc<EventConsumer>,
+    config: &Config,
+    instance_id: &str,
+) -> Option<bool> {
+    let ours = member_client_id(config, instance_id);
+    let prefix = ours.rsplit_once(':').map(|(p, _)| format!("{p}:"))?;
+    let group = hookline_kafka::context::group_id(config, GROUP);
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        let list = consumer
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .map_err(|e| tracing::debug!(error = %e, "describing the router group"))
+            .ok()?;
+        Some(list.groups().iter().any(|g| {
+            g.members()
+                .iter()
+                .any(|m| m.client_id().starts_with(&prefix) && m.client_id() != ours)
+        }))
+    })
+    .await
+    .ok()
+    .flatten()
 }

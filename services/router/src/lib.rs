@@ -102,6 +102,7 @@ async fn route_until_shutdown(
         producer,
         shutdown: shutdown.clone(),
         lost_memberships: 0,
+        fencings: Default::default(),
     }
     .run()
     .await;
