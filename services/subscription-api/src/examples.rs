@@ -6,8 +6,9 @@
 //! subscription; an example is for one). Its ordering key is its own, so it waits behind no
 //! key of the subscription; it does wait while the subscription is parked, and counts
 //! towards its limits, as a real delivery would. The attempt is read back from `attempts`
-//! by [`AttemptTail`]: one reader per process, from the topic's end at start, that decodes
-//! only the records of subscriptions someone is waiting for.
+//! by [`AttemptTail`]: one reader per process that reads only while a send waits (from the
+//! topic's end as of the first such send) and decodes only the records of subscriptions
+//! someone is waiting for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,13 +37,16 @@ pub const BODY_SHOWN: usize = 1024;
 
 type Waiters = Arc<Mutex<HashMap<String, (String, oneshot::Sender<Attempt>)>>>;
 
-/// Reads `attempts` from its end and hands each awaited attempt to its waiter.
+/// Reads `attempts` while an example send waits, and hands each awaited attempt to its
+/// waiter. With nobody waiting it reads nothing: the topic carries every attempt of every
+/// subscription, and fetching it only to throw it away cost the API process CPU in
+/// proportion to the whole pipeline's load.
 #[derive(Clone)]
 pub struct AttemptTail {
     waiters: Waiters,
-    /// Set once the reader is positioned: a job produced after that has its attempt read.
-    ready: Arc<tokio::sync::Notify>,
-    positioned: Arc<std::sync::atomic::AtomicBool>,
+    /// Asks the reader to read from the topic's end as of now (if it is not reading
+    /// already); answered once it is, so a job produced after that has its attempt read.
+    start_reading: tokio::sync::mpsc::Sender<oneshot::Sender<()>>,
     /// How long a send waits for its first attempt (`example_wait`).
     wait: Duration,
 }
@@ -55,8 +59,11 @@ pub struct Sent {
     pub attempt: Option<Attempt>,
 }
 
+/// How often an idle check runs while reading: reading stops once nobody waits.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 impl AttemptTail {
-    /// Starts the reader on a thread of its own until `shutdown`.
+    /// Starts the reader on a task of its own until `shutdown`.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, KafkaError> {
         let mut c = hookline_kafka::client_config(config)?;
         c.set("group.id", format!("{}.examples", config.group_prefix))
@@ -67,80 +74,112 @@ impl AttemptTail {
         let consumer: StreamConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
         let meta: BaseConsumer<KafkaContext> =
             hookline_kafka::client_config(config)?.create_with_context(KafkaContext)?;
+        let (start_reading, requests) = tokio::sync::mpsc::channel(WAITING_MAX);
         let tail = Self {
             waiters: Arc::default(),
-            ready: Arc::default(),
-            positioned: Arc::default(),
+            start_reading,
             wait: config.example_wait()?,
         };
-        let topic = config.topic_attempts.clone();
-        let reader = tail.clone();
+        let reader = Reader {
+            waiters: tail.waiters.clone(),
+            consumer,
+            meta,
+            topic: config.topic_attempts.clone(),
+            reading: false,
+        };
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = reader.run(consumer, meta, topic) => {}
+                _ = reader.run(requests) => {}
             }
         });
         Ok(tail)
     }
 
-    async fn run(
-        self,
-        consumer: StreamConsumer<KafkaContext>,
-        meta: BaseConsumer<KafkaContext>,
-        topic: String,
-    ) {
-        // Positioned at each partition's end as of now, so nothing written after is missed.
-        loop {
-            let at = {
-                let topic = topic.clone();
-                let meta = &meta;
-                tokio::task::block_in_place(move || ends(meta, &topic))
-            };
-            match at.and_then(|tpl| consumer.assign(&tpl).map_err(|e| e.to_string())) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "example sends: positioning on the attempts topic");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+    /// Has the reader read from the topic's end as of now on (at most a few seconds).
+    async fn reading(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.start_reading.try_send(tx).is_err() {
+            return false;
         }
-        self.positioned
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.ready.notify_waiters();
+        matches!(tokio::time::timeout(QUEUE_WAIT, rx).await, Ok(Ok(())))
+    }
+}
+
+/// The task that owns the consumer of `attempts`.
+struct Reader {
+    waiters: Waiters,
+    consumer: StreamConsumer<KafkaContext>,
+    meta: BaseConsumer<KafkaContext>,
+    topic: String,
+    reading: bool,
+}
+
+impl Reader {
+    async fn run(mut self, mut requests: tokio::sync::mpsc::Receiver<oneshot::Sender<()>>) {
+        let mut idle_check = tokio::time::interval(IDLE_CHECK);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let msg = match consumer.recv().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(error = %e, "example sends: reading attempts");
-                    continue;
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(reply) = request else { return };
+                    // Requests are taken in order, after any idle check: a send registers
+                    // its waiter before asking, so reading never stops under it.
+                    if self.reading || self.position().await {
+                        let _ = reply.send(());
+                    }
                 }
-            };
-            let key = msg.key().unwrap_or_default();
-            let wanted = {
-                let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-                waiters.values().any(|(sub, _)| sub.as_bytes() == key)
-            };
-            if !wanted {
-                continue;
-            }
-            let Some(Ok(attempt)) = msg.payload().map(Attempt::decode) else {
-                continue;
-            };
-            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, tx)) = waiters.remove(&attempt.delivery_id) {
-                let _ = tx.send(attempt);
+                _ = idle_check.tick(), if self.reading => {
+                    if self.lock().is_empty() {
+                        let _ = self.consumer.unassign();
+                        self.reading = false;
+                    }
+                }
+                msg = self.consumer.recv(), if self.reading => match msg {
+                    Ok(m) => self.hand_over(&m),
+                    Err(e) => tracing::debug!(error = %e, "example sends: reading attempts"),
+                },
             }
         }
     }
 
-    /// Waits until the reader is positioned (at most a few seconds).
-    async fn positioned(&self) -> bool {
-        let notified = self.ready.notified();
-        if self.positioned.load(std::sync::atomic::Ordering::Acquire) {
-            return true;
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, oneshot::Sender<Attempt>)>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads every partition from its end as of now; `false` when the topic cannot be
+    /// positioned on now (the send answers 503).
+    async fn position(&mut self) -> bool {
+        let at = {
+            let (meta, topic) = (&self.meta, self.topic.as_str());
+            tokio::task::block_in_place(move || ends(meta, topic))
+        };
+        match at.and_then(|tpl| self.consumer.assign(&tpl).map_err(|e| e.to_string())) {
+            Ok(()) => {
+                self.reading = true;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "example sends: positioning on the attempts topic");
+                false
+            }
         }
-        tokio::time::timeout(QUEUE_WAIT, notified).await.is_ok()
+    }
+
+    fn hand_over(&self, msg: &impl Message) {
+        let key = msg.key().unwrap_or_default();
+        let mut waiters = self.lock();
+        if !waiters.values().any(|(sub, _)| sub.as_bytes() == key) {
+            return;
+        }
+        let Some(Ok(attempt)) = msg.payload().map(Attempt::decode) else {
+            return;
+        };
+        if let Some((_, tx)) = waiters.remove(&attempt.delivery_id) {
+            let _ = tx.send(attempt);
+        }
     }
 }
 
@@ -192,11 +231,6 @@ pub fn example_event(sub: &Subscription, event_type: &str) -> Event {
 /// Sends an example `event` to `sub` through `deliveries` and waits for its first attempt.
 pub async fn send(state: &AppState, sub: &Subscription, event: Event) -> Result<Sent, ApiError> {
     let tail = &state.examples;
-    if !tail.positioned().await {
-        return Err(ApiError::unavailable(
-            "cannot read the attempts topic yet; try again",
-        ));
-    }
     let delivery_id = hookline_events::delivery_id(&event.id, &sub.id);
     let (tx, rx) = oneshot::channel();
     {
@@ -207,6 +241,15 @@ pub async fn send(state: &AppState, sub: &Subscription, event: Event) -> Result<
             ));
         }
         waiters.insert(delivery_id.clone(), (sub.id.clone(), tx));
+    }
+    if !tail.reading().await {
+        tail.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&delivery_id);
+        return Err(ApiError::unavailable(
+            "cannot read the attempts topic yet; try again",
+        ));
     }
     let job = DeliveryJob {
         delivery_id: delivery_id.clone(),
