@@ -230,5 +230,5 @@ pub fn assigned(group: &str) -> bool {
 
 /// The group id of `{group_prefix}.{name}` consumers.
 pub fn group_id(config: &hookline_config::Config, name: &str) -> String {
-    format!("{}.{name}", config.group_prefix)
+    crate::acl::group(config, name)
 }

@@ -12,10 +12,13 @@
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
 //! - [`keyed_protobuf_view`]: a view of a compacted topic of protobuf values;
 //!   [`publish_event`]: an event to the events topic as protobuf.
+//! - [`acl`]: one principal per service and the one table of their ACLs, rendered for the
+//!   local broker, Strimzi `KafkaUser` resources and the README.
 //! - [`lag`]: consumer lag per group and topic, from librdkafka's statistics, as a metric.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod context;
 mod keyed;
 pub mod lag;

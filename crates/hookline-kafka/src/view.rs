@@ -101,7 +101,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         F: Fn(&BorrowedMessage<'_>) -> Update<V> + Send + 'static,
     {
         let mut c = crate::client_config(config)?;
-        c.set("group.id", format!("{}.view.{topic}", config.group_prefix))
+        c.set("group.id", crate::acl::view_group(config, topic))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
