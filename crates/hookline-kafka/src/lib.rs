@@ -35,7 +35,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
-pub use context::{KafkaContext, brokers_reachable, connection_refused};
+pub use context::{KafkaContext, brokers_reachable, connection_refused, not_authorized};
 pub use keyed::{keyed_protobuf_view, publish_event};
 pub use rdkafka;
 
