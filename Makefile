@@ -1,5 +1,5 @@
 # Hookline developer commands. `make help` lists them.
-.PHONY: help run up down clean test conformance check lint fmt build kafka-fetch bench bench-index profile deploy-check deploy-render chaos
+.PHONY: help run up acls down clean test conformance check lint fmt build kafka-fetch bench bench-index profile deploy-check deploy-render chaos
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -9,6 +9,9 @@ run: ## Start everything and run the guided demo; Ctrl-C stops it all (KAFKA_SEC
 
 up: ## Start the stack in the background; writes .hookline/stack.env (BROKERS=3: a 3-node Kafka; KAFKA_SECURITY=sasl_ssl)
 	@BROKERS=$(BROKERS) KAFKA_SECURITY=$(KAFKA_SECURITY) scripts/stack.sh up
+
+acls: ## The secured local broker's ACLs become exactly the table's again (hookline acls)
+	@scripts/stack.sh acls
 
 down: ## Stop the stack, keep its data
 	@scripts/stack.sh down

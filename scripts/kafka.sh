@@ -11,8 +11,9 @@
 # KAFKA_SECURITY=sasl_ssl (or --security sasl_ssl; one node): the client listener speaks
 # SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) with a CA and broker certificate made at the
 # first start, ACLs enforced (StandardAuthorizer, nothing allowed without an ACL), super user
-# `admin`, and a `hookline` user with broad ACLs (phase 2 of issue 23 narrows them per
-# service). DIR/client.env and DIR/client.properties tell an outside client how to connect.
+# `admin`, one user per Hookline principal (those of deploy/kafka/acls.txt, rendered by
+# `hookline acls` from the table in crates/hookline-kafka/src/acl.rs) with exactly the
+# file's ACLs. DIR/client.env and DIR/client.properties tell an outside client how to connect.
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -41,9 +42,14 @@ usage: scripts/kafka.sh [-q] COMMAND [options]
                                      per node of a cluster (remembered in DIR).
                                      --security (default \$KAFKA_SECURITY, else
                                      plaintext; remembered in DIR): sasl_ssl, one node
-                                     only, writes DIR/client.env (HOOKLINE_KAFKA_* for
-                                     user hookline), DIR/client.properties and
-                                     DIR/admin.properties (Java clients, hookline / admin)
+                                     only, writes DIR/client.env (HOOKLINE_KAFKA_* with the
+                                     hookline-{service} users, the outside
+                                     producer's HOOKLINE_PRODUCER_*),
+                                     DIR/client.properties and DIR/admin.properties
+                                     (Java clients, hookline-producer / admin)
+  acls --dir DIR [--file F]          make the running secured broker's ACLs exactly those
+                                     of F (default deploy/kafka/acls.txt; format of
+                                     `hookline acls`), as admin
   scram-user --dir DIR --user NAME (--password PW | --password-file F) [--mechanism M]
                                      (re)set a SCRAM user's password (default both
                                      SCRAM-SHA-512 and SCRAM-SHA-256) on a running
@@ -259,8 +265,13 @@ EOF
 
 # --- security (KAFKA_SECURITY=sasl_ssl) -----------------------------------------------------
 
+# The default ACL file: the table's rendering for the default names (`hookline acls --write`).
+ACL_FILE="$REPO/deploy/kafka/acls.txt"
+# The users of the Hookline principals: those the ACL file names.
+principals() { sed -n 's/^User:\([^ ]*\) .*/\1/p' "$ACL_FILE" | awk '!seen[$0]++'; }
+
 # Makes DIR/tls (a CA, the broker's key and certificate for 127.0.0.1 and localhost, PEM),
-# DIR/secrets (random passwords of admin and hookline), once; and the client files.
+# DIR/secrets (random passwords of admin and every principal), once; and the client files.
 make_security() {
   local tls=$DIR/tls sec=$DIR/secrets
   if [[ ! -s $tls/broker.pem ]]; then
@@ -284,19 +295,23 @@ make_security() {
   fi
   mkdir -p "$sec" && chmod 700 "$sec"
   local user
-  for user in admin hookline; do
+  for user in admin $(principals); do
     [[ -s $sec/$user.password ]] || (umask 077; openssl rand -hex 16 >"$sec/$user.password")
   done
-  # For outside clients: Hookline's keys (user hookline), Java clients' properties.
-  cat >"$DIR/client.env" <<EOF
+  # For Hookline: each service as its own user (`{service}` expanded per service); for an
+  # outside producer: its user and password. Java clients' properties.
+  (umask 077; cat >"$DIR/client.env" <<EOF
 HOOKLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL
 HOOKLINE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
-HOOKLINE_KAFKA_SASL_USERNAME=hookline
-HOOKLINE_KAFKA_SASL_PASSWORD_FILE=$sec/hookline.password
+HOOKLINE_KAFKA_SASL_USERNAME=hookline-{service}
+HOOKLINE_KAFKA_SASL_PASSWORD_FILE=$sec/hookline-{service}.password
 HOOKLINE_KAFKA_SSL_CA_FILE=$tls/ca.pem
+HOOKLINE_PRODUCER_USERNAME=hookline-producer
+HOOKLINE_PRODUCER_PASSWORD=$(password_of hookline-producer)
 EOF
+)
   (umask 077
-    java_client_properties hookline >"$DIR/client.properties"
+    java_client_properties hookline-producer >"$DIR/client.properties"
     java_client_properties admin >"$DIR/admin.properties")
 }
 
@@ -314,8 +329,9 @@ EOF
 
 # The SASL_SSL part of server.properties.
 secure_config() {
-  local admin hookline
-  admin=$(password_of admin); hookline=$(password_of hookline)
+  local admin user plain=""
+  admin=$(password_of admin)
+  for user in $(principals); do plain+=" user_$user=\"$(password_of "$user")\""; done
   cat <<EOF
 # SASL_SSL (KAFKA_SECURITY=sasl_ssl): PEM key store and trust store made by kafka.sh.
 ssl.keystore.type=PEM
@@ -329,7 +345,7 @@ sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin" user_hookline="$hookline";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin"$plain;
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 # admin is the only client super user. User:ANONYMOUS is the node's own KRaft traffic on
@@ -338,11 +354,11 @@ super.users=User:admin;User:ANONYMOUS
 EOF
 }
 
-# The --add-scram arguments of the storage format, one a line: admin and hookline, both
-# SCRAM mechanisms.
+# The --add-scram arguments of the storage format, one a line: admin and every principal,
+# both SCRAM mechanisms.
 scram_format_args() {
   local user mech
-  for user in admin hookline; do
+  for user in admin $(principals); do
     for mech in SCRAM-SHA-512 SCRAM-SHA-256; do
       printf -- '--add-scram\n%s=[name=%s,password=%s]\n' "$mech" "$user" "$(password_of "$user")"
     done
@@ -372,14 +388,42 @@ as_admin() {
     --command-config "$DIR/admin.properties" "$@"
 }
 
-# Interim ACLs of user hookline, once: everything on every topic, group and transactional
-# id, and on the cluster (creating topics). Phase 2 gives each service its own principal.
+# Makes the broker's ACLs exactly those of file $1, as admin, in one JVM
+# (scripts/kafka/Acls.java: a single-file source program on Kafka's class path).
+apply_acls() {
+  local file=$1
+  [[ -s $file ]] || die "acls: no ACL file $file"
+  tools_log_config
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:-UsePerfData -cp "$LIBS/*" \
+    "-Dlog4j2.configurationFile=$DIR/log4j2-tools.properties" "$HERE/kafka/Acls.java" \
+    "$DIR/admin.properties" "$(cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list)" "$file" \
+    >"$DIR/acls.log" 2>&1 || { cat "$DIR/acls.log" >&2; die "applying the ACLs of $file failed"; }
+  [[ $QUIET == 1 ]] || cat "$DIR/acls.log" >&2
+  cp "$file" "$DIR/acls.applied"
+}
+
+# The ACLs of the principals, once at the first start: those of the default file.
 grant_acls() {
-  [[ -f $DIR/acls.done ]] && return 0
-  as_admin org.apache.kafka.tools.AclCommand --add --allow-principal User:hookline \
-    --operation All --topic '*' --group '*' --transactional-id '*' --cluster \
-    >"$DIR/acls.log" 2>&1 || { cat "$DIR/acls.log" >&2; die "adding the ACLs of user hookline failed"; }
-  touch "$DIR/acls.done"
+  [[ -f $DIR/acls.applied ]] && return 0
+  apply_acls "$ACL_FILE"
+}
+
+# acls: the running secured broker's ACLs become exactly those of --file (default: the
+# default file).
+acls_cmd() {
+  local file=$ACL_FILE
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --dir) DIR=$(cd "$2" && pwd) || die "acls: no folder $2"; shift 2 ;;
+      --file) file=$2; shift 2 ;;
+      *) die "acls: unknown option $1" ;;
+    esac
+  done
+  [[ -n "${DIR:-}" ]] || die "acls: --dir is required"
+  [[ $(cat "$DIR/security" 2>/dev/null) == sasl_ssl ]] || die "acls: $DIR is not a secured broker"
+  SHAPE=$(shape)
+  running_node 1 || die "acls: the broker of $DIR is not running"
+  apply_acls "$file"
 }
 
 # scram-user: (re)sets a SCRAM user's password on the running secured broker.
@@ -708,6 +752,7 @@ case "$CMD" in
     echo "running $(cat "$DIR/bootstrap" 2>/dev/null || bootstrap_list)${down[*]:+ (down: ${down[*]})}" ;;
   start-node) dir_opts "$@"; start_node ;;
   scram-user) scram_user "$@" ;;
+  acls) acls_cmd "$@" ;;
   stop-node) dir_opts "$@"; stop_at "$(node_dir "$NODE")" ;;
   kill-node) dir_opts "$@"; kill_at "$(node_dir "$NODE")" ;;
   pause-node) dir_opts "$@"; signal_at STOP "$(node_dir "$NODE")" ;;

@@ -11,8 +11,9 @@
 # an address that is this stack's own local Kafka (left in a shell that sourced stack.env before
 # a `make down`) is not taken for one. KAFKA_SECURITY=sasl_ssl (`make up KAFKA_SECURITY=sasl_ssl`)
 # runs the local broker with a SASL_SSL listener and ACLs enforced (.hookline/kafka-sasl-ssl; see
-# scripts/kafka.sh): the services connect as user hookline, and stack.env carries the settings an
-# outside client needs. HOOKLINE_STATE_DIR (default .hookline) holds the stack's
+# scripts/kafka.sh): each service connects as its own user (hookline-{service}) with exactly the
+# ACLs of the table (`hookline acls`; `make acls` applies them again), and stack.env carries the
+# settings an outside client needs, the outside producer's user and password included. HOOKLINE_STATE_DIR (default .hookline) holds the stack's
 # data, so a second stack (the conformance run's) can run beside the developer's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -115,7 +116,8 @@ up() {
     say "starting Apache Kafka (KRaft, one node, SASL_SSL with ACLs; the first run downloads its jars and makes a CA)"
     bootstrap=$(scripts/kafka.sh start --dir "$SECURE_DIR" --security sasl_ssl)
     echo secure >"$SHAPE_FILE"
-    # The services connect as user hookline; stack.env passes the same keys on.
+    # Each service connects as its own user (hookline-{service}); stack.env passes the same
+    # keys on, and the outside producer's HOOKLINE_PRODUCER_USERNAME and _PASSWORD.
     # shellcheck disable=SC1091
     set -a; source "$SECURE_DIR/client.env"; set +a
     say "Kafka is up at $bootstrap (SASL_SSL, SCRAM-SHA-512, CA $HOOKLINE_KAFKA_SSL_CA_FILE)"
@@ -158,6 +160,7 @@ up() {
   export HOOKLINE_RETRY_SCHEDULE=${HOOKLINE_RETRY_SCHEDULE:-0s,1s,5s,30s}
   # The demo receiver listens on 127.0.0.1, which the egress guard refuses unless allowed.
   export HOOKLINE_EGRESS_ALLOW=${HOOKLINE_EGRESS_ALLOW:-127.0.0.1/32}
+  if [[ $security == sasl_ssl && $(cat "$SHAPE_FILE" 2>/dev/null) == secure ]]; then acls; fi
   say "creating topics"
   "$BIN" topics >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "could not create topics (log: $LOG)"; }
   say "starting the five services (log: $LOG)"
@@ -273,10 +276,26 @@ run() {
   "$BIN" demo --env "$STATE/stack.env" "$@"
 }
 
+# The secured broker's ACLs become exactly the table's for the topic names and group prefix of
+# this environment (`hookline acls`): `make acls`, and `up` with KAFKA_SECURITY=sasl_ssl.
+acls() {
+  [[ -f $SECURE_DIR/security ]] || die "no secured local Kafka: \`make up KAFKA_SECURITY=sasl_ssl\` first"
+  [[ -x $BIN ]] || cargo build --locked -p hookline
+  HOOKLINE_KAFKA_BOOTSTRAP=$(cat "$SECURE_DIR/bootstrap" 2>/dev/null || echo 127.0.0.1:9092) \
+    "$BIN" acls --format kafka >"$SECURE_DIR/acls.txt" || die "hookline acls failed"
+  if cmp -s "$SECURE_DIR/acls.txt" "$SECURE_DIR/acls.applied"; then
+    say "Kafka ACLs: those of the table already (hookline acls)"
+  else
+    scripts/kafka.sh -q acls --dir "$SECURE_DIR" --file "$SECURE_DIR/acls.txt"
+    say "Kafka ACLs: exactly the table's now ($SECURE_DIR/acls.txt)"
+  fi
+}
+
 case "${1:-}" in
   up) up ;;
+  acls) acls ;;
   down) down ;;
   clean) clean ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/stack.sh up|down|clean|run" >&2; exit 2 ;;
+  *) echo "usage: scripts/stack.sh up|down|clean|run|acls" >&2; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 //! The security suite's own pieces: a SASL_SSL broker started by `scripts/kafka.sh`
-//! (`--security sasl_ssl`, a folder under `.hookline/`, killed and removed on drop), a test
-//! configuration that connects to it as a given user, `hookline all` as a process with its
-//! log in a file, and a real HTTP receiver. `HOOKLINE_SECURITY_KEEP=1` keeps the broker's
+//! (`--security sasl_ssl`, a folder under `.hookline/`, killed and removed on drop) whose
+//! ACLs the tests set from the table (`hookline_kafka::acl`) for their own topic names, a
+//! test configuration that connects to it with each service as its own principal
+//! (`hookline-{service}`), `hookline all` or one service as a process with its log in a
+//! file, and a real HTTP receiver. `HOOKLINE_SECURITY_KEEP=1` keeps the broker's
 //! folder (its log, the services' logs) until a later run without it.
 
 use std::path::{Path, PathBuf};
@@ -73,7 +75,7 @@ impl SecuredKafka {
             .to_owned()
     }
 
-    /// The password kafka.sh made for `user` (admin or hookline).
+    /// The password kafka.sh made for `user` (admin or a principal's `hookline-...`).
     pub fn password(&self, user: &str) -> String {
         std::fs::read_to_string(self.password_file(user))
             .expect("password file")
@@ -100,6 +102,31 @@ impl SecuredKafka {
         ])
         .await
         .unwrap_or_else(|e| panic!("scram-user {user}: {e}"));
+    }
+
+    /// Makes the broker's ACLs exactly the table's for `configs` (their topic names and group
+    /// prefixes), as `make acls` does for the local stack.
+    pub async fn apply_acls(&self, configs: &[&Config]) {
+        let text: String = configs
+            .iter()
+            .map(|c| hookline_kafka::acl::render_acl_file(c))
+            .collect();
+        let file = self.dir.join("test-acls.txt");
+        std::fs::write(&file, text).expect("write the ACL file");
+        let file = file.to_string_lossy().into_owned();
+        self.script(&["acls", "--file", &file])
+            .await
+            .unwrap_or_else(|e| panic!("applying the ACLs: {e}"));
+    }
+
+    /// Stops the broker and starts it again on its ports (its TLS files read anew).
+    pub async fn restart(&self) {
+        self.script(&["stop"])
+            .await
+            .unwrap_or_else(|e| panic!("stopping the broker: {e}"));
+        self.script(&["start"])
+            .await
+            .unwrap_or_else(|e| panic!("starting the broker again: {e}"));
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -178,6 +205,17 @@ fn free_addrs<const N: usize>() -> [std::net::SocketAddr; N] {
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
         .collect();
     std::array::from_fn(|i| listeners[i].local_addr().expect("address"))
+}
+
+/// [`config`] with each service as its own principal: user `hookline-{service}`, password in
+/// `{secrets}/hookline-{service}.password` (`secrets`: kafka.sh's folder of passwords, or
+/// another with the same file names).
+pub fn per_service_config(kafka: &SecuredKafka, secrets: &Path) -> Config {
+    config(
+        kafka,
+        "hookline-{service}",
+        &secrets.join("hookline-{service}.password"),
+    )
 }
 
 /// A configuration of topics, groups and ports of its own that connects to `kafka` over
@@ -263,9 +301,14 @@ pub struct Hookline {
 
 impl Hookline {
     pub fn start(config: &Config, log: PathBuf) -> Hookline {
+        Self::start_binary("hookline", &["all"], config, log)
+    }
+
+    /// The service binary `name` (e.g. `hookline-subscription-api`) with `args`.
+    pub fn start_binary(name: &str, args: &[&str], config: &Config, log: PathBuf) -> Hookline {
         let file = std::fs::File::create(&log).expect("create the service log");
-        let child = Command::new(binary("hookline"))
-            .arg("all")
+        let child = Command::new(binary(name))
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("NO_COLOR", "1")
@@ -274,7 +317,7 @@ impl Hookline {
             .stdout(file.try_clone().expect("log file handle"))
             .stderr(file)
             .spawn()
-            .expect("start hookline all");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         Hookline {
             child: Mutex::new(child),
             log,
@@ -290,7 +333,10 @@ impl Hookline {
             .try_wait()
             .expect("process status");
         if let Some(status) = status {
-            panic!("hookline all exited ({status}):\n{}", tail(&self.log, 60));
+            panic!(
+                "the service process exited ({status}):\n{}",
+                tail(&self.log, 60)
+            );
         }
     }
 

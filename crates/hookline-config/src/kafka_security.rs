@@ -204,7 +204,10 @@ fn set(value: &str) -> Option<&str> {
 }
 
 /// A readable file named by `field`.
-fn existing_file(field: &'static str, path: &str) -> Result<String, ConfigError> {
+fn existing_file(field: &'static str, path: &str, read: bool) -> Result<String, ConfigError> {
+    if !read {
+        return Ok(path.to_owned());
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(path.to_owned()),
         Ok(_) => Err(invalid(field, format!("{path:?} is not a file"))),
@@ -219,6 +222,7 @@ fn secret(
     (file_field, file): (&'static str, &str),
     (env_field, env): (&'static str, &str),
     required: bool,
+    read: bool,
 ) -> Result<Option<Secret>, ConfigError> {
     let value = match (set(file), set(env)) {
         (Some(_), Some(_)) => {
@@ -227,6 +231,7 @@ fn secret(
                 format!("set {file_field} or {env_field}, not both"),
             ));
         }
+        (Some(_), None) | (None, Some(_)) if !read => return Ok(Some(Secret::new("unread"))),
         (Some(path), None) => std::fs::read_to_string(path)
             .map_err(|e| invalid(file_field, format!("reading {path:?}: {e}")))?,
         (None, Some(var)) => std::env::var(var).map_err(|_| {
@@ -258,6 +263,13 @@ fn secret(
 impl Config {
     /// The typed security keys, checked together, with their secrets read.
     pub fn kafka_security(&self) -> Result<KafkaSecurity, ConfigError> {
+        self.kafka_security_reading(true)
+    }
+
+    /// The typed security keys checked together; with `read` false, the files and variables
+    /// they name are neither checked nor read (a `{service}` template names a different file
+    /// per service: each is read when that service's clients are made).
+    pub(crate) fn kafka_security_reading(&self, read: bool) -> Result<KafkaSecurity, ConfigError> {
         let protocol = match self
             .kafka_security_protocol
             .trim()
@@ -352,13 +364,13 @@ impl Config {
 
         let tls = if protocol.uses_tls() {
             let ca_file = set(&self.kafka_ssl_ca_file)
-                .map(|p| existing_file("kafka_ssl_ca_file", p))
+                .map(|p| existing_file("kafka_ssl_ca_file", p, read))
                 .transpose()?;
             let certificate_file = set(&self.kafka_ssl_certificate_file)
-                .map(|p| existing_file("kafka_ssl_certificate_file", p))
+                .map(|p| existing_file("kafka_ssl_certificate_file", p, read))
                 .transpose()?;
             let key_file = set(&self.kafka_ssl_key_file)
-                .map(|p| existing_file("kafka_ssl_key_file", p))
+                .map(|p| existing_file("kafka_ssl_key_file", p, read))
                 .transpose()?;
             match (&certificate_file, &key_file) {
                 (Some(_), None) => {
@@ -390,6 +402,7 @@ impl Config {
                     ),
                     ("kafka_ssl_key_password_file", ""),
                     true,
+                    read,
                 )?,
             };
             TlsFiles {
@@ -410,8 +423,8 @@ impl Config {
                 ));
             }
             (_, None) => None,
-            (_, Some(SaslMechanism::OAuthBearer)) => Some(self.oauth_credentials()?),
-            (_, Some(mechanism)) => Some(self.password_credentials(mechanism)?),
+            (_, Some(SaslMechanism::OAuthBearer)) => Some(self.oauth_credentials(read)?),
+            (_, Some(mechanism)) => Some(self.password_credentials(mechanism, read)?),
         };
         Ok(KafkaSecurity {
             protocol,
@@ -423,6 +436,7 @@ impl Config {
     fn password_credentials(
         &self,
         mechanism: SaslMechanism,
+        read: bool,
     ) -> Result<SaslCredentials, ConfigError> {
         if let Some((field, _)) = [
             (
@@ -457,6 +471,7 @@ impl Config {
             ("kafka_sasl_password_file", &self.kafka_sasl_password_file),
             ("kafka_sasl_password_env", &self.kafka_sasl_password_env),
             true,
+            read,
         )?
         .expect("a required secret");
         Ok(SaslCredentials::Password {
@@ -466,7 +481,7 @@ impl Config {
         })
     }
 
-    fn oauth_credentials(&self) -> Result<SaslCredentials, ConfigError> {
+    fn oauth_credentials(&self, read: bool) -> Result<SaslCredentials, ConfigError> {
         if let Some((field, _)) = [
             ("kafka_sasl_username", &self.kafka_sasl_username),
             ("kafka_sasl_password_file", &self.kafka_sasl_password_file),
@@ -504,6 +519,7 @@ impl Config {
                 &self.kafka_oauth_client_secret_env,
             ),
             true,
+            read,
         )?
         .expect("a required secret");
         Ok(SaslCredentials::OAuthBearer {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kafka_security;
+pub mod service_credentials;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -317,7 +318,7 @@ impl Config {
             return Err(invalid("kafka_bootstrap", "must not be empty"));
         }
         self.kafka_extra_properties()?;
-        self.kafka_security()?;
+        self.validate_kafka_security()?;
         if self.retry_delays()?.is_empty() {
             return Err(invalid(
                 "retry_schedule",

@@ -12,6 +12,11 @@
 //! once at ERROR (librdkafka retries, and other clients of the process report it too: those
 //! stay at DEBUG), and [`connection_refused`] gives readiness a one-line reason until a
 //! statistics report emitted after it shows a client connected again (logged at INFO).
+//!
+//! A broker that accepts the principal but whose ACLs do not let it do something it must
+//! (read a topic it keeps a view of) is not weather either: the first denial of each thing is
+//! logged at ERROR and [`not_authorized`] gives readiness the line (`kafka: not authorized to
+//! read topic T (as user U)`) until the thing is allowed ([`note_allowed`], logged at INFO).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -81,18 +86,20 @@ pub fn connection_refused() -> Option<&'static str> {
 }
 
 /// The one-line reason of an error that means the broker refused the connection: bad
-/// credentials or a failed TLS handshake. `None` for any other error.
-pub fn refusal_reason(error: &KafkaError) -> Option<&'static str> {
+/// credentials or a failed TLS handshake. `None` for any other error. `detail` is
+/// librdkafka's text with the error (a TLS failure's cause is only there: the error itself
+/// reads `SSL (Local: SSL error)`).
+pub fn refusal_reason(error: &KafkaError, detail: &str) -> Option<&'static str> {
+    let text = format!("{error} {detail}");
     match error.rdkafka_error_code()? {
-        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
-            let text = error.to_string();
-            Some(if text.contains("SSL") || text.contains("certificate") {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => Some(
+            if text.contains("SSL handshake") || text.contains("certificate") {
                 tls_reason(&text)
             } else {
                 "kafka: authentication failed (SASL)"
-            })
-        }
-        RDKafkaErrorCode::SSL => Some(tls_reason(&error.to_string())),
+            },
+        ),
+        RDKafkaErrorCode::SSL => Some(tls_reason(&text)),
         _ => None,
     }
 }
@@ -131,6 +138,58 @@ pub fn note_refused(reason: &'static str, error: &KafkaError, detail: &str) {
     }
 }
 
+/// What the brokers' ACLs deny this process, one line each, oldest first.
+static DENIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records that the brokers' ACLs deny `what` (one line, no secret); logged at ERROR the
+/// first time, until it is allowed again.
+pub fn note_denied(what: String) {
+    let mut denied = DENIED.lock().unwrap_or_else(|p| p.into_inner());
+    if !denied.contains(&what) {
+        tracing::error!("{what}; not ready until an ACL allows it");
+        denied.push(what);
+    }
+}
+
+/// Records that `what`, denied before, is allowed now.
+pub fn note_allowed(what: &str) {
+    let mut denied = DENIED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = denied.iter().position(|d| d == what) {
+        denied.remove(i);
+        tracing::info!(was = what, "kafka: allowed now");
+    }
+}
+
+/// The first thing the brokers' ACLs deny this process, if any.
+pub fn not_authorized() -> Option<String> {
+    DENIED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first()
+        .cloned()
+}
+
+/// Whether `code` is a refusal by the brokers' ACLs.
+pub fn is_denial(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
+}
+
+/// `(as user U)` for a SASL principal with a user name, else nothing.
+pub fn as_user(config: &hookline_config::Config) -> String {
+    let user = config.kafka_sasl_username.trim();
+    if user.is_empty() {
+        String::new()
+    } else {
+        format!(" (as user {user})")
+    }
+}
+
 /// Whether some client of this process found every broker down within the last `ms`.
 pub fn outage_within(ms: i64) -> bool {
     let last = LAST_ALL_DOWN_MS.load(Ordering::Relaxed);
@@ -161,7 +220,7 @@ pub fn note_all_brokers_down(reason: &str) {
 
 /// Classifies a client error the way [`KafkaContext`] logs it.
 pub fn log_client_error(error: &KafkaError, reason: &str) {
-    if let Some(refusal) = refusal_reason(error) {
+    if let Some(refusal) = refusal_reason(error, reason) {
         note_refused(refusal, error, reason);
         return;
     }
@@ -230,5 +289,5 @@ pub fn assigned(group: &str) -> bool {
 
 /// The group id of `{group_prefix}.{name}` consumers.
 pub fn group_id(config: &hookline_config::Config, name: &str) -> String {
-    format!("{}.{name}", config.group_prefix)
+    crate::acl::group(config, name)
 }

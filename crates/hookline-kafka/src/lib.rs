@@ -12,10 +12,13 @@
 //! - [`view::TopicView`]: an in-memory table rebuilt from a topic, with freshness tracking.
 //! - [`keyed_protobuf_view`]: a view of a compacted topic of protobuf values;
 //!   [`publish_event`]: an event to the events topic as protobuf.
+//! - [`acl`]: one principal per service and the one table of their ACLs, rendered for the
+//!   local broker, Strimzi `KafkaUser` resources and the README.
 //! - [`lag`]: consumer lag per group and topic, from librdkafka's statistics, as a metric.
 //! - [`offsets::OffsetTracker`]: which offsets may be committed while work finishes out of order.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod context;
 mod keyed;
 pub mod lag;
@@ -32,7 +35,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 
-pub use context::{KafkaContext, brokers_reachable, connection_refused};
+pub use context::{KafkaContext, brokers_reachable, connection_refused, not_authorized};
 pub use keyed::{keyed_protobuf_view, publish_event};
 pub use rdkafka;
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use hookline_config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, watch};
@@ -101,7 +102,7 @@ impl<V: Send + Sync + 'static> TopicView<V> {
         F: Fn(&BorrowedMessage<'_>) -> Update<V> + Send + 'static,
     {
         let mut c = crate::client_config(config)?;
-        c.set("group.id", format!("{}.view.{topic}", config.group_prefix))
+        c.set("group.id", crate::acl::view_group(config, topic))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
@@ -129,6 +130,10 @@ impl<V: Send + Sync + 'static> TopicView<V> {
             stop: Arc::new(AtomicBool::new(false)),
         };
         let reader = Reader {
+            denied: format!(
+                "kafka: not authorized to read topic {topic}{}",
+                crate::context::as_user(config)
+            ),
             consumer,
             watermarks,
             watermarks_config,
@@ -226,6 +231,8 @@ impl<V: Send + Sync + 'static> TopicView<V> {
 }
 
 struct Reader<V, F> {
+    /// The line readiness shows while the ACLs deny reading the topic.
+    denied: String,
     consumer: StreamConsumer<KafkaContext>,
     watermarks: BaseConsumer<KafkaContext>,
     /// To make the watermark client anew: one that lost the leader of a partition (its
@@ -259,12 +266,19 @@ where
                 .consumer
                 .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
             {
-                Ok(m) => m
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == self.topic && t.error().is_none())
-                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                    .unwrap_or_default(),
+                Ok(m) => {
+                    let topic = m.topics().iter().find(|t| t.name() == self.topic);
+                    let error = topic.and_then(|t| t.error()).map(RDKafkaErrorCode::from);
+                    if error.is_some_and(crate::context::is_denial) {
+                        crate::context::note_denied(self.denied.clone());
+                    } else if topic.is_some() {
+                        crate::context::note_allowed(&self.denied);
+                    }
+                    topic
+                        .filter(|_| error.is_none())
+                        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                        .unwrap_or_default()
+                }
                 Err(e) => {
                     tracing::debug!(topic = %self.topic, error = %e, "metadata");
                     Vec::new()

@@ -63,15 +63,18 @@ impl Ingest {
         stop: Arc<AtomicBool>,
     ) -> Result<Self, IndexError> {
         let mut c = hookline_kafka::client_config(config)?;
-        c.set("group.id", format!("{}.ops-index", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            // Bounded memory: what librdkafka prefetches per partition.
-            .set("queued.max.messages.kbytes", "2048")
-            .set("fetch.max.bytes", "4194304");
+        c.set(
+            "group.id",
+            hookline_kafka::acl::group(config, hookline_kafka::acl::GROUP_OPS_INDEX),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        // Bounded memory: what librdkafka prefetches per partition.
+        .set("queued.max.messages.kbytes", "2048")
+        .set("fetch.max.bytes", "4194304");
         let consumer = c.create_with_context(KafkaContext).map_err(kafka)?;
         let watermarks = hookline_kafka::client_config(config)?
             .create_with_context(KafkaContext)

@@ -67,7 +67,8 @@ type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Readiness of one service: ready once it says so ([`Health::set_ready`], after its views
 /// first caught up), and then only while every condition holds: the brokers accept the
-/// process's credentials and certificate ([`hookline_kafka::connection_refused`]), the
+/// process's credentials and certificate ([`hookline_kafka::connection_refused`]) and their
+/// ACLs allow what it must do ([`hookline_kafka::not_authorized`]), the
 /// brokers are reachable ([`hookline_kafka::brokers_reachable`]), its views are current
 /// ([`hookline_kafka::view::TopicView::is_current`]), its consumers have had their first
 /// assignment. When not ready, [`Health::why_not_ready`] names the first condition that fails.
@@ -89,6 +90,7 @@ impl Health {
             ..Self::default()
         };
         health.require_with(|| hookline_kafka::connection_refused().map(str::to_owned));
+        health.require_with(hookline_kafka::not_authorized);
         health.require(
             "the Kafka brokers are unreachable",
             hookline_kafka::brokers_reachable,
@@ -150,7 +152,13 @@ impl Health {
                 .on_kafka
                 .then(hookline_kafka::connection_refused)
                 .flatten();
-            return Some(refused.unwrap_or("still reading its topics").to_owned());
+            let denied = self.on_kafka.then(hookline_kafka::not_authorized).flatten();
+            return Some(
+                refused
+                    .map(str::to_owned)
+                    .or(denied)
+                    .unwrap_or_else(|| "still reading its topics".to_owned()),
+            );
         }
         self.checks
             .lock()

@@ -60,6 +60,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), hookline_runtime::Error> {
+    // This service's own Kafka principal (`{service}` in the credential keys).
+    let config = config.for_service(hookline_kafka::acl::Principal::DeadLetter.name())?;
     let service = Service::start("dead-letter", None, &config, &shutdown).await?;
     let tokens = TokenTable::from_config(&config)?;
     let index = Index::open(&config)?;

@@ -10,6 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::rfc3339_millis;
+use hookline_kafka::acl;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use hookline_kafka::rdkafka::producer::FutureRecord;
@@ -159,12 +160,9 @@ fn read(
 ) -> Result<Option<OwnedMessage>, String> {
     let topic = &config.topic_quarantine;
     let mut c = hookline_kafka::client_config(config).map_err(|e| e.to_string())?;
-    c.set(
-        "group.id",
-        format!("{}.quarantine-reader", config.group_prefix),
-    )
-    .set("enable.auto.commit", "false")
-    .set("fetch.wait.max.ms", "10");
+    c.set("group.id", acl::group(config, acl::GROUP_QUARANTINE_READER))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<hookline_kafka::KafkaContext> = c
         .create_with_context(hookline_kafka::KafkaContext)
         .map_err(|e| e.to_string())?;

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use hookline_auth::{Principal, Role};
 use hookline_config::Config;
 use hookline_events::time_fmt::{now_ms, rfc3339_millis};
+use hookline_kafka::acl;
 use hookline_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hookline_kafka::rdkafka::message::{Message as _, OwnedHeaders};
 use hookline_kafka::rdkafka::producer::{FutureRecord, Producer as _};
@@ -366,13 +367,13 @@ impl Driver {
     ) -> Result<Self, String> {
         let producer = hookline_kafka::transactional_producer(
             config,
-            &format!("{}.replay.{id}", config.group_prefix),
+            &format!("{}{id}", acl::txn_prefix(config, acl::TXN_REPLAY)),
         )
         .map_err(kafka)?;
         // Fences an earlier driver of this run and aborts its open transaction.
         producer.init_transactions(TXN_TIMEOUT).map_err(kafka)?;
         let mut c = hookline_kafka::client_config(config).map_err(kafka)?;
-        c.set("group.id", format!("{}.replay-reader", config.group_prefix))
+        c.set("group.id", acl::group(config, acl::GROUP_REPLAY_READER))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hookline_config::Config;
+use hookline_kafka::acl;
 use hookline_kafka::rdkafka::ClientContext;
 use hookline_kafka::rdkafka::config::RDKafkaLogLevel;
 use hookline_kafka::rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
@@ -168,16 +169,13 @@ struct Reader {
 impl Reader {
     fn consumer(&self) -> Result<StreamConsumer<QuietEof>, hookline_kafka::KafkaError> {
         let mut c = hookline_kafka::client_config(&self.config)?;
-        c.set(
-            "group.id",
-            format!("{}.lane-reader", self.config.group_prefix),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("queued.max.messages.kbytes", "2048")
-        .set("fetch.wait.max.ms", "100")
-        .set("isolation.level", "read_committed");
+        c.set("group.id", acl::group(&self.config, acl::GROUP_LANE_READER))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("queued.max.messages.kbytes", "2048")
+            .set("fetch.wait.max.ms", "100")
+            .set("isolation.level", "read_committed");
         Ok(c.create_with_context(QuietEof)?)
     }
 

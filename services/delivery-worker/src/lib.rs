@@ -54,6 +54,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // This service's own Kafka principal (`{service}` in the credential keys).
+    let config = config.for_service(hookline_kafka::acl::Principal::DeliveryWorker.name())?;
     let service = Service::start(
         "delivery-worker",
         Some(hookline_telemetry::metrics::Role::Worker),

@@ -100,7 +100,7 @@ struct Shared {
 }
 
 /// The consumer group's name (`{group_prefix}.delivery-worker`).
-pub const GROUP: &str = "delivery-worker";
+pub const GROUP: &str = hookline_kafka::acl::GROUP_DELIVERY_WORKER;
 
 pub struct SourceContext {
     shared: Arc<Shared>,

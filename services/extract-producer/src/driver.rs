@@ -343,7 +343,10 @@ pub(crate) fn drive(
 ) -> Result<(), String> {
     let producer = bulk_producer(
         state,
-        &format!("{}.extract.{run_id}", state.config.group_prefix),
+        &format!(
+            "{}{run_id}",
+            hookline_kafka::acl::txn_prefix(&state.config, hookline_kafka::acl::TXN_EXTRACT)
+        ),
     )
     .map_err(kafka)?;
     // Fences an earlier driver of this run and aborts its open transaction.

@@ -75,6 +75,8 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> Result<(), hookline_runtime::Error> {
+    // This service's own Kafka principal (`{service}` in the credential keys).
+    let config = config.for_service(hookline_kafka::acl::Principal::ExtractProducer.name())?;
     let service = Service::start(
         "extract-producer",
         Some(hookline_telemetry::metrics::Role::Extracts),

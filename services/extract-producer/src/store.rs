@@ -78,12 +78,15 @@ impl BalanceStore {
         txn.commit().map_err(err)?;
         let db = Arc::new(db);
         let mut c = hookline_kafka::client_config(config)?;
-        c.set("group.id", format!("{}.view.balances", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            .set("queued.max.messages.kbytes", "8192");
+        c.set(
+            "group.id",
+            hookline_kafka::acl::view_group(config, &config.topic_balances),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "8192");
         let consumer: BaseConsumer<KafkaContext> = c
             .create_with_context(KafkaContext)
             .map_err(hookline_kafka::KafkaError::from)?;

@@ -218,7 +218,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         get("HOOKLINE_TOPIC_BALANCES")?
     );
     get("HOOKLINE_KAFKA_BOOTSTRAP")?;
-    let config = kafka_config(&env)?;
+    // An outside producer: its own principal (`{service}` = producer).
+    let config =
+        kafka_config(&env)?.for_service(hookline_kafka::acl::Principal::Producer.name())?;
     let producer: FutureProducer = hookline_kafka::client_config(&config)?
         .set("acks", "all")
         .create()?;

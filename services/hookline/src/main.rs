@@ -1,8 +1,9 @@
 //! `hookline`: every service in one process (`hookline all`), topic provisioning
-//! (`hookline topics`), the guided demo (`hookline demo`), and the operator's commands
+//! (`hookline topics`), the ACL table's renderings (`hookline acls`), the guided demo (`hookline demo`), and the operator's commands
 //! (`hookline deliveries|recover|replays`).
 #![forbid(unsafe_code)]
 
+mod acls;
 mod demo;
 mod ops;
 
@@ -25,8 +26,11 @@ struct Cli {
 enum Command {
     /// Run all five services in this process (development).
     All,
-    /// Create every missing topic with its cleanup policy, then exit.
+    /// Create every missing topic with its cleanup policy, then exit (as principal `cli`).
     Topics,
+    /// The Kafka principals and their ACLs: the local broker's file, Strimzi KafkaUsers, the
+    /// README table.
+    Acls(acls::Args),
     /// The guided demo against a running stack described by `.hookline/stack.env`.
     Demo(demo::Args),
     /// What happened to a delivery, and sending it again.
@@ -83,8 +87,11 @@ fn main() -> ExitCode {
             Command::Deliveries { target, command } => ops::deliveries(target, command).await,
             Command::Recover { target, args } => ops::recover(target, args).await,
             Command::Replays { target, command } => ops::replays(target, command).await,
+            Command::Acls(args) => acls::run(args),
             Command::Topics => {
-                let config = config.context("configuration")?;
+                let config = config
+                    .context("configuration")?
+                    .for_service(hookline_kafka::acl::Principal::Cli.name())?;
                 hookline_kafka::ensure_topics(&config)
                     .await
                     .context("creating topics")?;
@@ -112,7 +119,8 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 /// Every service on its own listener, one shutdown for all; the first to fail stops the rest.
 async fn run_all(config: Config) -> anyhow::Result<()> {
     if config.create_topics {
-        hookline_kafka::ensure_topics(&config)
+        let cli = config.for_service(hookline_kafka::acl::Principal::Cli.name())?;
+        hookline_kafka::ensure_topics(&cli)
             .await
             .context("creating topics")?;
     }

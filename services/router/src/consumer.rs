@@ -21,7 +21,7 @@ use hookline_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use hookline_kafka::rdkafka::{ClientContext, TopicPartitionList};
 
 /// The consumer group's name (`{group_prefix}.router`).
-pub const GROUP: &str = "router";
+pub const GROUP: &str = hookline_kafka::acl::GROUP_ROUTER;
 
 /// Counts revocations (and rebalance errors, which may have lost partitions).
 #[derive(Default)]

@@ -50,6 +50,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // This service's own Kafka principal (`{service}` in the credential keys).
+    let config = config
+        .for_service(hookline_kafka::acl::Principal::Router.name())
+        .map_err(hookline_kafka::KafkaError::from)?;
     let service = Service::start(
         "router",
         Some(hookline_telemetry::metrics::Role::Router),

@@ -69,7 +69,8 @@ fn retriable(e: &KafkaError) -> bool {
 
 /// The stable transactional id of this router instance.
 pub fn transactional_id(config: &Config, instance: &str) -> String {
-    format!("{}.router.{instance}", config.group_prefix)
+    let prefix = hookline_kafka::acl::txn_prefix(config, hookline_kafka::acl::TXN_ROUTER);
+    format!("{prefix}{instance}")
 }
 
 /// This instance's name: the configured one, else the host name, else the process id.

@@ -25,7 +25,10 @@ use crate::Store;
 
 /// Applies commands until `shutdown`.
 pub async fn run(config: Config, store: Store, shutdown: CancellationToken) {
-    let consumer = match hookline_kafka::group_consumer(&config, "subscription-api.commands") {
+    let consumer = match hookline_kafka::group_consumer(
+        &config,
+        hookline_kafka::acl::GROUP_SUBSCRIPTION_COMMANDS,
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "subscription commands: cannot create the consumer");

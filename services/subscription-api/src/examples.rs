@@ -66,11 +66,14 @@ impl AttemptTail {
     /// Starts the reader on a task of its own until `shutdown`.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, KafkaError> {
         let mut c = hookline_kafka::client_config(config)?;
-        c.set("group.id", format!("{}.examples", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "100");
+        c.set(
+            "group.id",
+            hookline_kafka::acl::group(config, hookline_kafka::acl::GROUP_EXAMPLES),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100");
         let consumer: StreamConsumer<KafkaContext> = c.create_with_context(KafkaContext)?;
         let meta: BaseConsumer<KafkaContext> =
             hookline_kafka::client_config(config)?.create_with_context(KafkaContext)?;

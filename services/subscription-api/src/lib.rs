@@ -66,6 +66,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), hookline_runtime::Error> {
+    // This service's own Kafka principal (`{service}` in the credential keys).
+    let config = config.for_service(hookline_kafka::acl::Principal::SubscriptionApi.name())?;
     let service = Service::start("subscription-api", None, &config, &shutdown).await?;
     let tokens = TokenTable::from_config(&config)?;
     let store = Store::start(

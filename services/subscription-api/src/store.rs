@@ -19,6 +19,8 @@ use hookline_state::{SecretBox, SecretView, SubscriptionView};
 #[derive(Clone)]
 pub struct Store {
     producer: Arc<hookline_kafka::Producer>,
+    /// ` (as user U)`: who the brokers refused, for a refusal's message.
+    as_user: String,
     pub subscriptions: SubscriptionView,
     pub secrets: SecretView,
     /// Current holder of each claimed name, keyed `kind/tenant/name`.
@@ -87,6 +89,7 @@ impl Store {
             rotation_overlap: config.secret_rotation_overlap()?,
             write_lock: Arc::default(),
             topic_events: config.topic_events.clone(),
+            as_user: hookline_kafka::context::as_user(config),
         })
     }
 
@@ -201,9 +204,18 @@ impl Store {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err(e) => {
                 tracing::error!(topic, error = %e, "state write failed");
-                Err(ApiError::unavailable(
-                    "could not store the change; nothing was changed",
-                ))
+                let denied = e
+                    .rdkafka_error_code()
+                    .is_some_and(hookline_kafka::context::is_denial);
+                Err(ApiError::unavailable(if denied {
+                    format!(
+                        "could not store the change: kafka: not authorized to write topic \
+                         {topic}{}; nothing was changed",
+                        self.as_user
+                    )
+                } else {
+                    "could not store the change; nothing was changed".to_owned()
+                }))
             }
         }
     }
