@@ -7,7 +7,8 @@
 //! the deliveries, and the stock Standard Webhooks verifier checks them.
 //!
 //! 1. The pipeline with a principal per service: topics created as `cli`, an event and
-//!    balance rows published as the outside `producer`, routing, signed delivery, the
+//!    balance rows published as the outside `producer` (the event by Python confluent-kafka,
+//!    a client that is not Hookline's code), routing, signed delivery, the
 //!    attempts query, a replay and an extract run.
 //! 2. Least privilege (`least_privilege.rs`): the worker's principal cannot write the
 //!    subscriptions topic, the producer's cannot read deliveries, and a subscription API
@@ -77,7 +78,8 @@ async fn pipeline_per_service(kafka: &SecuredKafka, config: &Config) {
     wait_ready(config, &hookline, kafka).await;
     let producer = config.for_service(Principal::Producer.name()).unwrap();
     let (sub_id, secret) = subscribe(config, &receiver, "acc-1").await;
-    publish(&producer, &config.topic_events, "acc-1", &event("acc-1")).await;
+    // The event comes from an outside client (not Hookline's code) as the producer.
+    publish_from_python(&producer, &config.topic_events, "acc-1", &event("acc-1"));
     let first = wait_delivered(&receiver, &hookline, kafka, 1).await;
     verify(&secret, &first[0], "acc-1");
     let delivery_id = first[0].headers["webhook-id"].to_str().unwrap().to_owned();
@@ -251,6 +253,32 @@ async fn publish(publisher: &Config, topic: &str, key: &str, payload: &str) {
         )
         .await
         .unwrap_or_else(|(e, _)| panic!("publish to {topic} over SASL_SSL: {e}"));
+}
+
+/// Publishes one record as `publisher` with Python's confluent-kafka (scripts/test.sh
+/// installs it): an outside producer with a client of its own.
+fn publish_from_python(publisher: &Config, topic: &str, key: &str, payload: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/security/producer.py");
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            &publisher.kafka_bootstrap,
+            &publisher.kafka_ssl_ca_file,
+            &publisher.kafka_sasl_mechanism,
+            &publisher.kafka_sasl_username,
+            &publisher.kafka_sasl_password_file,
+            topic,
+            key,
+            payload,
+        ])
+        .output()
+        .expect("run python3 (scripts/test.sh installs confluent-kafka)");
+    assert!(
+        out.status.success(),
+        "the Python producer (user {}) failed:\n{}",
+        publisher.kafka_sasl_username,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Waits until `receiver` has at least `n` requests; returns them all.
