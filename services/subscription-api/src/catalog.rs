@@ -242,10 +242,13 @@ pub async fn register(
             format!("{:?} is already in the catalog", body.name),
         ));
     }
+    let now = now_ms();
     let t = RegisteredEventType {
         name: body.name,
         description: body.description,
-        registered_at_ms: now_ms(),
+        registered_at_ms: now,
+        updated_at_ms: now,
+        ..RegisteredEventType::default()
     };
     state.store.put_event_type(&t).await?;
     tracing::info!(event_type = %t.name, "event type registered");
