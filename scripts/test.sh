@@ -38,6 +38,10 @@ fi
 # into .hookline/prometheus.
 HOOKLINE_PROMETHEUS_BIN=$(scripts/prometheus.sh ensure)
 export HOOKLINE_PROMETHEUS_BIN
+# The official Svix Python SDK for the Svix face's test (tests/e2e/svix_sdk.rs), in a
+# virtual environment under .hookline/, installed once.
+HOOKLINE_SVIX_PYTHON=$(scripts/svix-sdk.sh ensure)
+export HOOKLINE_SVIX_PYTHON
 echo "== test: building (the first build compiles librdkafka and takes several minutes)"
 cargo build --workspace --all-targets --locked
 # Kafka's jars, once, before any test starts a broker (the fault suite starts its own).

@@ -562,8 +562,10 @@ pub struct EndpointSecretRotateIn {
 #[utoipa::path(post, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
     tag = "svix-endpoint", params(("app_id" = String, Path), ("endpoint_id" = String, Path)),
     request_body = Option<EndpointSecretRotateIn>,
-    responses((status = 204, description = "Rotated: the new value signs now, the old one \
-        too until the grace period ends"),
+    responses((status = 200, description = "Rotated: the new value signs now, the old one \
+        too until the grace period ends. (Svix's OSS document says 204 with no body; its \
+        newest SDKs read the new key from a 200, older ones ignore it.)",
+        body = EndpointSecretOut),
         (status = 401, body = super::HttpErrorOut), (status = 403, body = super::HttpErrorOut),
         (status = 404, body = super::HttpErrorOut),
         (status = 422, body = super::HttpValidationError)))]
@@ -572,7 +574,7 @@ pub async fn rotate_secret(
     who: Principal,
     JsonPath(ids): JsonPath<(String, String)>,
     OptionalJsonBody(body): OptionalJsonBody<EndpointSecretRotateIn>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<EndpointSecretOut>, ApiError> {
     let store = &state.store;
     let _change = store.change(&who).await?;
     let (_, sub) = app_and_endpoint(&state, &who, &ids)?;
@@ -603,8 +605,8 @@ pub async fn rotate_secret(
         .secrets
         .get(&hookline_state::secret_key(&sub.tenant, &sub.secret_ref))
         .ok_or_else(|| ApiError::not_found("endpoint secret"))?;
-    crate::secrets::rotate_to(store, secret, overlap, value).await?;
-    Ok(super::no_content())
+    let (_, key) = crate::secrets::rotate_to(store, secret, overlap, value).await?;
+    Ok(Json(EndpointSecretOut { key }))
 }
 
 /// An endpoint's custom headers: values are sealed and never shown, so every one is named
