@@ -1,6 +1,7 @@
-//! The Svix-compatible face (`/api/v1/app…`): driven by the official Svix Python SDK,
-//! unchanged (tests/sdk/svix_flow.py, in the virtual environment `scripts/svix-sdk.sh`
-//! makes), against a full stack; and its shapes and routing checked here over plain HTTP.
+//! The Svix-compatible face (`/api/v1/app…`): driven by the official Svix SDKs, unchanged
+//! (Python: tests/sdk/svix_flow.py; JavaScript: tests/sdk/svix_flow.mjs; installed by
+//! `scripts/svix-sdk.sh`), each against a full stack of its own; and its shapes and routing
+//! checked here over plain HTTP.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,14 +20,14 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-/// The python of the SDK's virtual environment: `HOOKLINE_SVIX_PYTHON` (`make test` sets
-/// it), else the one `scripts/svix-sdk.sh` makes (installed on first use).
-fn svix_python() -> String {
-    if let Ok(p) = std::env::var("HOOKLINE_SVIX_PYTHON") {
+/// Where an SDK is: `var` (`make test` sets it), else what `scripts/svix-sdk.sh how` prints
+/// (installing it on first use).
+fn sdk(var: &str, how: &str) -> String {
+    if let Ok(p) = std::env::var(var) {
         return p;
     }
     let out = Command::new(repo().join("scripts/svix-sdk.sh"))
-        .arg("ensure")
+        .arg(how)
         .output()
         .expect("run scripts/svix-sdk.sh");
     assert!(
@@ -39,12 +40,34 @@ fn svix_python() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_official_python_sdk_works_unchanged() {
+    let python = sdk("HOOKLINE_SVIX_PYTHON", "ensure");
+    sdk_flow(&python, "tests/sdk/svix_flow.py", "svix sdk flow: ok", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_javascript_sdk_works_unchanged() {
+    let npm = sdk("HOOKLINE_SVIX_NPM", "ensure-npm");
+    sdk_flow(
+        "node",
+        "tests/sdk/svix_flow.mjs",
+        "svix npm flow: ok",
+        Some(npm),
+    )
+    .await;
+}
+
+/// Runs an SDK flow script with `program` against a stack of its own.
+async fn sdk_flow(program: &str, script: &str, ok: &str, npm: Option<String>) {
     let stack = Stack::start(|_| {}).await;
-    let python = svix_python();
     let api = stack.api.clone();
+    let (program, script) = (program.to_owned(), repo().join(script));
     let run = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(repo().join("tests/sdk/svix_flow.py"))
+        let mut command = Command::new(program);
+        if let Some(dir) = npm {
+            command.env("HOOKLINE_SVIX_NPM", dir);
+        }
+        command
+            .arg(script)
             .env("HOOKLINE_API_URL", api)
             .env("HOOKLINE_TOKEN", TOKEN_A)
             .env("HOOKLINE_OTHER_TOKEN", TOKEN_B)
@@ -64,7 +87,7 @@ async fn the_official_python_sdk_works_unchanged() {
         out.status.success(),
         "the SDK flow failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("svix sdk flow: ok"), "{stdout}");
+    assert!(stdout.contains(ok), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
