@@ -47,9 +47,43 @@ impl utoipa::Modify for HttpBearer {
 )]
 pub struct SvixDoc;
 
-/// The document as served.
+/// The document as served: the handlers' annotations, plus what every operation of the face
+/// may answer whatever its own (a malformed body: 400; a body over `api_body_limit`: 413; a
+/// refused value: 422) and the closed sets of its query parameters.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(SvixDoc::openapi()).expect("the document serialises")
+    use serde_json::json;
+    let mut doc = serde_json::to_value(SvixDoc::openapi()).expect("the document serialises");
+    let error = json!({"description": "", "content": {"application/json": {"schema":
+        {"$ref": "#/components/schemas/HttpErrorOut"}}}});
+    let invalid = json!({"description": "Validation Error", "content": {"application/json":
+        {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}});
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for op in item.as_object_mut().expect("path item").values_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let has_params = op.get("parameters").is_some();
+            let responses = op["responses"].as_object_mut().expect("responses");
+            if has_body {
+                responses.entry("400").or_insert(error.clone());
+                responses.entry("413").or_insert(error.clone());
+            }
+            if has_body || has_params {
+                responses.entry("422").or_insert(invalid.clone());
+            }
+            let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+                continue;
+            };
+            for p in params {
+                let schema = match p["name"].as_str() {
+                    Some("order") => json!({"type": "string", "enum": ["ascending", "descending"]}),
+                    Some("limit") => json!({"type": "integer", "minimum": 1,
+                        "maximum": super::LIMIT_MAX}),
+                    _ => continue,
+                };
+                p["schema"] = schema;
+            }
+        }
+    }
+    doc
 }
 
 /// (method, path) of every documented operation.
@@ -104,5 +138,19 @@ mod tests {
         }
         let create = &doc["paths"]["/api/v1/app/{app_id}/msg"]["post"];
         assert!(create["responses"]["202"].is_object(), "{create}");
+        for status in ["400", "413", "422"] {
+            assert!(
+                create["responses"][status].is_object(),
+                "{status}: {create}"
+            );
+        }
+        let list = &doc["paths"]["/api/v1/app"]["get"];
+        let order = list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "order")
+            .unwrap();
+        assert_eq!(order["schema"]["enum"][1], "descending");
     }
 }
