@@ -38,6 +38,11 @@ fi
 # into .hookline/prometheus.
 HOOKLINE_PROMETHEUS_BIN=$(scripts/prometheus.sh ensure)
 export HOOKLINE_PROMETHEUS_BIN
+# The official Svix SDKs (PyPI and npm) for the Svix face's tests (tests/e2e/svix_sdk.rs),
+# under .hookline/, installed once.
+HOOKLINE_SVIX_PYTHON=$(scripts/svix-sdk.sh ensure)
+HOOKLINE_SVIX_NPM=$(scripts/svix-sdk.sh ensure-npm)
+export HOOKLINE_SVIX_PYTHON HOOKLINE_SVIX_NPM
 echo "== test: building (the first build compiles librdkafka and takes several minutes)"
 cargo build --workspace --all-targets --locked
 # Kafka's jars, once, before any test starts a broker (the fault suite starts its own).

@@ -23,8 +23,10 @@ const SERVICES: [(&str, &str); 5] = [
 ];
 
 /// Topic settings and their suffix; every topic gets the run's prefix.
-const TOPICS: [&str; 15] = [
+const TOPICS: [&str; 17] = [
     "subscriptions",
+    "applications",
+    "messages",
     "secrets",
     "events",
     "balances",

@@ -60,6 +60,8 @@ async fn secret_values_are_never_in_segments_or_logs_in_clear() {
         .env("HOOKLINE_TOPIC_SECRETS", &config.topic_secrets)
         .env("HOOKLINE_TOPIC_CLAIMS", &config.topic_claims)
         .env("HOOKLINE_TOPIC_EVENT_TYPES", &config.topic_event_types)
+        .env("HOOKLINE_TOPIC_APPLICATIONS", &config.topic_applications)
+        .env("HOOKLINE_TOPIC_MESSAGES", &config.topic_messages)
         .env(
             "HOOKLINE_TOPIC_SUBSCRIPTION_COMMANDS",
             &config.topic_subscription_commands,

@@ -27,6 +27,8 @@ pub async fn api_config() -> Config {
         topic_secrets: t("secrets"),
         topic_claims: t("claims"),
         topic_event_types: t("event-types"),
+        topic_applications: t("applications"),
+        topic_messages: t("messages"),
         topic_subscription_commands: t("subscription-commands"),
         group_prefix: format!("a{id}"),
         topic_partitions: 3,

@@ -116,8 +116,17 @@ pub struct Config {
     pub master_key_id: String,
     /// Subscription API: name claims that decide name uniqueness by log order (compacted).
     pub topic_claims: String,
-    /// Subscription API: event types registered by admins for the Synctera catalog (compacted).
+    /// Subscription API: event types registered by admins or through the Svix face
+    /// (compacted).
     pub topic_event_types: String,
+    /// Subscription API: Svix applications (compacted).
+    pub topic_applications: String,
+    /// Subscription API: Svix messages accepted by `POST …/msg`, for the message list and
+    /// get and the `eventId` check (compacted, records removed after
+    /// `svix_message_retention`).
+    pub topic_messages: String,
+    /// How long the messages topic keeps a message (`retention.ms` when created).
+    pub svix_message_retention: String,
     /// Changes other services ask of the subscription API (a 410 disabling a subscription),
     /// applied through its write path (delete policy).
     pub topic_subscription_commands: String,
@@ -257,6 +266,9 @@ impl Default for Config {
             master_key_id: "k1".into(),
             topic_claims: "hookline.claims".into(),
             topic_event_types: "hookline.event-types".into(),
+            topic_applications: "hookline.applications".into(),
+            topic_messages: "hookline.messages".into(),
+            svix_message_retention: "7d".into(),
             topic_subscription_commands: "hookline.subscription-commands".into(),
             api_body_limit: 64 * 1024,
             secret_rotation_overlap: "24h".into(),
@@ -330,6 +342,7 @@ impl Config {
         }
         self.http_timeout()?;
         self.example_wait()?;
+        self.svix_message_retention()?;
         self.http_connect_timeout()?;
         self.egress_allow()?;
         self.shutdown_grace()?;
@@ -442,6 +455,10 @@ impl Config {
             .collect()
     }
 
+    pub fn svix_message_retention(&self) -> Result<Duration, ConfigError> {
+        duration("svix_message_retention", &self.svix_message_retention)
+    }
+
     pub fn example_wait(&self) -> Result<Duration, ConfigError> {
         duration("example_wait", &self.example_wait)
     }
@@ -502,6 +519,8 @@ impl Config {
             (&self.topic_parked, true),
             (&self.topic_claims, true),
             (&self.topic_event_types, true),
+            (&self.topic_applications, true),
+            (&self.topic_messages, true),
             (&self.topic_subscription_commands, false),
             (&self.topic_replays, true),
         ]

@@ -43,6 +43,7 @@ fn event(kind: &str, about: &str, tenant: &str, at_ms: i64, data: Value) -> Even
         metadata: [("source".to_owned(), "hookline".to_owned())].into(),
         data_json: data.to_string(),
         changed_fields_json: String::new(),
+        application: None,
     }
 }
 

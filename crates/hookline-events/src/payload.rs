@@ -1,4 +1,5 @@
-//! The bodies POSTed to receivers, one shape per API dialect.
+//! The bodies POSTed to receivers, one shape per API dialect (a Svix endpoint gets the
+//! message payload itself).
 //!
 //! Times are sent as RFC 3339 UTC with milliseconds and `Z`, whatever offset or precision
 //! the producer wrote; the Synctera `id` is always a UUID ([`crate::body_event_id`]).
@@ -44,6 +45,12 @@ fn raw(json: &str) -> &RawValue {
 /// The JSON body of a delivery of `event` to `subscription`, in the subscription's dialect.
 pub fn body(event: &Event, subscription: &Subscription) -> Vec<u8> {
     let result = match subscription.dialect() {
+        // Svix: the message's payload, as the producer gave it.
+        Dialect::Svix => Ok(if event.data_json.is_empty() {
+            b"{}".to_vec()
+        } else {
+            event.data_json.clone().into_bytes()
+        }),
         Dialect::Synctera => serde_json::to_vec(&WebhookRequest {
             event_time: normalize_rfc3339(&event.time),
             id: crate::body_event_id(&event.id),
@@ -95,6 +102,7 @@ mod tests {
             .into(),
             data_json: r#"{"node":"Node1","account":"222","balance":1.0,"productName":"","transactionCurrency":"GBP"}"#.into(),
             changed_fields_json: String::new(),
+            application: None,
         }
     }
 
@@ -133,6 +141,17 @@ mod tests {
         assert_eq!(v["event_resource_changed_fields"], r#"{"status":"OLD"}"#);
         assert_eq!(v["id"], "a3efc743-ac6c-463b-aa19-4dd9c45b5b96");
         assert_eq!(v["event_time"], "2026-04-14T09:54:45.040Z");
+    }
+
+    #[test]
+    fn a_svix_endpoint_gets_the_payload_verbatim() {
+        let sub = Subscription {
+            dialect: Dialect::Svix as i32,
+            ..Default::default()
+        };
+        let mut e = event();
+        e.data_json = r#"{"b": 1.10, "a": [true]}"#.into();
+        assert_eq!(body(&e, &sub), e.data_json.as_bytes());
     }
 
     #[test]

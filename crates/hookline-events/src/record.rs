@@ -71,6 +71,7 @@ struct JsonEvent {
     metadata: Option<HashMap<String, String>>,
     data: Option<Box<RawValue>>,
     changed_fields: Option<Box<RawValue>>,
+    application: Option<String>,
 }
 
 /// Where a record came from: used for derived ids and default times.
@@ -107,6 +108,7 @@ pub fn decode_event(
                     .changed_fields
                     .map(|d| d.get().to_owned())
                     .unwrap_or_default(),
+                application: j.application,
             }
         }
     };
@@ -119,6 +121,13 @@ pub fn decode_event(
     validate_event_type(&event.r#type)?;
     if event.tenant.is_empty() || event.tenant.len() > 255 {
         return Err(field("tenant", "must be 1-255 characters"));
+    }
+    if event
+        .application
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.len() > 255)
+    {
+        return Err(field("application", "must be 1-255 characters"));
     }
     if event.time.is_empty() {
         event.time = time_fmt::rfc3339_millis(at.timestamp_ms.unwrap_or_else(time_fmt::now_ms));

@@ -216,20 +216,31 @@ pub async fn ensure_topics(config: &Config) -> Result<(), KafkaError> {
     let admin: AdminClient<KafkaContext> =
         client_config(config)?.create_with_context(KafkaContext)?;
     let min_insync = config.topic_min_insync_replicas.to_string();
+    let messages_retention_ms = config
+        .svix_message_retention()
+        .map(|d| d.as_millis().to_string())
+        .unwrap_or_else(|_| "604800000".to_owned());
     let topics: Vec<NewTopic<'_>> = config
         .topics()
         .iter()
         .map(|(name, compacted)| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 config.topic_partitions,
                 TopicReplication::Fixed(config.topic_replication),
             )
-            .set(
-                "cleanup.policy",
-                if *compacted { "compact" } else { "delete" },
-            )
-            .set("min.insync.replicas", &min_insync)
+            .set("min.insync.replicas", &min_insync);
+            // Svix messages are kept for a while, compacted so a key's latest record stays.
+            if *name == config.topic_messages {
+                topic
+                    .set("cleanup.policy", "compact,delete")
+                    .set("retention.ms", &messages_retention_ms)
+            } else {
+                topic.set(
+                    "cleanup.policy",
+                    if *compacted { "compact" } else { "delete" },
+                )
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -37,11 +37,11 @@ fn index(n: usize, filtered: bool, selecting_all: usize) -> SubscriptionIndex {
     let mut index = SubscriptionIndex::new();
     for i in 0..n {
         let f = filtered.then(|| filter(i));
-        index.upsert_filtered(&format!("sub-{i}"), "tenant", true, &patterns(i), f);
+        index.upsert_filtered(&format!("sub-{i}"), "tenant", None, true, &patterns(i), f);
     }
     for k in 0..selecting_all {
         let f = filtered.then(|| filter(k));
-        index.upsert_filtered(&format!("all-{k}"), "tenant", true, &["*"], f);
+        index.upsert_filtered(&format!("all-{k}"), "tenant", None, true, &["*"], f);
     }
     index
 }
@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
                 black_box(index.matching_event(&EventFields {
                     r#type: &events[k],
                     tenant: "tenant",
+                    application: None,
                     metadata: &metadata,
                     data_json: DATA,
                 }))

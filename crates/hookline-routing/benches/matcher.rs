@@ -55,6 +55,30 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The same subscriptions spread over 100 applications of the tenant (Svix endpoints),
+    // each event for the application of the subscription it was made for.
+    for n in SIZES {
+        let subs = subscriptions(n);
+        let mut index = SubscriptionIndex::new();
+        for (i, (id, p)) in subs.iter().enumerate() {
+            let app = format!("app_{}", i % 100);
+            index.upsert_filtered(id, "tenant", Some(&app), true, p, None);
+        }
+        let events: Vec<(String, String)> = (0..1024)
+            .map(|k| {
+                let i = (k * 7919) % n;
+                (format!("app_{}", i % 100), format!("D{i}.THING.CREATED"))
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("index_in_application", n), &n, |b, _| {
+            let mut k = 0;
+            b.iter(|| {
+                k = (k + 1) % events.len();
+                let (app, t) = &events[k];
+                black_box(index.matching_in("tenant", Some(app), t))
+            })
+        });
+    }
     group.sample_size(10);
     for n in SIZES {
         let subs = subscriptions(n);

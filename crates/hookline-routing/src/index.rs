@@ -1,7 +1,11 @@
 //! The subscription index: which subscriptions of a tenant select an event type, at a cost per
 //! event that does not grow with the number of subscriptions.
 //!
-//! Per tenant, a trie keyed by dot-separated segments. The node reached by `A.B` holds the
+//! Per scope (a tenant, or one application of a tenant: Svix endpoints belong to an
+//! application, and an event naming an application reaches only its subscriptions), a trie
+//! keyed by dot-separated segments. An event without an application looks up its tenant's
+//! trie exactly as before applications existed; one with an application looks up that
+//! application's trie instead (one more hash lookup). The node reached by `A.B` holds the
 //! subscriptions with the exact pattern `A.B` and those with `A.B.*`; match-all subscriptions
 //! (`*`, or no patterns) sit in a list beside the trie. Matching `A.B.C` walks at most three
 //! nodes, collecting the `prefix` sets of the nodes it passes and the `exact` set of the node
@@ -114,18 +118,42 @@ impl TenantIndex {
     fn is_empty(&self) -> bool {
         self.all.is_empty() && self.root.is_empty()
     }
+
+    /// The subscriptions selecting `event_type`, unsorted, possibly repeated.
+    fn collect(&self, event_type: &str, out: &mut Vec<SubscriptionId>) {
+        if !crate::is_operational(event_type) {
+            out.extend(self.all.iter().cloned());
+        }
+        let mut node = &self.root;
+        let mut segments = event_type.split('.').peekable();
+        while let Some(seg) = segments.next() {
+            let Some(child) = node.children.get(seg) else {
+                break;
+            };
+            if segments.peek().is_some() {
+                out.extend(child.prefix.iter().cloned());
+            } else {
+                out.extend(child.exact.iter().cloned());
+            }
+            node = child;
+        }
+    }
 }
 
 /// What the index remembers of a subscription, so a change can undo exactly its entries.
 struct Registration {
     tenant: Box<str>,
+    application: Option<Box<str>>,
     patterns: Vec<Pattern>,
 }
 
-/// Enabled subscriptions by tenant, indexed by their patterns.
+/// Enabled subscriptions by tenant (and application), indexed by their patterns.
 #[derive(Default)]
 pub struct SubscriptionIndex {
+    /// Subscriptions without an application, by tenant.
     tenants: HashMap<Box<str>, TenantIndex>,
+    /// Subscriptions of an application, by tenant, then application.
+    apps: HashMap<Box<str>, HashMap<Box<str>, TenantIndex>>,
     registered: HashMap<SubscriptionId, Registration>,
     filters: HashMap<SubscriptionId, Filter>,
 }
@@ -135,6 +163,8 @@ pub struct SubscriptionIndex {
 pub struct EventFields<'a> {
     pub r#type: &'a str,
     pub tenant: &'a str,
+    /// The application the event is for: only its subscriptions are matched.
+    pub application: Option<&'a str>,
     pub metadata: &'a HashMap<String, String>,
     pub data_json: &'a str,
 }
@@ -163,15 +193,16 @@ impl SubscriptionIndex {
         enabled: bool,
         event_types: &[S],
     ) -> Vec<PatternError> {
-        self.upsert_filtered(id, tenant, enabled, event_types, None)
+        self.upsert_filtered(id, tenant, None, enabled, event_types, None)
     }
 
-    /// [`upsert`](Self::upsert) with the subscription's payload filter (compiled once, here);
-    /// `None`: every event of its types.
+    /// [`upsert`](Self::upsert) with the subscription's application (`None`: the tenant's)
+    /// and payload filter (compiled once, here; `None`: every event of its types).
     pub fn upsert_filtered<S: AsRef<str>>(
         &mut self,
         id: &str,
         tenant: &str,
+        application: Option<&str>,
         enabled: bool,
         event_types: &[S],
         filter: Option<Filter>,
@@ -201,7 +232,15 @@ impl SubscriptionIndex {
         if let Some(f) = filter {
             self.filters.insert(id.clone(), f);
         }
-        let index = self.tenants.entry(tenant.into()).or_default();
+        let index = match application {
+            None => self.tenants.entry(tenant.into()).or_default(),
+            Some(app) => self
+                .apps
+                .entry(tenant.into())
+                .or_default()
+                .entry(app.into())
+                .or_default(),
+        };
         for p in &patterns {
             index.insert(p, &id);
         }
@@ -209,6 +248,7 @@ impl SubscriptionIndex {
             id,
             Registration {
                 tenant: tenant.into(),
+                application: application.map(Into::into),
                 patterns,
             },
         );
@@ -221,39 +261,55 @@ impl SubscriptionIndex {
         let Some(reg) = self.registered.remove(id) else {
             return;
         };
-        if let Some(index) = self.tenants.get_mut(&reg.tenant) {
+        let unindex = |index: &mut TenantIndex| {
             for p in &reg.patterns {
                 index.remove(p, id);
             }
-            if index.is_empty() {
-                self.tenants.remove(&reg.tenant);
+            index.is_empty()
+        };
+        match &reg.application {
+            None => {
+                if self.tenants.get_mut(&reg.tenant).is_some_and(unindex) {
+                    self.tenants.remove(&reg.tenant);
+                }
+            }
+            Some(app) => {
+                let Some(apps) = self.apps.get_mut(&reg.tenant) else {
+                    return;
+                };
+                if apps.get_mut(app).is_some_and(unindex) {
+                    apps.remove(app);
+                }
+                if apps.is_empty() {
+                    self.apps.remove(&reg.tenant);
+                }
             }
         }
     }
 
-    /// The subscriptions of `tenant` that select the well-formed `event_type`, sorted by id,
-    /// each once.
+    /// The subscriptions of `tenant` (without an application) that select the well-formed
+    /// `event_type`, sorted by id, each once.
     pub fn matching(&self, tenant: &str, event_type: &str) -> Vec<SubscriptionId> {
+        self.matching_in(tenant, None, event_type)
+    }
+
+    /// The subscriptions of `tenant`'s `application` (`None`: of the tenant, without an
+    /// application) that select the well-formed `event_type`, sorted by id, each once.
+    pub fn matching_in(
+        &self,
+        tenant: &str,
+        application: Option<&str>,
+        event_type: &str,
+    ) -> Vec<SubscriptionId> {
         let mut out = Vec::new();
-        let Some(index) = self.tenants.get(tenant) else {
+        let index = match application {
+            None => self.tenants.get(tenant),
+            Some(app) => self.apps.get(tenant).and_then(|a| a.get(app)),
+        };
+        let Some(index) = index else {
             return out;
         };
-        if !crate::is_operational(event_type) {
-            out.extend(index.all.iter().cloned());
-        }
-        let mut node = &index.root;
-        let mut segments = event_type.split('.').peekable();
-        while let Some(seg) = segments.next() {
-            let Some(child) = node.children.get(seg) else {
-                break;
-            };
-            if segments.peek().is_some() {
-                out.extend(child.prefix.iter().cloned());
-            } else {
-                out.extend(child.exact.iter().cloned());
-            }
-            node = child;
-        }
+        index.collect(event_type, &mut out);
         out.sort_unstable();
         out.dedup();
         out
@@ -264,7 +320,7 @@ impl SubscriptionIndex {
     /// type; `data_json` is parsed once, when the first of them reads `data` (data that is
     /// not JSON has no `data` paths).
     pub fn matching_event(&self, event: &EventFields<'_>) -> Matched {
-        let mut subscriptions = self.matching(event.tenant, event.r#type);
+        let mut subscriptions = self.matching_in(event.tenant, event.application, event.r#type);
         if self.filters.is_empty() {
             return Matched {
                 subscriptions,
@@ -359,12 +415,48 @@ mod tests {
     }
 
     #[test]
+    fn an_application_scopes_its_subscriptions() {
+        let mut ix = SubscriptionIndex::new();
+        ix.upsert("tenant-wide", "t1", true, &["*"]);
+        ix.upsert_filtered("a1-all", "t1", Some("app_1"), true, &[] as &[&str], None);
+        ix.upsert_filtered("a1-card", "t1", Some("app_1"), true, &["CARD.*"], None);
+        ix.upsert_filtered("a2", "t1", Some("app_2"), true, &["*"], None);
+        ix.upsert_filtered("other", "t2", Some("app_1"), true, &["*"], None);
+        assert_eq!(ids(ix.matching("t1", "CARD.X")), ["tenant-wide"]);
+        assert_eq!(
+            ids(ix.matching_in("t1", Some("app_1"), "CARD.X")),
+            ["a1-all", "a1-card"]
+        );
+        assert_eq!(ids(ix.matching_in("t1", Some("app_2"), "CARD.X")), ["a2"]);
+        assert!(ix.matching_in("t1", Some("app_3"), "CARD.X").is_empty());
+        assert_eq!(
+            ids(ix.matching_in("t2", Some("app_1"), "CARD.X")),
+            ["other"]
+        );
+        // Moving a subscription to another application, then removing every one, prunes.
+        ix.upsert_filtered("a1-card", "t1", Some("app_2"), true, &["CARD.*"], None);
+        assert_eq!(
+            ids(ix.matching_in("t1", Some("app_1"), "CARD.X")),
+            ["a1-all"]
+        );
+        assert_eq!(
+            ids(ix.matching_in("t1", Some("app_2"), "CARD.X")),
+            ["a1-card", "a2"]
+        );
+        for id in ["tenant-wide", "a1-all", "a1-card", "a2", "other"] {
+            ix.remove(id);
+        }
+        assert!(ix.is_empty() && ix.tenants.is_empty() && ix.apps.is_empty());
+    }
+
+    #[test]
     fn filters_apply_after_the_type_match() {
         let mut ix = SubscriptionIndex::new();
         let filter = |v: serde_json::Value| Some(Filter::compile(&v, "filter").unwrap());
         ix.upsert_filtered(
             "big",
             "t1",
+            None,
             true,
             &["PAY.*"],
             filter(serde_json::json!({"data.amount": {"$gte": 100}})),
@@ -372,6 +464,7 @@ mod tests {
         ix.upsert_filtered(
             "eu",
             "t1",
+            None,
             true,
             &["PAY.*"],
             filter(serde_json::json!({"metadata.region": "eu"})),
@@ -383,6 +476,7 @@ mod tests {
             let m = ix.matching_event(&EventFields {
                 r#type: "PAY.MADE",
                 tenant: "t1",
+                application: None,
                 metadata,
                 data_json,
             });

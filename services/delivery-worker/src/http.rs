@@ -92,6 +92,20 @@ pub struct Outgoing<'a> {
     /// The subscription's custom headers, opened (names lowercase, none reserved). Sent
     /// before Hookline's own headers; recorded with their values masked.
     pub headers: &'a [(String, String)],
+    /// A Svix endpoint's delivery: the message id, sent as `svix-id` and signed over, with
+    /// `svix-timestamp` and `svix-signature` instead of the `webhook-*` set.
+    pub svix_id: Option<&'a str>,
+}
+
+/// The names of the id, timestamp and signature headers, and the id they carry.
+fn signature_headers<'a>(out: &Outgoing<'a>) -> ([&'static str; 3], &'a str) {
+    match out.svix_id {
+        Some(id) => (["svix-id", "svix-timestamp", "svix-signature"], id),
+        None => (
+            ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            out.delivery_id,
+        ),
+    }
 }
 
 #[derive(Clone)]
@@ -137,7 +151,8 @@ impl Sender {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let signature = hookline_signing::sign(out.secrets, out.delivery_id, timestamp, &out.body);
+        let ([id_header, timestamp_header, signature_header], signed_id) = signature_headers(&out);
+        let signature = hookline_signing::sign(out.secrets, signed_id, timestamp, &out.body);
         let traceparent = if out.traceparent.is_empty() {
             new_traceparent()
         } else {
@@ -172,9 +187,9 @@ impl Sender {
             ("content-type", "application/json".to_owned()),
             ("user-agent", self.user_agent.clone()),
             ("idempotency-key", out.delivery_id.to_owned()),
-            ("webhook-id", out.delivery_id.to_owned()),
-            ("webhook-timestamp", timestamp.to_string()),
-            ("webhook-signature", masked_signature(&signature)),
+            (id_header, signed_id.to_owned()),
+            (timestamp_header, timestamp.to_string()),
+            (signature_header, masked_signature(&signature)),
             ("traceparent", traceparent.clone()),
         ]
         .into_iter()
@@ -193,9 +208,9 @@ impl Sender {
             .header("content-type", "application/json")
             .header("user-agent", &self.user_agent)
             .header("idempotency-key", out.delivery_id)
-            .header("webhook-id", out.delivery_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
+            .header(id_header, signed_id)
+            .header(timestamp_header, timestamp.to_string())
+            .header(signature_header, signature)
             .header("traceparent", traceparent)
             .body(out.body);
         match request.send().await {

@@ -13,7 +13,7 @@ use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
 use hookline_proto::Message as _;
 use hookline_proto::v1::{
-    Attempt, AttemptOutcome, DeadLetter, DeliveryJob, ParkedState, Subscription,
+    Attempt, AttemptOutcome, DeadLetter, DeliveryJob, Dialect, ParkedState, Subscription,
     SubscriptionCommand,
 };
 use hookline_runtime::CancellationToken;
@@ -222,6 +222,7 @@ impl Context {
                     secrets: &secrets,
                     traceparent: &attempt_span.traceparent(),
                     headers: &self.secret_box.open_headers(&sub),
+                    svix_id: (sub.dialect() == Dialect::Svix).then_some(event.id.as_str()),
                 })
                 .instrument(attempt_span.span().clone())
                 .await;

@@ -32,7 +32,8 @@ pub struct Outgoing {
     pub headers: Option<OwnedHeaders>,
 }
 
-/// The delivery jobs for `event`: one per enabled subscription of its tenant that selects its
+/// The delivery jobs for `event`: one per enabled subscription of its tenant (of its
+/// application, when it names one) that selects its
 /// type and whose payload filter (if any) the event matches, each with the delivery id of
 /// (event id, subscription id) and `traceparent`; and how many subscriptions selected the
 /// type but filtered the event out. Filters see the decoded event: `type`, `tenant`,
@@ -48,6 +49,7 @@ pub fn route(
     let matched = index.matching_event(&EventFields {
         r#type: &event.r#type,
         tenant: &event.tenant,
+        application: event.application.as_deref(),
         metadata: &event.metadata,
         data_json: &event.data_json,
     });
@@ -254,7 +256,7 @@ mod tests {
             "filter",
         )
         .unwrap();
-        ix.upsert_filtered("s-big", "t1", true, &["CARD.*"], Some(filter));
+        ix.upsert_filtered("s-big", "t1", None, true, &["CARD.*"], Some(filter));
         let subs = |value: &[u8]| {
             let (out, _, filtered) =
                 outgoing(&ix, &record(value, None), "deliveries", "quarantine");
@@ -273,6 +275,27 @@ mod tests {
         assert_eq!(subs(nowhere).1, 1);
         let other_type = br#"{"id":"e4","type":"ACCOUNT.X","tenant":"t1","data":{"amount":5}}"#;
         assert_eq!(subs(other_type), (vec!["s-all".into()], 0));
+    }
+
+    #[test]
+    fn an_event_of_an_application_reaches_only_its_subscriptions() {
+        let mut ix = index();
+        ix.upsert_filtered("ep-1", "t1", Some("app_1"), true, &[] as &[&str], None);
+        ix.upsert_filtered("ep-2", "t1", Some("app_2"), true, &["*"], None);
+        let subs = |value: &[u8]| {
+            let (out, _, _) = outgoing(&ix, &record(value, None), "deliveries", "quarantine");
+            out.iter()
+                .map(|o| String::from_utf8(o.key.clone()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            subs(br#"{"id":"msg_1","type":"CARD.X","tenant":"t1","application":"app_1"}"#),
+            ["ep-1"]
+        );
+        assert_eq!(
+            subs(br#"{"id":"e1","type":"CARD.X","tenant":"t1"}"#),
+            ["s-all", "s-card"]
+        );
     }
 
     fn job_traceparents(out: &[Outgoing]) -> Vec<(String, String)> {

@@ -92,6 +92,7 @@ fn apply(index: &RwLock<SubscriptionIndex>, msg: &BorrowedMessage<'_>) -> Update
                 let refused = index.upsert_filtered(
                     &id,
                     &sub.tenant,
+                    sub.application.as_deref(),
                     sub.enabled && selects,
                     &sub.event_types,
                     filter,

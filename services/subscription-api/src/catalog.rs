@@ -1,6 +1,7 @@
-//! The one event-type catalog of both dialects: the Synctera seed's list, `balance.extracted`
+//! The one event-type catalog of every dialect: the Synctera seed's list, `balance.extracted`
 //! (the Fynapse seed), Hookline's operational `hookline.*` types, and the types admins
-//! registered (event-sourced on the compacted event-types topic).
+//! registered (event-sourced on the compacted event-types topic; the Svix face's event types
+//! are these, and its `DELETE` archives one: no new subscription can choose it).
 //!
 //! - [`check_event_types`]: every entry is a catalog type, or `PREFIX.*` where `PREFIX.`
 //!   starts some catalog type (or `*` where the dialect allows it); an unknown one is a 400
@@ -108,20 +109,23 @@ pub fn view(config: &Config) -> Result<TopicView<RegisteredEventType>, KafkaErro
     hookline_kafka::keyed_protobuf_view(config, &config.topic_event_types, |_| {})
 }
 
-fn in_catalog(state: &AppState, matches: impl Fn(&str) -> bool) -> bool {
+/// Whether some catalog type (built-in, or registered and not archived) `matches`.
+pub fn in_catalog(state: &AppState, matches: impl Fn(&str) -> bool) -> bool {
     built_in().any(&matches)
         || state
             .store
             .event_types
-            .read(|t| t.keys().any(|k| matches(k)))
+            .read(|t| t.values().any(|e| !e.archived && matches(&e.name)))
 }
 
-/// Every catalog type, built-in first, then the registered ones by name.
+/// Every catalog type, built-in first, then the registered ones (not archived) by name.
 pub fn catalog(state: &AppState) -> Vec<String> {
-    let mut registered: Vec<String> = state
-        .store
-        .event_types
-        .read(|t| t.keys().cloned().collect());
+    let mut registered: Vec<String> = state.store.event_types.read(|t| {
+        t.values()
+            .filter(|e| !e.archived)
+            .map(|e| e.name.clone())
+            .collect()
+    });
     registered.sort();
     built_in().map(str::to_owned).chain(registered).collect()
 }
@@ -242,10 +246,13 @@ pub async fn register(
             format!("{:?} is already in the catalog", body.name),
         ));
     }
+    let now = now_ms();
     let t = RegisteredEventType {
         name: body.name,
         description: body.description,
-        registered_at_ms: now_ms(),
+        registered_at_ms: now,
+        updated_at_ms: now,
+        ..RegisteredEventType::default()
     };
     state.store.put_event_type(&t).await?;
     tracing::info!(event_type = %t.name, "event type registered");

@@ -34,6 +34,10 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(120);
 pub enum Kind {
     Subscription,
     Secret,
+    /// A Svix application's `uid`, per tenant.
+    Application,
+    /// A Svix endpoint's `uid`, per application (the name is `app id/uid`).
+    Endpoint,
 }
 
 impl Kind {
@@ -41,6 +45,8 @@ impl Kind {
         match self {
             Kind::Subscription => "subscription",
             Kind::Secret => "secret",
+            Kind::Application => "application",
+            Kind::Endpoint => "endpoint",
         }
     }
 }

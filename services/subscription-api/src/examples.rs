@@ -228,6 +228,7 @@ pub fn example_event(sub: &Subscription, event_type: &str) -> Event {
         tenant: sub.tenant.clone(),
         metadata,
         changed_fields_json: String::new(),
+        application: sub.application.clone(),
     }
 }
 

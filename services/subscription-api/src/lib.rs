@@ -1,4 +1,4 @@
-//! The subscription API: secrets, subscriptions (two dialects) and the event-type catalog
+//! The subscription API: secrets, subscriptions (three dialects) and the event-type catalog
 //! over HTTP, stored only as events on compacted topics.
 //!
 //! - [`run`]: starts the views, waits until they have caught up, then serves.
@@ -18,6 +18,10 @@
 //! - `examples`: "send an example" through the pipeline, answered with its first attempt.
 //! - `commands`: changes other services ask for (a 410 disabling a subscription), applied
 //!   through the same write path.
+//! - `svix`: the Svix-compatible face (`/api/v1/app…`, `/api/v1/event-type…`): applications
+//!   (their own compacted topic), endpoints (subscriptions of the `Svix` dialect), event
+//!   types (the catalog), messages (published to the events topic), Svix's error shapes and
+//!   its own OpenAPI document.
 #![forbid(unsafe_code)]
 
 mod catalog;
@@ -32,6 +36,7 @@ mod routes;
 mod secrets;
 mod store;
 mod subscriptions;
+mod svix;
 mod synctera;
 
 use std::sync::Arc;
@@ -43,6 +48,7 @@ use tokio::net::TcpListener;
 
 pub use routes::{ApiDoc, documented, table};
 pub use store::Store;
+pub use svix::SvixDoc;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -52,6 +58,8 @@ pub(crate) struct AppState {
     /// Reads back the attempts of example sends.
     pub examples: examples::AttemptTail,
     pub topic_deliveries: String,
+    /// The Svix face's recent messages.
+    pub messages: svix::Messages,
 }
 
 impl HasTokens for AppState {
@@ -80,12 +88,16 @@ pub async fn run(
     service.require_current(&store.secrets);
     service.require_current(&store.claims);
     service.require_current(&store.event_types);
+    service.require_current(&store.applications);
+    let messages = svix::Messages::start(&config)?;
+    service.require_current(messages.view());
     let state = AppState {
         store: store.clone(),
         tokens,
         health: service.health().clone(),
         examples: examples::AttemptTail::start(&config, shutdown.clone())?,
         topic_deliveries: config.topic_deliveries.clone(),
+        messages: messages.clone(),
     };
     // Its own route table serves the health routes (they are part of its document).
     let app = routes::router(state, config.api_body_limit);
@@ -101,5 +113,6 @@ pub async fn run(
     let served = service.serve(listener, app).await;
     let _ = commands.await;
     store.stop();
+    messages.view().stop();
     served
 }

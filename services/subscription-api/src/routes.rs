@@ -23,10 +23,10 @@ use crate::{AppState, catalog, filters, fynapse, secrets, synctera};
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
-    handler: MethodRouter<AppState>,
+    pub(crate) handler: MethodRouter<AppState>,
 }
 
-fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+pub(crate) fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
 where
     H: Handler<T, AppState>,
     T: 'static,
@@ -105,9 +105,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
     for (path, methods) in by_path {
         app = app.route(path, methods);
     }
-    hookline_runtime::json_fallbacks(app)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+    let app = app
+        .with_state(state.clone())
+        .merge(crate::svix::router(state));
+    hookline_runtime::json_fallbacks(app).layer(DefaultBodyLimit::max(body_limit))
 }
 
 /// The body of `/healthz` and `/readyz` answers.
@@ -307,7 +308,11 @@ pub struct ApiDoc;
 
 /// (method, path) of every documented operation.
 pub fn documented() -> Vec<(Method, String)> {
-    let doc = ApiDoc::openapi();
+    operations(&ApiDoc::openapi())
+}
+
+/// (method, path) of every operation of `doc`.
+pub fn operations(doc: &utoipa::openapi::OpenApi) -> Vec<(Method, String)> {
     let mut out = Vec::new();
     for (path, item) in &doc.paths.paths {
         let ops = [

@@ -155,9 +155,8 @@ fn seal(
     tenant: &str,
     name: &str,
     now: i64,
-    signing: Signing,
+    value: WebhookSecret,
 ) -> Result<(SecretVersion, String), ApiError> {
-    let value = WebhookSecret::generate_for(signing.scheme());
     let version = store
         .secret_box
         .seal(tenant, name, &value, now)
@@ -166,8 +165,12 @@ fn seal(
 }
 
 /// The dialect whose routes own `secret`: Synctera for a webhook's own secret (marked so, or
-/// named by a Synctera webhook, as records written before the mark are), else Fynapse.
+/// named by a Synctera webhook, as records written before the mark are), Svix for an
+/// endpoint's, else Fynapse.
 pub fn dialect_of(store: &Store, secret: &Secret) -> Dialect {
+    if secret.dialect() == Dialect::Svix {
+        return Dialect::Svix;
+    }
     if secret.dialect() == Dialect::Synctera
         || store.subscriptions.read(|t| {
             t.values().any(|s| {
@@ -200,8 +203,20 @@ pub async fn write_new(
     dialect: Dialect,
     signing: Signing,
 ) -> Result<(Secret, String), ApiError> {
+    let value = WebhookSecret::generate_for(signing.scheme());
+    write_value(store, tenant, name, dialect, value).await
+}
+
+/// [`write_new`] with a value the client chose (a Svix endpoint's `secret`).
+pub async fn write_value(
+    store: &Store,
+    tenant: &str,
+    name: &str,
+    dialect: Dialect,
+    value: WebhookSecret,
+) -> Result<(Secret, String), ApiError> {
     let now = now_ms();
-    let (version, value) = seal(store, tenant, name, now, signing)?;
+    let (version, value) = seal(store, tenant, name, now, value)?;
     let secret = Secret {
         tenant: tenant.to_owned(),
         name: name.to_owned(),
@@ -221,14 +236,25 @@ pub async fn write_new(
 /// synced the secrets view.
 pub async fn rotate_value(
     store: &Store,
-    mut secret: Secret,
+    secret: Secret,
     overlap: std::time::Duration,
     signing: Option<Signing>,
 ) -> Result<(Secret, String), ApiError> {
+    let signing = signing.unwrap_or_else(|| Signing::of(&secret));
+    let value = WebhookSecret::generate_for(signing.scheme());
+    rotate_to(store, secret, overlap, value).await
+}
+
+/// [`rotate_value`] to a value the client chose (a Svix rotation's `key`).
+pub async fn rotate_to(
+    store: &Store,
+    mut secret: Secret,
+    overlap: std::time::Duration,
+    value: WebhookSecret,
+) -> Result<(Secret, String), ApiError> {
     let now = now_ms();
     let until = now + overlap.as_millis() as i64;
-    let signing = signing.unwrap_or_else(|| Signing::of(&secret));
-    let (version, value) = seal(store, &secret.tenant, &secret.name, now, signing)?;
+    let (version, value) = seal(store, &secret.tenant, &secret.name, now, value)?;
     let mut versions = vec![version];
     for mut old in secret.versions.drain(..) {
         if old.expires_at_ms.is_some_and(|t| t <= now) || until <= now {

@@ -12,7 +12,9 @@ use hookline_config::Config;
 use hookline_events::Event;
 use hookline_kafka::rdkafka::producer::FutureRecord;
 use hookline_kafka::view::TopicView;
-use hookline_proto::v1::{Dialect, NameClaim, RegisteredEventType, Secret, Subscription};
+use hookline_proto::v1::{
+    Application, Dialect, NameClaim, RegisteredEventType, Secret, Subscription,
+};
 use hookline_runtime::ApiError;
 use hookline_state::{SecretBox, SecretView, SubscriptionView};
 
@@ -27,6 +29,8 @@ pub struct Store {
     pub claims: TopicView<NameClaim>,
     /// Event types registered by admins, keyed by type.
     pub event_types: TopicView<RegisteredEventType>,
+    /// Svix applications, keyed by id.
+    pub applications: TopicView<Application>,
     pub secret_box: SecretBox,
     /// How long the previous secret versions keep signing after a rotation.
     pub rotation_overlap: Duration,
@@ -85,6 +89,11 @@ impl Store {
             secrets: hookline_state::secrets(config)?,
             claims,
             event_types,
+            applications: hookline_kafka::keyed_protobuf_view(
+                config,
+                &config.topic_applications,
+                |_| {},
+            )?,
             secret_box: SecretBox::from_config(config)?,
             rotation_overlap: config.secret_rotation_overlap()?,
             write_lock: Arc::default(),
@@ -104,7 +113,8 @@ impl Store {
             self.subscriptions.sync(),
             self.secrets.sync(),
             self.claims.sync(),
-            self.event_types.sync()
+            self.event_types.sync(),
+            self.applications.sync()
         );
     }
 
@@ -113,6 +123,22 @@ impl Store {
         self.secrets.stop();
         self.claims.stop();
         self.event_types.stop();
+        self.applications.stop();
+    }
+
+    pub async fn put_application(&self, app: &Application) -> Result<(), ApiError> {
+        let bytes = hookline_state::encode(app);
+        let (p, o) = self
+            .write(self.applications.topic(), &app.id, Some(&bytes))
+            .await?;
+        self.applications.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    pub async fn delete_application(&self, id: &str) -> Result<(), ApiError> {
+        let (p, o) = self.write(self.applications.topic(), id, None).await?;
+        self.applications.wait_for_offset(p, o).await;
+        Ok(())
     }
 
     pub async fn put_secret(&self, secret: &Secret) -> Result<(), ApiError> {
@@ -142,6 +168,13 @@ impl Store {
     pub async fn delete_subscription(&self, id: &str) -> Result<(), ApiError> {
         let (p, o) = self.write(self.subscriptions.topic(), id, None).await?;
         self.subscriptions.wait_for_offset(p, o).await;
+        Ok(())
+    }
+
+    /// Removes a registered event type (Svix `expunge`).
+    pub async fn delete_event_type(&self, name: &str) -> Result<(), ApiError> {
+        let (p, o) = self.write(self.event_types.topic(), name, None).await?;
+        self.event_types.wait_for_offset(p, o).await;
         Ok(())
     }
 
@@ -190,7 +223,7 @@ impl Store {
     }
 
     /// Produces one record (a tombstone when `value` is `None`); returns its position.
-    async fn write(
+    pub(crate) async fn write(
         &self,
         topic: &str,
         key: &str,

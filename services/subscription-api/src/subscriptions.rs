@@ -58,6 +58,8 @@ pub enum NewSecret {
     Named(String),
     /// The subscription's own secret (named after its id, so nobody else can pick it).
     Own,
+    /// Its own secret with a value the client chose (a Svix endpoint's `secret`).
+    OwnValue(hookline_signing::WebhookSecret),
 }
 
 /// Checks every field of `sub` against the limits, naming the field as `face` calls it.
@@ -153,6 +155,11 @@ pub async fn create(
         }
         NewSecret::Own => {
             secrets::write_new(store, &sub.tenant, &sub.secret_ref, face.dialect, scheme)
+                .await
+                .map(Some)
+        }
+        NewSecret::OwnValue(value) => {
+            secrets::write_value(store, &sub.tenant, &sub.secret_ref, face.dialect, value)
                 .await
                 .map(Some)
         }

@@ -107,6 +107,8 @@ impl Stack {
             topic_parked: t("parked"),
             topic_claims: t("claims"),
             topic_event_types: t("event-types"),
+            topic_applications: t("applications"),
+            topic_messages: t("messages"),
             topic_subscription_commands: t("subscription-commands"),
             topic_quarantine: t("quarantine"),
             topic_replays: t("replays"),

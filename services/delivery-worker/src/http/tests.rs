@@ -37,6 +37,7 @@ async fn post(sender: &Sender, url: &str) -> super::AttemptResult {
             secrets: &secrets,
             traceparent: "",
             headers: &[],
+            svix_id: None,
         })
         .await
 }
