@@ -244,6 +244,8 @@ pub fn grants(config: &Config, principal: Principal) -> Vec<Grant> {
                 &c.topic_secrets,
                 &c.topic_claims,
                 &c.topic_event_types,
+                &c.topic_applications, // the Svix face
+                &c.topic_messages,     // the Svix face's eventIds and message list
             ] {
                 g.view(c, topic).write(topic);
             }
