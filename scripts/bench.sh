@@ -16,6 +16,10 @@
 #   BENCH_BASELINE=bench/results/X    compare with an earlier report in report.md
 #   BENCH_PROFILE=router:perf         profile one service (`make profile`; perf or callgrind)
 #   HOOKLINE_KAFKA_FULL_JIT=1         the broker's JVM with C2 (default: C1 only, fast start)
+#   KAFKA_SECURITY=sasl_ssl           the broker with a SASL_SSL listener and ACLs; every client
+#                                     (services, load, readers) connects over TLS with
+#                                     SCRAM-SHA-512 as the broker's `admin` (the bench's topics
+#                                     carry a run prefix the principal table does not grant)
 # Extra arguments go to hookline-bench (`target/release/hookline-bench --help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,8 +42,18 @@ cargo build --release --locked -p hookline -p hookline-subscription-api \
 echo "== bench: starting a Kafka broker for this run"
 # HOOKLINE_KAFKA_FULL_JIT=1 runs the broker with its JVM's full JIT, as in production
 # (by default it stops at C1, like the tests' brokers, as in every report so far).
-bootstrap=$(HOOKLINE_KAFKA_QUIET=1 scripts/kafka.sh start --dir "$dir" --heap 1g)
+security=${KAFKA_SECURITY:-plaintext}
+case $security in plaintext | sasl_ssl) ;; *) echo "KAFKA_SECURITY takes plaintext or sasl_ssl" >&2; exit 2 ;; esac
+bootstrap=$(HOOKLINE_KAFKA_QUIET=1 scripts/kafka.sh start --dir "$dir" --heap 1g --security "$security")
 command="make bench"
+if [[ $security == sasl_ssl ]]; then
+  # The services inherit these; hookline-bench's own clients read them too.
+  export HOOKLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL HOOKLINE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+  export HOOKLINE_KAFKA_SASL_USERNAME=admin HOOKLINE_KAFKA_SASL_PASSWORD_FILE=$dir/secrets/admin.password
+  HOOKLINE_KAFKA_SSL_CA_FILE=$(sed -n 's/^HOOKLINE_KAFKA_SSL_CA_FILE=//p' "$dir/client.env")
+  export HOOKLINE_KAFKA_SSL_CA_FILE
+  command="KAFKA_SECURITY=sasl_ssl $command"
+fi
 [[ -n ${BENCH_SCENARIOS:-} ]] && command="BENCH_SCENARIOS=$BENCH_SCENARIOS $command"
 [[ -n ${BENCH_SOAK:-} ]] && command="BENCH_SOAK=$BENCH_SOAK $command"
 [[ -n ${BENCH_QUICK:-} ]] && command="BENCH_QUICK=$BENCH_QUICK $command"

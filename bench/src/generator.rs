@@ -55,12 +55,21 @@ impl Sent {
 }
 
 /// The bench's Kafka client settings for the broker at `bootstrap`: Hookline's
-/// [`hookline_kafka::client_config`] (plaintext: the bench runs its own local broker).
+/// [`hookline_kafka::client_config`], plaintext unless the environment carries the security
+/// keys (`KAFKA_SECURITY=sasl_ssl make bench` sets them, as for the services).
 pub fn client_config(bootstrap: &str) -> anyhow::Result<rdkafka::ClientConfig> {
-    let config = hookline_config::Config {
+    let env = |key: &str| std::env::var(key).unwrap_or_default();
+    let mut config = hookline_config::Config {
         kafka_bootstrap: bootstrap.to_owned(),
         ..Default::default()
     };
+    if !env("HOOKLINE_KAFKA_SECURITY_PROTOCOL").is_empty() {
+        config.kafka_security_protocol = env("HOOKLINE_KAFKA_SECURITY_PROTOCOL");
+        config.kafka_sasl_mechanism = env("HOOKLINE_KAFKA_SASL_MECHANISM");
+        config.kafka_sasl_username = env("HOOKLINE_KAFKA_SASL_USERNAME");
+        config.kafka_sasl_password_file = env("HOOKLINE_KAFKA_SASL_PASSWORD_FILE");
+        config.kafka_ssl_ca_file = env("HOOKLINE_KAFKA_SSL_CA_FILE");
+    }
     Ok(hookline_kafka::client_config(&config)?)
 }
 
