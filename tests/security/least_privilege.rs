@@ -87,7 +87,27 @@ pub async fn holds(kafka: &SecuredKafka, config: &Config) {
         || api.log_text(),
     )
     .await;
-    let denied_topics = [&config.topic_claims, &config.topic_event_types];
+    // Whichever the API's views the worker may not read (by the table) is denied first.
+    let readable = |principal, topic: &str| {
+        hookline_kafka::acl::grants(config, principal)
+            .iter()
+            .any(|g| {
+                g.resource == hookline_kafka::acl::ResourceType::Topic
+                    && g.name == topic
+                    && g.operations.contains(&hookline_kafka::acl::Operation::Read)
+            })
+    };
+    let denied_topics: Vec<&str> = config
+        .topics()
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| readable(Principal::SubscriptionApi, t))
+        .filter(|t| !readable(Principal::DeliveryWorker, t))
+        .collect();
+    assert!(
+        !denied_topics.is_empty(),
+        "the table lets the worker read every API topic"
+    );
     assert!(
         denied_topics.iter().any(|t| message
             == format!(

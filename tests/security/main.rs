@@ -7,8 +7,9 @@
 //! the deliveries, and the stock Standard Webhooks verifier checks them.
 //!
 //! 1. The pipeline with a principal per service: topics created as `cli`, an event and
-//!    balance rows published as the outside `producer` (the event by Python confluent-kafka,
-//!    a client that is not Hookline's code), routing, signed delivery, the
+//!    balance rows published as the outside `producer` (events by Python confluent-kafka, a
+//!    client that is not Hookline's code, over SCRAM-SHA-512, PLAIN and SCRAM-SHA-256),
+//!    routing, signed delivery, the
 //!    attempts query, a replay and an extract run.
 //! 2. Least privilege (`least_privilege.rs`): the worker's principal cannot write the
 //!    subscriptions topic, the producer's cannot read deliveries, and a subscription API
@@ -120,6 +121,33 @@ async fn pipeline_per_service(kafka: &SecuredKafka, config: &Config) {
     let again = wait_delivered(&receiver, &hookline, kafka, 2).await;
     assert_eq!(again[1].headers["webhook-id"], delivery_id.as_str());
     verify(&secret, &again[1], "acc-1");
+
+    // The broker's other SASL mechanisms, from the outside client as the producer.
+    for (mechanism, account) in [("PLAIN", "acc-plain"), ("SCRAM-SHA-256", "acc-sha256")] {
+        let mut publisher = producer.clone();
+        publisher.kafka_sasl_mechanism = mechanism.into();
+        publish_from_python(&publisher, &config.topic_events, account, &event(account));
+        let all = wait_for(
+            60,
+            &format!("the event published over SASL {mechanism}"),
+            || {
+                hookline.assert_running();
+                let got = receiver.received();
+                async move {
+                    got.iter()
+                        .any(|r| String::from_utf8_lossy(&r.body).contains(account))
+                        .then_some(got)
+                }
+            },
+            || hookline.log_text(),
+        )
+        .await;
+        let got = all
+            .iter()
+            .find(|r| String::from_utf8_lossy(&r.body).contains(account))
+            .unwrap();
+        verify(&secret, got, account);
+    }
 
     // An extract run: balance rows published as the producer, read by the extract-producer.
     let node = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
