@@ -82,10 +82,11 @@ pub fn check_len(field: &str, text: Option<&str>, max: usize) -> Result<(), ApiE
     Ok(())
 }
 
-/// A tenant id: 1-255 of letters, digits, `_`, `-`, `.`.
-pub fn check_tenant(field: &str, tenant: &str) -> Result<(), ApiError> {
-    let ok = (1..=TENANT_MAX).contains(&tenant.len())
-        && tenant
+/// An identifier: 1-`max` ASCII letters, digits, `_`, `-` or `.` (a tenant id, a Svix `uid`,
+/// `eventId` or channel); a refusal names `field`.
+pub fn check_ident(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let ok = (1..=max).contains(&value.len())
+        && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
@@ -93,9 +94,14 @@ pub fn check_tenant(field: &str, tenant: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(
             field,
-            format!("`{field}` must be 1-{TENANT_MAX} letters, digits, `_`, `-` or `.`"),
+            format!("`{field}` must be 1-{max} letters, digits, `_`, `-` or `.`"),
         ))
     }
+}
+
+/// A tenant id: 1-255 of letters, digits, `_`, `-`, `.`.
+pub fn check_tenant(field: &str, tenant: &str) -> Result<(), ApiError> {
+    check_ident(field, tenant, TENANT_MAX)
 }
 
 /// Syntax of event-type patterns: exact types, `PREFIX.*`, or `*`; at most 100 of them.

@@ -59,22 +59,14 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
-/// Longest Svix `uid`, `eventId`, channel or path id (letters, digits, `-`, `_`, `.`).
+/// Longest Svix `uid`, `eventId` or path id (letters, digits, `-`, `_`, `.`).
 pub const ID_MAX: usize = 256;
+/// What a Svix `uid`, `eventId`, channel or path id may hold.
+pub const ID_PATTERN: &str = r"^[a-zA-Z0-9\-_.]+$";
 
 /// A `uid`-like value: 1-256 of letters, digits, `-`, `_`, `.`; 422 naming `field`.
 pub fn check_id(field: &str, v: &str) -> Result<(), ApiError> {
-    let ok = (1..=ID_MAX).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be 1-{ID_MAX} letters, digits, `-`, `_` or `.`"),
-        ))
-    }
+    crate::input::check_ident(field, v, ID_MAX)
 }
 
 /// A list request: `limit`, `iterator` (a previous page's `iterator`, or its
