@@ -13,6 +13,8 @@ pub const NAME_MAX: usize = 255;
 pub const NAME_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
 /// The scheme `check_url` accepts (any case, as URLs are read).
 pub const URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://";
+/// What `hookline_events::validate_event_type` accepts.
+pub const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
 /// What `check_tenant` accepts.
 pub const TENANT_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
 pub const URL_MAX: usize = 1000;

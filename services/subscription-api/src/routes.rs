@@ -181,12 +181,12 @@ pub fn constrained() -> serde_json::Value {
         (
             "RegisterEventType",
             "name",
-            &json!({"pattern": EVENT_TYPE_PATTERN}),
+            &json!({"pattern": input::EVENT_TYPE_PATTERN}),
         ),
         (
             "SampleEvent",
             "type",
-            &json!({"pattern": EVENT_TYPE_PATTERN}),
+            &json!({"pattern": input::EVENT_TYPE_PATTERN}),
         ),
         (
             "SampleEvent",
@@ -243,9 +243,6 @@ pub fn constrained() -> serde_json::Value {
     }
     doc
 }
-
-/// What `hookline_events::validate_event_type` accepts.
-const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
 
 /// `doc` with the event-type lists' items as enums of what the catalog `types` accepts now.
 fn with_catalog(mut doc: serde_json::Value, types: &[String]) -> serde_json::Value {

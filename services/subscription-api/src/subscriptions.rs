@@ -441,7 +441,10 @@ pub fn set_headers(
             headers.push(current);
             continue;
         }
-        if value.len() > HEADER_VALUE_MAX || axum::http::HeaderValue::from_str(&value).is_err() {
+        // Visible ASCII, spaces and tabs only, as documented (`HeaderValue` would also take
+        // bytes above 0x7F).
+        let visible = |b: u8| b == b'\t' || (0x20..=0x7E).contains(&b);
+        if value.len() > HEADER_VALUE_MAX || !value.bytes().all(visible) {
             return Err(ApiError::invalid(
                 &at,
                 format!(

@@ -141,6 +141,17 @@ fn validate(a: &Application) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Every check an [`ApplicationIn`] gets, before anything is looked up.
+pub fn check_in(body: &ApplicationIn) -> Result<(), ApiError> {
+    throttle(body.throttle_rate)?;
+    validate(&Application {
+        uid: body.uid.clone(),
+        name: body.name.clone(),
+        metadata: body.metadata.clone().unwrap_or_default(),
+        ..Application::default()
+    })
+}
+
 /// Creates the application `body` of `who`'s tenant (a `uid` taken: 409). Also used by a
 /// message create that names an application that does not exist yet.
 pub async fn create_app(
@@ -204,6 +215,8 @@ pub async fn create(
     JsonBody(body): JsonBody<ApplicationIn>,
 ) -> Result<Response, ApiError> {
     let q = ListQuery::parse(query.as_deref())?;
+    // The body is checked even when an existing application is the answer.
+    check_in(&body)?;
     if q.flag("get_if_exists", false)?
         && let Some(uid) = &body.uid
     {

@@ -29,8 +29,9 @@ impl utoipa::Modify for HttpBearer {
             Every call but health and this document carries `Authorization: Bearer <token>` \
             (a Hookline token: its tenant owns the applications). An application is a \
             tenant's; an endpoint is a subscription; an event type is a catalog entry \
-            (written by admin tokens only). The Svix operations not listed here answer 501 \
-            `{\"code\": \"not_implemented\"}`."
+            (written by admin tokens only). Where Hookline's limits differ from Svix's, the \
+            schema says Hookline's and its description says so. The Svix operations not listed \
+            here answer 501 `{\"code\": \"not_implemented\"}`."
     ),
     paths(
         super::health, super::openapi_json,
@@ -47,12 +48,92 @@ impl utoipa::Modify for HttpBearer {
 )]
 pub struct SvixDoc;
 
-/// The document as served: the handlers' annotations, plus what every operation of the face
-/// may answer whatever its own (a malformed body: 400; a body over `api_body_limit`: 413; a
-/// refused value: 422) and the closed sets of its query parameters.
+/// An endpoint secret or a rotation's `key` as `WebhookSecret::parse` takes it: `whsec_`
+/// (optional) and canonical padded base64 of 24-64 bytes (Svix: 32-100 base64 characters).
+pub const SECRET_PATTERN: &str = "^(whsec_)?(([A-Za-z0-9+/]{4}){8,20}\
+    ([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?\
+    |([A-Za-z0-9+/]{4}){21}([A-Za-z0-9+/][AQgw]==)?)$";
+
+/// Where Hookline's checks differ from Svix's document, or are more than utoipa's attributes
+/// spell: (schema, property, what to set on it, why).
+fn constraints() -> Vec<(&'static str, &'static str, serde_json::Value, &'static str)> {
+    use crate::input::{EVENT_TYPE_PATTERN, NAME_MAX, NAME_PATTERN, URL_MAX, URL_PATTERN};
+    use serde_json::json;
+    let name = json!({"minLength": 1, "maxLength": NAME_MAX, "pattern": NAME_PATTERN});
+    let name_why = "Hookline: 1-255 characters, no control characters (Svix: no limit).";
+    let uid = json!({"minLength": 1, "maxLength": super::ID_MAX, "pattern": super::ID_PATTERN});
+    let url = json!({"maxLength": URL_MAX, "pattern": URL_PATTERN});
+    let url_why = "An absolute http or https URL with a host; Hookline: at most 1000 characters \
+        (Svix: 65536).";
+    let secret = json!({"pattern": SECRET_PATTERN});
+    let secret_why = "`whsec_` (optional) and canonical padded base64 of 24-64 bytes (Svix: \
+        32-100 base64 characters).";
+    let channels = json!({"maxItems": 0});
+    let channels_why = "Hookline: endpoint channels are not supported yet, a non-empty list \
+        is refused.";
+    let headers = serde_json::to_value(crate::subscriptions::headers_in_schema())
+        .expect("a schema serialises");
+    let headers_why = "Hookline: at most 20, names HTTP tokens other than the ones Hookline \
+        sets itself, values visible ASCII (Svix: any strings).";
+    let mut headers_set = headers.clone();
+    headers_set["type"] = json!("object");
+    let mut headers_patch = headers_set.clone();
+    headers_patch["additionalProperties"]["type"] = json!(["string", "null"]);
+    let event_type = json!({"minLength": 1, "maxLength": 255, "pattern": EVENT_TYPE_PATTERN});
+    let event_type_why = "Hookline: dot-separated words of letters, digits, `_` or `-`, at most \
+        255 characters (Svix: 256 of letters, digits, `-`, `_`, `.`).";
+    let channel = json!({"items": {"type": "string", "minLength": 1,
+        "maxLength": CHANNEL_MAX, "pattern": super::ID_PATTERN}});
+    vec![
+        ("ApplicationIn", "name", name.clone(), name_why),
+        ("ApplicationPatch", "name", name, name_why),
+        ("ApplicationPatch", "uid", uid.clone(), ""),
+        ("EndpointPatch", "uid", uid, ""),
+        ("EndpointIn", "url", url.clone(), url_why),
+        ("EndpointPatch", "url", url, url_why),
+        ("EndpointIn", "secret", secret.clone(), secret_why),
+        ("EndpointSecretRotateIn", "key", secret, secret_why),
+        ("EndpointIn", "channels", channels.clone(), channels_why),
+        ("EndpointPatch", "channels", channels, channels_why),
+        ("EndpointIn", "headers", headers, headers_why),
+        ("EndpointHeadersIn", "headers", headers_set, headers_why),
+        (
+            "EndpointHeadersPatchIn",
+            "headers",
+            headers_patch,
+            headers_why,
+        ),
+        ("MessageIn", "eventType", event_type.clone(), event_type_why),
+        ("MessageIn", "channels", channel, ""),
+        ("EventTypeIn", "name", event_type, event_type_why),
+    ]
+}
+
+/// Longest channel of a message, as Svix's.
+pub const CHANNEL_MAX: usize = 128;
+
+/// The document as served: the handlers' annotations, Hookline's [`constraints`], what
+/// every operation of the face may answer whatever its own (a malformed body: 400; a body
+/// over `api_body_limit`: 413; a refused value: 422), the closed sets of its query
+/// parameters and the patterns of its path parameters. [`with_catalog`] adds the catalog.
 pub fn document() -> serde_json::Value {
     use serde_json::json;
     let mut doc = serde_json::to_value(SvixDoc::openapi()).expect("the document serialises");
+    let schemas = &mut doc["components"]["schemas"];
+    for (schema, field, extra, why) in constraints() {
+        let property = &mut schemas[schema]["properties"][field];
+        assert!(property.is_object(), "{schema}.{field} is documented");
+        for (k, v) in extra.as_object().expect("object") {
+            property[k] = v.clone();
+        }
+        if !why.is_empty() {
+            let text = match property["description"].as_str() {
+                Some(d) => format!("{d} {why}"),
+                None => why.to_owned(),
+            };
+            property["description"] = text.into();
+        }
+    }
     let error = json!({"description": "", "content": {"application/json": {"schema":
         {"$ref": "#/components/schemas/HttpErrorOut"}}}});
     let invalid = json!({"description": "Validation Error", "content": {"application/json":
@@ -77,11 +158,28 @@ pub fn document() -> serde_json::Value {
                     Some("order") => json!({"type": "string", "enum": ["ascending", "descending"]}),
                     Some("limit") => json!({"type": "integer", "minimum": 1,
                         "maximum": super::LIMIT_MAX}),
+                    Some("app_id" | "endpoint_id" | "msg_id" | "attempt_id") => {
+                        json!({"type": "string", "minLength": 1, "maxLength": super::ID_MAX,
+                            "pattern": super::ID_PATTERN})
+                    }
+                    Some("event_type_name") => json!({"type": "string", "minLength": 1,
+                        "maxLength": 255, "pattern": crate::input::EVENT_TYPE_PATTERN}),
                     _ => continue,
                 };
                 p["schema"] = schema;
             }
         }
+    }
+    doc
+}
+
+/// `doc` with an endpoint's `eventTypes` items as the enum of what the catalog `types`
+/// accepts now (each type, `PREFIX.*`, `*`), as the server checks them.
+pub fn with_catalog(mut doc: serde_json::Value, types: &[String]) -> serde_json::Value {
+    let schemas = &mut doc["components"]["schemas"];
+    for schema in ["EndpointIn", "EndpointPatch"] {
+        schemas[schema]["properties"]["eventTypes"]["items"] = serde_json::json!({
+            "type": "string", "enum": crate::catalog::patterns(types, true)});
     }
     doc
 }
@@ -152,5 +250,54 @@ mod tests {
             .find(|p| p["name"] == "order")
             .unwrap();
         assert_eq!(order["schema"]["enum"][1], "descending");
+        // Hookline's own limits are spelled, and said.
+        let name = &schemas["ApplicationIn"]["properties"]["name"];
+        assert_eq!(name["pattern"], crate::input::NAME_PATTERN, "{name}");
+        assert!(name["description"].as_str().unwrap().contains("Hookline"));
+        let app_id = &doc["paths"]["/api/v1/app/{app_id}"]["get"]["parameters"][0];
+        assert_eq!(
+            app_id["schema"]["pattern"],
+            super::super::ID_PATTERN,
+            "{app_id}"
+        );
+        let doc = with_catalog(doc, &["a.b".to_owned()]);
+        assert_eq!(
+            doc["components"]["schemas"]["EndpointIn"]["properties"]["eventTypes"]["items"]["enum"],
+            serde_json::json!(["*", "a.b", "a.*"])
+        );
+    }
+
+    #[test]
+    fn the_secret_pattern_is_what_the_parser_takes() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let pattern = regex::Regex::new(SECRET_PATTERN).unwrap();
+        let takes = |text: &str| {
+            let full = if text.starts_with("whsec_") {
+                text.to_owned()
+            } else {
+                format!("whsec_{text}")
+            };
+            hookline_signing::WebhookSecret::parse(&full).is_ok()
+        };
+        let mut samples: Vec<String> = Vec::new();
+        for n in 20..=68 {
+            for fill in [0u8, 0xFF, 0x5A] {
+                let b64 = STANDARD.encode(vec![fill; n]);
+                samples.push(b64.clone());
+                samples.push(format!("whsec_{b64}"));
+                samples.push(b64.trim_end_matches('=').to_owned());
+                // Non-canonical trailing bits.
+                if let Some(i) = b64.find('=') {
+                    let mut bad = b64.clone().into_bytes();
+                    bad[i - 1] = b'B';
+                    samples.push(String::from_utf8(bad).unwrap());
+                }
+            }
+        }
+        samples.extend(["", "whsec_", "====", "whsec_whsec_AAAA"].map(String::from));
+        for s in samples {
+            assert_eq!(pattern.is_match(&s), takes(&s), "{s:?}");
+        }
     }
 }

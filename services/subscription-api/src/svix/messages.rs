@@ -157,7 +157,12 @@ impl Messages {
     }
 
     /// Message `id_or_event_id` of application `app` of `tenant`.
-    fn find(&self, tenant: &str, app: &str, id_or_event_id: &str) -> Option<SvixMessage> {
+    pub(super) fn find(
+        &self,
+        tenant: &str,
+        app: &str,
+        id_or_event_id: &str,
+    ) -> Option<SvixMessage> {
         self.read(|r| {
             let msgs = r.by_app.get(&format!("{tenant}/{app}"))?;
             let by_event = || {
@@ -183,7 +188,9 @@ pub struct MessageIn {
     /// Shown with the message (endpoints cannot filter by channel yet).
     #[schema(max_items = 5)]
     pub channels: Option<Vec<String>>,
-    /// Creates the application (with the path's `uid`) when it does not exist.
+    /// Creates the application (with the path's `uid`) when it does not exist; ignored
+    /// when it does. Its `uid`, if given, must be the path's (Hookline: 409 otherwise, Svix:
+    /// 422).
     pub application: Option<ApplicationIn>,
     /// The ordering key (a Hookline extension): messages of one key reach each endpoint in
     /// the order they were accepted. Default: the application, so all of its messages are
@@ -247,15 +254,20 @@ fn check(body: &MessageIn) -> Result<(), ApiError> {
         ));
     }
     for c in channels {
-        check_id("channels", c)?;
+        crate::input::check_ident("channels", c, super::doc::CHANNEL_MAX)?;
     }
     if let Some(k) = &body.ordering_key
-        && !(1..=255).contains(&k.len())
+        && !(1..=255).contains(&k.chars().count())
     {
         return Err(ApiError::invalid(
             "orderingKey",
-            "`orderingKey` must be 1-255 bytes",
+            "`orderingKey` must be 1-255 characters",
         ));
+    }
+    // Checked even when the application exists (and the field is not used), as the
+    // document says.
+    if let Some(app) = &body.application {
+        apps::check_in(app)?;
     }
     Ok(())
 }
@@ -268,7 +280,8 @@ fn check(body: &MessageIn) -> Result<(), ApiError> {
         body = MessageOut),
         (status = 401, body = super::HttpErrorOut), (status = 403, body = super::HttpErrorOut),
         (status = 404, body = super::HttpErrorOut),
-        (status = 409, body = super::HttpErrorOut, description = "`eventId` already used"),
+        (status = 409, body = super::HttpErrorOut, description = "`eventId` already used, \
+            or the application does not exist and `application.uid` is not the path's"),
         (status = 422, body = super::HttpValidationError),
         (status = 503, body = super::HttpErrorOut)))]
 pub async fn create(
@@ -287,10 +300,14 @@ pub async fn create(
             None => return Err(not_found),
             Some(mut new) => {
                 check_id("path", &app_id)?;
+                // Svix answers 422; a conflict between the path and the body is a 409 here,
+                // as the document can only spell one value at a time.
                 if new.uid.as_ref().is_some_and(|u| *u != app_id) {
-                    return Err(ApiError::invalid(
-                        "application.uid",
-                        "`application.uid` must be the path's application id",
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "application_uid_mismatch",
+                        "the path's application does not exist, and `application.uid` names \
+                         another one: give the path's uid (or none) to create it",
                     ));
                 }
                 new.uid = Some(app_id);

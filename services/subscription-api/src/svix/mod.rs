@@ -291,9 +291,16 @@ pub async fn health() -> StatusCode {
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "svix-health", security(()),
     responses((status = 200, description = "This face's OpenAPI 3.1 document", body = Object)))]
-pub async fn openapi_json() -> Json<Value> {
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<Value> {
     static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    Json(DOC.get_or_init(doc::document).clone())
+    let base = DOC.get_or_init(doc::document);
+    state.store.event_types.sync().await;
+    Json(doc::with_catalog(
+        base.clone(),
+        &crate::catalog::catalog(&state),
+    ))
 }
 
 /// Every route of this face, documented in [`SvixDoc`].
