@@ -27,6 +27,7 @@ mod operations_order;
 mod router;
 mod support;
 mod svix_sdk;
+mod svix_small;
 mod traces;
 mod worker;
 mod worker_limits;

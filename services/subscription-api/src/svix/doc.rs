@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{apps, endpoints, event_types, messages};
+use super::{apps, endpoints, event_types, messages, refused};
 
 struct HttpBearer;
 
@@ -30,18 +30,21 @@ impl utoipa::Modify for HttpBearer {
             (a Hookline token: its tenant owns the applications). An application is a \
             tenant's; an endpoint is a subscription; an event type is a catalog entry \
             (written by admin tokens only). Where Hookline's limits differ from Svix's, the \
-            schema says Hookline's and its description says so. The Svix operations not listed \
-            here answer 501 `{\"code\": \"not_implemented\"}`."
+            schema says Hookline's and its description says so. Logout and deleting a \
+            message's or an attempt's content answer 409 with the reason (Hookline's tokens are \
+            not sessions; Kafka's log is append-only). The Svix operations not listed here \
+            answer 501 `{\"code\": \"not_implemented\"}`."
     ),
     paths(
-        super::health, super::openapi_json,
+        super::health, super::ping, super::openapi_json, refused::logout,
         apps::create, apps::list, apps::get, apps::update, apps::patch, apps::delete,
         endpoints::create, endpoints::list, endpoints::get, endpoints::update,
         endpoints::patch, endpoints::delete, endpoints::get_secret, endpoints::rotate_secret,
         endpoints::get_headers, endpoints::update_headers, endpoints::patch_headers,
-        messages::create, messages::list, messages::get,
+        messages::create, messages::list, messages::get, refused::expunge_content,
+        refused::expunge_attempt_content,
         event_types::create, event_types::list, event_types::get, event_types::update,
-        event_types::delete,
+        event_types::patch, event_types::delete,
     ),
     modifiers(&HttpBearer),
     security(("HTTPBearer" = [])),
@@ -254,6 +257,8 @@ mod tests {
         let name = &schemas["ApplicationIn"]["properties"]["name"];
         assert_eq!(name["pattern"], crate::input::NAME_PATTERN, "{name}");
         assert!(name["description"].as_str().unwrap().contains("Hookline"));
+        let patch = &doc["paths"]["/api/v1/event-type/{event_type_name}"]["patch"];
+        assert!(patch["responses"]["200"].is_object(), "{patch}");
         let app_id = &doc["paths"]["/api/v1/app/{app_id}"]["get"]["parameters"][0];
         assert_eq!(
             app_id["schema"]["pattern"],

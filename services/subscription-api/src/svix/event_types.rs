@@ -1,8 +1,9 @@
 //! Svix event types under `/api/v1/event-type`: the catalog (`catalog`), one for every
-//! tenant. Reading is for every token; creating, replacing and deleting are for admins, as
-//! registering a type is (the catalog is the platform's, not a tenant's). `DELETE` archives a
-//! type (subscriptions that select it keep it; new ones cannot choose it), or removes it with
-//! `expunge=true`. The built-in types (the seeds' and `hookline.*`) cannot change.
+//! tenant. Reading is for every token; creating, replacing, patching and deleting are for
+//! admins, as registering a type is (the catalog is the platform's, not a tenant's). `PATCH`
+//! changes only the fields given. `DELETE` archives a type (subscriptions that select it keep
+//! it; new ones cannot choose it), or removes it with `expunge=true`. The built-in types (the
+//! seeds' and `hookline.*`) cannot change.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use utoipa::ToSchema;
 use super::{ListQuery, ListResponse, page};
 use crate::AppState;
 use crate::catalog;
-use crate::input::{DESCRIPTION_MAX, check_len};
+use crate::input::{DESCRIPTION_MAX, check_len, present};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -50,6 +51,23 @@ pub struct EventTypeUpdate {
     #[schema(value_type = Option<Object>)]
     pub schemas: Option<BTreeMap<String, Value>>,
     pub feature_flag: Option<String>,
+}
+
+/// A partial change (`PATCH`): only the fields present change; `null` clears `schemas` and
+/// `featureFlag`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTypePatch {
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
+    pub archived: Option<bool>,
+    pub deprecated: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub schemas: Option<Option<BTreeMap<String, Value>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub feature_flag: Option<Option<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -260,6 +278,47 @@ pub async fn update(
     };
     let t = put(&state, name, old, body).await?;
     Ok((status, Json(EventTypeOut::of(&t))).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/event-type/{event_type_name}", tag = "svix-event-type",
+    params(("event_type_name" = String, Path)), request_body = EventTypePatch,
+    responses((status = 200, body = EventTypeOut), (status = 401, body = super::HttpErrorOut),
+        (status = 403, body = super::HttpErrorOut, description = "Not an admin token"),
+        (status = 404, body = super::HttpErrorOut), (status = 409, body = super::HttpErrorOut),
+        (status = 422, body = super::HttpValidationError)))]
+pub async fn patch(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath(name): JsonPath<String>,
+    JsonBody(body): JsonBody<EventTypePatch>,
+) -> Result<Json<EventTypeOut>, ApiError> {
+    who.require(Role::Admin)?;
+    let _change = state.store.change(&who).await?;
+    if is_built_in(&name) {
+        return Err(built_in_conflict(&name));
+    }
+    let old = state
+        .store
+        .event_types
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found("event type"))?;
+    let schemas = match body.schemas {
+        Some(v) => v,
+        None => serde_json::from_str(&old.schemas_json).ok(),
+    };
+    let update = EventTypeUpdate {
+        description: body
+            .description
+            .unwrap_or_else(|| old.description.clone().unwrap_or_default()),
+        archived: Some(body.archived.unwrap_or(old.archived)),
+        deprecated: Some(body.deprecated.unwrap_or(old.deprecated)),
+        schemas,
+        feature_flag: body
+            .feature_flag
+            .unwrap_or_else(|| old.feature_flag.clone()),
+    };
+    let t = put(&state, name, Some(old), update).await?;
+    Ok(Json(EventTypeOut::of(&t)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/event-type/{event_type_name}", tag = "svix-event-type",
