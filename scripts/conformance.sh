@@ -4,7 +4,8 @@
 # ports under .hookline/conformance.*, removed afterwards). Any failure fails the run.
 # Schemathesis lives in a virtual environment under .hookline/, installed on first use.
 # SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation and phase;
-# CONFORMANCE_SERVICES (e.g. "DEAD_LETTERS API") checks only those.
+# CONFORMANCE_SERVICES (e.g. "DEAD_LETTERS API") checks only those; SVIX is the subscription
+# API's Svix-compatible face, whose document is $HOOKLINE_API_URL/api/v1/openapi.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,11 +36,13 @@ HOOKLINE_EGRESS_DNS=false HOOKLINE_STATE_DIR=$state scripts/stack.sh up
 . "$state/stack.env"
 
 failed=()
-for service in ${CONFORMANCE_SERVICES:-API EXTRACTS DEAD_LETTERS ROUTER WORKER}; do
-  var=HOOKLINE_${service}_URL
-  url=${!var}
-  echo "== conformance: $service ($url/openapi.json)"
-  if ! "$venv/bin/st" run "$url/openapi.json" \
+for service in ${CONFORMANCE_SERVICES:-API SVIX EXTRACTS DEAD_LETTERS ROUTER WORKER}; do
+  case $service in
+    SVIX) doc=$HOOKLINE_API_URL/api/v1/openapi.json ;;
+    *) var=HOOKLINE_${service}_URL; doc=${!var}/openapi.json ;;
+  esac
+  echo "== conformance: $service ($doc)"
+  if ! "$venv/bin/st" run "$doc" \
     --checks all \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
     --header "Authorization: Bearer $HOOKLINE_TENANT_A_TOKEN" \
