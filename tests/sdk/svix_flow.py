@@ -26,6 +26,7 @@ from svix.api import (
     EndpointSecretRotateIn,
     EventTypeIn,
     EventTypeListOptions,
+    EventTypePatch,
     MessageGetOptions,
     MessageIn,
     MessageListOptions,
@@ -135,6 +136,11 @@ def main():
     check({signup, deleted} <= names, "event type list walks every type")
     refused(403, lambda: svix.event_type.create(EventTypeIn(name=f"x{run}.y", description="d")),
             "a tenant editor writing the catalog")
+    patched = admin.event_type.patch(deleted, EventTypePatch(deprecated=True))
+    check(patched.deprecated and patched.description == f"{deleted} happened",
+          f"event type patch changes only what it names: {patched}")
+    refused(403, lambda: svix.event_type.patch(signup, EventTypePatch(deprecated=True)),
+            "a tenant editor patching the catalog")
 
     # An application of this tenant.
     app = svix.application.create(
@@ -261,6 +267,16 @@ def main():
         except WebhookVerificationError:
             pass
     check({h["svix-id"] for _, h, _ in later} == {m.id for m in after_rotation}, "svix-id")
+
+    # What Hookline cannot do says why, in Svix's shape: a configured token is no session,
+    # and Kafka's log keeps a payload until its retention.
+    e = refused(409, lambda: svix.authentication.logout(), "logout")
+    check(e.code == "token_not_revocable", f"logout code: {e.code}")
+    check(svix.application.get(app.id).id == app.id, "the token still works")
+    e = refused(409, lambda: svix.message.expunge_content(app.id, sent[0][0].id), "expunge")
+    check(e.code == "content_immutable", f"expunge code: {e.code}")
+    kept = svix.message.get(app.id, sent[0][0].id, MessageGetOptions(with_content=True))
+    check(kept.payload == sent[0][1], f"the payload is kept: {kept}")
 
     # Not served yet: a clear error in Svix's shape, not a hang or a crash.
     e = refused(501, lambda: svix.endpoint.get_stats(app.id, ep.id), "endpoint stats")
