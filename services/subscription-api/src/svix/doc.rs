@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{apps, endpoints, event_types, messages};
+use super::{apps, attempts, endpoints, event_types, messages};
 
 struct HttpBearer;
 
@@ -39,6 +39,9 @@ impl utoipa::Modify for HttpBearer {
         endpoints::patch, endpoints::delete, endpoints::get_secret, endpoints::rotate_secret,
         endpoints::get_headers, endpoints::update_headers, endpoints::patch_headers,
         messages::create, messages::list, messages::get,
+        attempts::list_by_endpoint, attempts::list_by_msg, attempts::get,
+        attempts::list_destinations, attempts::resend, attempts::recover,
+        attempts::send_example,
         event_types::create, event_types::list, event_types::get, event_types::update,
         event_types::delete,
     ),
@@ -77,6 +80,9 @@ pub fn document() -> serde_json::Value {
                     Some("order") => json!({"type": "string", "enum": ["ascending", "descending"]}),
                     Some("limit") => json!({"type": "integer", "minimum": 1,
                         "maximum": super::LIMIT_MAX}),
+                    Some("status") => json!({"type": "integer", "enum": [0, 1, 2, 3]}),
+                    Some("status_code_class") => json!({"type": "integer",
+                        "enum": [0, 100, 200, 300, 400, 500]}),
                     _ => continue,
                 };
                 p["schema"] = schema;
