@@ -181,6 +181,7 @@ async fn put(
     body: EventTypeUpdate,
 ) -> Result<RegisteredEventType, ApiError> {
     check(&name, &body.description)?;
+    super::schemas::check(body.schemas.as_ref())?;
     let now = now_ms();
     let t = RegisteredEventType {
         name,

@@ -27,6 +27,7 @@ mod doc;
 mod endpoints;
 mod event_types;
 mod messages;
+mod schemas;
 
 use axum::Json;
 use axum::body::Body;
@@ -42,6 +43,7 @@ use utoipa::ToSchema;
 pub use attempts::Operations;
 pub use doc::SvixDoc;
 pub use messages::Messages;
+pub use schemas::Validators;
 
 use crate::AppState;
 use crate::routes::Route;
