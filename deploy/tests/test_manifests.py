@@ -491,6 +491,22 @@ def test_render(r: Render, t: Results, dockerfile, guard):
         other = [c for c in blocks if c["cidr"] not in ("0.0.0.0/0", "::/0")]
         t.check(f"{n}: the workers' only address blocks are the two internet blocks", not other, str(other))
 
+    # The subscription API's Svix face asks the operations API: its URL names the
+    # dead-letter Service, and a policy lets the API's pods reach the dead-letter pods' port.
+    by_name = {meta(w, "name"): w for w in r.workloads()}
+    api, ops = by_name.get("hookline-subscription-api"), by_name.get("hookline-dead-letter")
+    if api is not None and ops is not None:
+        env = {e["name"]: e.get("value") for c in containers(pod_spec(api)) for e in c.get("env", [])}
+        t.check(f"{n}: the subscription API's operations_url is the dead-letter Service",
+                env.get("HOOKLINE_OPERATIONS_URL") == "http://hookline-dead-letter",
+                str(env.get("HOOKLINE_OPERATIONS_URL")))
+        ops_ports = {p["containerPort"] for c in containers(pod_spec(ops)) for p in c.get("ports", [])}
+        t.check(f"{n}: the subscription API may reach the operations API's pods",
+                any(any(selects((peer.get("podSelector") or {}).get("matchLabels", {}), pod_labels(ops))
+                        for peer in x.get("to", []))
+                    and {p.get("port") for p in x.get("ports", [])} & ops_ports
+                    for x in egress_rules(pod_labels(api))), str(ops_ports))
+
     # The Grafana dashboard, generated from deploy/grafana/hookline.json.
     dashboards = [c for c in r.of("ConfigMap") if (meta(c, "labels") or {}).get("grafana_dashboard") == "1"]
     t.check(f"{n}: one dashboard ConfigMap labelled grafana_dashboard: \"1\"", len(dashboards) == 1)

@@ -221,6 +221,79 @@ async fn svix_shapes_and_application_scoped_routing() {
         2,
         "the application's endpoint"
     );
+
+    // An event type's schemas: checked when stored, and a message of the type is checked
+    // against the newest version before anything is published.
+    let types = format!("{api}/api/v1/event-type");
+    let (status, body) = call(
+        M::POST,
+        &types,
+        TOKEN_ADMIN,
+        Some(json!({"name": "card.issued", "description": "d",
+            "schemas": {"1": {"type": "object", "properties": {"id": {"type": "wat"}}}}})),
+    )
+    .await;
+    assert_eq!(status, 422, "a schema that is no JSON Schema: {body}");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "schemas"]),
+        "{body}"
+    );
+    let (status, body) = call(
+        M::POST,
+        &types,
+        TOKEN_ADMIN,
+        Some(
+            json!({"name": "card.issued", "description": "d", "schemas": {
+            "1": {"type": "object"},
+            "2": {"type": "object", "required": ["card"], "properties": {"card": {"type": "object",
+                "required": ["id"], "properties": {"id": {"type": "string"}}}}}}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, ep2) = call(
+        M::POST,
+        &format!("{api}/api/v1/app/{app_id}/endpoint"),
+        TOKEN_A,
+        Some(json!({"url": svix_receiver.url, "eventTypes": ["card.issued"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{ep2}");
+    let msgs = format!("{api}/api/v1/app/{app_id}/msg");
+    for (payload, loc) in [
+        (json!({"id": "c1"}), json!(["body", "payload"])),
+        (
+            json!({"card": {"id": 7}}),
+            json!(["body", "payload", "card", "id"]),
+        ),
+    ] {
+        let (status, body) = call(
+            M::POST,
+            &msgs,
+            TOKEN_A,
+            Some(json!({"eventType": "card.issued", "payload": payload})),
+        )
+        .await;
+        assert_eq!(status, 422, "{payload}: {body}");
+        assert_eq!(body["detail"][0]["loc"], loc, "{body}");
+    }
+    let (status, ok) = call(
+        M::POST,
+        &msgs,
+        TOKEN_A,
+        Some(json!({"eventType": "card.issued", "payload": {"card": {"id": "c1"}}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{ok}");
+    let got = svix_receiver.wait_for(3, 60).await;
+    assert_eq!(
+        got[2].header("svix-id"),
+        ok["id"].as_str().unwrap(),
+        "only the message that matched was published"
+    );
+    let (_, list) = call(M::GET, &msgs, TOKEN_A, None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
     stack.stop().await;
 }
 

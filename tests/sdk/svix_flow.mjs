@@ -19,6 +19,11 @@ const { Svix, Webhook, WebhookVerificationError, ApiException } = sdk;
 const API = process.env.HOOKLINE_API_URL;
 const RATE = 20;
 const MESSAGES = 30;
+const FAILED = 4; // sent while the receiver fails, then recovered
+// Svix's MessageStatus and MessageAttemptTriggerType.
+const SUCCESS = 0;
+const FAIL = 2;
+const MANUAL = 1;
 
 function fail(why) {
   console.error(`svix npm flow: FAILED: ${why}`);
@@ -36,6 +41,16 @@ async function waitFor(what, done, timeoutMs = 90_000) {
   }
   fail(`timed out waiting for ${what}`);
 }
+// Like waitFor, for a condition that asks the API.
+async function poll(what, done, timeoutMs = 90_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const got = await done();
+    if (got) return got;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  fail(`timed out waiting for ${what}`);
+}
 async function refused(status, call, what) {
   try {
     await call();
@@ -47,14 +62,17 @@ async function refused(status, call, what) {
   fail(`${what}: accepted, wanted ${status}`);
 }
 
-// The receiver: records every POST, answers 200.
+// The receiver: records every POST and answers 200, or 503 while `failing` (recorded apart).
 const received = [];
+const refusedHere = [];
+let failing = false;
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
-    received.push({ at: Date.now(), headers: req.headers, body: Buffer.concat(chunks) });
-    res.writeHead(200, { "content-length": "0" });
+    const entry = { at: Date.now(), headers: req.headers, body: Buffer.concat(chunks) };
+    (failing ? refusedHere : received).push(entry);
+    res.writeHead(failing ? 503 : 200, { "content-length": "0" });
     res.end();
   });
 });
@@ -142,9 +160,59 @@ try {
   check(e instanceof WebhookVerificationError, `old secret: ${e}`);
 }
 
+// Attempts, from the operations index, and the message's state at its endpoint.
+const first = sent[0].msg;
+const ok = await poll("the message's attempt", async () =>
+  (await svix.messageAttempt.listByMsg(app.id, first.id)).data.find((a) => a.status === SUCCESS));
+check(ok.id.startsWith("atmpt_") && ok.endpointId === ep.id && ok.responseStatusCode === 200,
+  `attempt: ${JSON.stringify(ok)}`);
+check((await svix.messageAttempt.get(app.id, first.id, ok.id)).id === ok.id, "an attempt by id");
+await poll("every attempt listed by endpoint", async () => {
+  const page = await svix.messageAttempt.listByEndpoint(app.id, ep.id, { limit: 250 });
+  return sent.every(({ msg }) => page.data.some((a) => a.msgId === msg.id));
+});
+const state = async (msg, status) => {
+  const d = (await svix.messageAttempt.listAttemptedDestinations(app.id, msg.id)).data;
+  return d.length === 1 && d[0].id === ep.id && d[0].status === status;
+};
+await poll("the message's state", () => state(first, SUCCESS));
+await refused(404, () => other.messageAttempt.listByMsg(app.id, first.id),
+  "another tenant listing the attempts");
+
+const deliveredAs = (id) => received.filter((r) => r.headers["svix-id"] === id);
+await svix.messageAttempt.resend(app.id, first.id, ep.id);
+await waitFor("the resent message", () => deliveredAs(first.id).length >= 2);
+new Webhook(fresh).verify(deliveredAs(first.id)[1].body, deliveredAs(first.id)[1].headers);
+
+const ex = await svix.endpoint.sendExample(app.id, ep.id, { eventType: type });
+check(ex.id.startsWith("msg_"), `example: ${JSON.stringify(ex)}`);
+await waitFor("the example", () => deliveredAs(ex.id).length === 1);
+new Webhook(fresh).verify(deliveredAs(ex.id)[0].body, deliveredAs(ex.id)[0].headers);
+
+// The receiver fails until the messages are dead-lettered; recover sends them again in order.
+const since = new Date(Date.now() - 5000);
+failing = true;
+const lost = [];
+for (let k = 0; k < FAILED; k++) {
+  lost.push(await svix.message.create(app.id, { eventType: type, payload: { lost: k } }));
+}
+for (const m of lost) await poll(`${m.id} dead-lettered`, () => state(m, FAIL));
+check(refusedHere.length >= FAILED, `${refusedHere.length} refused attempts`);
+failing = false;
+const task = await svix.endpoint.recover(app.id, ep.id, { since });
+check(task.status === "running" && task.task === "endpoint.recover", `recover: ${JSON.stringify(task)}`);
+const ids = lost.map((m) => m.id);
+await waitFor("the recovered messages", () => ids.every((i) => deliveredAs(i).length >= 1));
+const order = received.filter((r) => ids.includes(r.headers["svix-id"])).map((r) => r.headers["svix-id"]);
+check(JSON.stringify(order) === JSON.stringify(ids), `recovered once each, in order: ${order}`);
+for (const i of ids) new Webhook(fresh).verify(deliveredAs(i)[0].body, deliveredAs(i)[0].headers);
+const manual = await poll("the recovered attempt", async () =>
+  (await svix.messageAttempt.listByMsg(app.id, ids[0])).data.find((a) => a.status === SUCCESS));
+check(manual.triggerType === MANUAL, `trigger: ${JSON.stringify(manual)}`);
+
 await svix.endpoint.delete(app.id, ep.id);
 await svix.application.delete(app.id);
 await refused(404, () => svix.application.get(app.id), "a deleted application");
 await admin.eventType.delete(type);
 server.close();
-console.log(`svix npm flow: ok (${MESSAGES + 1} deliveries verified, ${span.toFixed(2)} s at ${RATE}/s)`);
+console.log(`svix npm flow: ok (${MESSAGES + 3 + FAILED} deliveries verified, ${span.toFixed(2)} s at ${RATE}/s)`);

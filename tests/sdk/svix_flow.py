@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -24,15 +25,20 @@ from svix.api import (
     EndpointHeadersIn,
     EndpointIn,
     EndpointSecretRotateIn,
+    EventExampleIn,
     EventTypeIn,
     EventTypeListOptions,
     EventTypePatch,
+    MessageAttemptListByEndpointOptions,
+    MessageAttemptListByMsgOptions,
     MessageGetOptions,
     MessageIn,
     MessageListOptions,
+    RecoverIn,
     Svix,
     SvixOptions,
 )
+from svix.models import BackgroundTaskStatus, MessageAttemptTriggerType, MessageStatus
 from svix.exceptions import HttpError, HTTPValidationError
 from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -41,9 +47,10 @@ TOKEN = os.environ["HOOKLINE_TOKEN"]
 OTHER = os.environ["HOOKLINE_OTHER_TOKEN"]
 ADMIN = os.environ["HOOKLINE_ADMIN_TOKEN"]
 RATE = 20  # the endpoint's throttleRate, deliveries per second
-MESSAGES = 40  # sent through the SDK, ordered by the application (the default key)
-KEYS = ["acct-1", "acct-2", "acct-3"]  # finer ordering keys (the `orderingKey` extension)
-PER_KEY = 5
+MESSAGES = 100  # sent through the SDK, ordered by the application (the default key)
+KEYS = ["acct-1", "acct-2", "acct-3", "acct-4"]  # finer keys (the `orderingKey` extension)
+PER_KEY = 25
+FAILED = 5  # sent while the receiver fails, then recovered
 
 
 def fail(why):
@@ -77,21 +84,24 @@ def refused(status, call, what):
 
 
 class Receiver:
-    """A real HTTP receiver: records every POST (arrival time, headers, body), answers 200."""
+    """A real HTTP receiver: records every POST (arrival time, headers, body) and answers
+    200, or 503 while `failing` (those are recorded apart, in `refused`)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.got = []
+        self.refused = []
+        self.failing = False
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                entry = (time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver.lock:
-                    receiver.got.append(
-                        (time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                self.send_response(200)
+                    failing = receiver.failing
+                    (receiver.refused if failing else receiver.got).append(entry)
+                self.send_response(503 if failing else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -105,6 +115,10 @@ class Receiver:
     def received(self):
         with self.lock:
             return list(self.got)
+
+    def fail(self, failing):
+        with self.lock:
+            self.failing = failing
 
 
 def client(token):
@@ -121,8 +135,11 @@ def main():
     svix.health.get()
 
     # Event types: catalog entries, written by an admin.
+    example = {"user": {"id": "u-example"}}
     for name in (signup, deleted):
-        out = admin.event_type.create(EventTypeIn(name=name, description=f"{name} happened"))
+        schemas = {"1": {"type": "object", "examples": [example]}} if name == signup else None
+        out = admin.event_type.create(
+            EventTypeIn(name=name, description=f"{name} happened", schemas=schemas))
         check(out.name == name, f"event type create: {out}")
     check(svix.event_type.get(signup).description == f"{signup} happened", "event type get")
     names = set()
@@ -248,6 +265,45 @@ def main():
     check(one.payload == sent[3][1] and one.event_type == deleted, f"message get: {one}")
     check(svix.message.get(app.id, f"evt-{run}-3").id == sent[3][0].id, "a message by eventId")
 
+    # Attempts, from the operations index: each message's one successful attempt.
+    first = sent[3][0]
+
+    def succeeded_attempts():
+        page = svix.message_attempt.list_by_msg(app.id, first.id)
+        return [a for a in page.data if a.status == MessageStatus.SUCCESS]
+
+    attempt = wait_for("the message's attempt", succeeded_attempts)[0]
+    check(attempt.id.startswith("atmpt_") and attempt.msg_id == first.id
+          and attempt.endpoint_id == ep.id and attempt.url == receiver.url
+          and attempt.response_status_code == 200
+          and attempt.trigger_type == MessageAttemptTriggerType.SCHEDULED, f"attempt: {attempt}")
+    check(svix.message_attempt.get(app.id, first.id, attempt.id).id == attempt.id,
+          "an attempt by its id")
+    want = {m.id for m, _ in sent} | set(keyed)
+
+    def attempted_by_endpoint():
+        ids, it = set(), None
+        while True:
+            page = svix.message_attempt.list_by_endpoint(
+                app.id, ep.id,
+                MessageAttemptListByEndpointOptions(limit=250, iterator=it,
+                                                    status=MessageStatus.SUCCESS))
+            ids.update(a.msg_id for a in page.data)
+            if page.done:
+                return ids >= want
+            it = page.iterator
+
+    wait_for("every message's attempt, listed by endpoint", attempted_by_endpoint)
+
+    def destinations(m, status):
+        d = svix.message_attempt.list_attempted_destinations(app.id, m.id).data
+        return len(d) == 1 and d[0].id == ep.id and d[0].status == status and d
+
+    wait_for("the message's state at its endpoint",
+             lambda: destinations(first, MessageStatus.SUCCESS))
+    refused(404, lambda: other.message_attempt.list_by_msg(app.id, first.id),
+            "another tenant listing the attempts")
+
     # Rotation with no grace: later deliveries verify with the new secret only.
     rotated = svix.endpoint.rotate_secret(app.id, ep.id,
                                           EndpointSecretRotateIn(grace_period_seconds=0))
@@ -278,6 +334,53 @@ def main():
     kept = svix.message.get(app.id, sent[0][0].id, MessageGetOptions(with_content=True))
     check(kept.payload == sent[0][1], f"the payload is kept: {kept}")
 
+    def delivered(svix_id):
+        return [(h, body) for _, h, body in receiver.received() if h["svix-id"] == svix_id]
+
+    # Resend: the message once more, with its own id.
+    svix.message_attempt.resend(app.id, first.id, ep.id)
+    again = wait_for("the resent message", lambda: len(delivered(first.id)) >= 2 and delivered(first.id))
+    Webhook(new).verify(again[-1][1], again[-1][0])
+    check(json.loads(again[-1][1]) == sent[3][1], "the resent body is the payload")
+
+    # Send an example: the event type's schema example, to this endpoint.
+    ex = svix.endpoint.send_example(app.id, ep.id, EventExampleIn(event_type=signup))
+    check(ex.id.startswith("msg_") and ex.payload == example, f"example: {ex}")
+    got_ex = wait_for("the example", lambda: delivered(ex.id))
+    Webhook(new).verify(got_ex[0][1], got_ex[0][0])
+    check(json.loads(got_ex[0][1]) == example, "the example's body")
+
+    # The receiver fails: each message is tried on the stack's schedule, then dead-lettered;
+    # recover sends the endpoint's failed messages again, in their order.
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    receiver.fail(True)
+    failed = [svix.message.create(app.id, MessageIn(event_type=signup, payload={"lost": k}))
+              for k in range(FAILED)]
+    wait_for("the failed messages dead-lettered",
+             lambda: all(destinations(m, MessageStatus.FAIL) for m in failed))
+    fails = svix.message_attempt.list_by_msg(
+        app.id, failed[0].id, MessageAttemptListByMsgOptions(status=MessageStatus.FAIL)).data
+    check(fails and all(a.response_status_code == 503 for a in fails), f"failed attempts: {fails}")
+    check(not any(h["svix-id"] in {m.id for m in failed} for _, h, _ in receiver.received()),
+          "nothing answered 200 while failing")
+    receiver.fail(False)
+    task = svix.endpoint.recover(app.id, ep.id, RecoverIn(since=since))
+    check(task.status == BackgroundTaskStatus.RUNNING and task.task == "endpoint.recover",
+          f"recover: {task}")
+    ids = [m.id for m in failed]
+    recovered = wait_for("the recovered messages",
+                         lambda: all(delivered(i) for i in ids) and
+                         [(h, b) for _, h, b in receiver.received() if h["svix-id"] in ids])
+    check([h["svix-id"] for h, _ in recovered] == ids, "recovered once each, in their order")
+    for h, body in recovered:
+        Webhook(new).verify(body, h)
+    manual = wait_for("the recovered attempt", lambda: [
+        a for a in svix.message_attempt.list_by_msg(app.id, failed[0].id).data
+        if a.status == MessageStatus.SUCCESS])
+    check(manual[0].trigger_type == MessageAttemptTriggerType.MANUAL, f"trigger: {manual[0]}")
+    wait_for("the recovered message's state",
+             lambda: destinations(failed[0], MessageStatus.SUCCESS))
+
     # Not served yet: a clear error in Svix's shape, not a hang or a crash.
     e = refused(501, lambda: svix.endpoint.get_stats(app.id, ep.id), "endpoint stats")
     check(e.code == "not_implemented", f"501 code: {e.code}")
@@ -290,7 +393,8 @@ def main():
     refused(404, lambda: svix.application.get(app.id), "a deleted application")
     for name in (signup, deleted):
         admin.event_type.delete(name)
-    print(f"svix sdk flow: ok ({total + 3} deliveries verified, {span:.2f} s at {RATE}/s)")
+    print(f"svix sdk flow: ok ({total + 5 + FAILED} deliveries verified, "
+          f"{span:.2f} s at {RATE}/s)")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,10 @@ pub struct Config {
     /// Changes other services ask of the subscription API (a 410 disabling a subscription),
     /// applied through its write path (delete policy).
     pub topic_subscription_commands: String,
+    /// Subscription API: the operations API's base URL, which the Svix face asks for attempts,
+    /// delivery states, recovers and resends (with the caller's own token). Empty (the
+    /// default): `http://` and `dead_letters_listen`, for `hookline all` and one host.
+    pub operations_url: String,
     /// Subscription API: largest accepted request body in bytes; larger ones get 413.
     pub api_body_limit: usize,
     /// Subscription API: how long the previous secret version keeps signing after a rotation.
@@ -276,6 +280,7 @@ impl Default for Config {
             retry_jitter: 0.1,
             http_timeout: "15s".into(),
             example_wait: "5s".into(),
+            operations_url: String::new(),
             http_connect_timeout: "5s".into(),
             response_body_limit: 64 * 1024,
             worker_concurrency: 256,
@@ -342,6 +347,7 @@ impl Config {
         }
         self.http_timeout()?;
         self.example_wait()?;
+        self.operations_url()?;
         self.svix_message_retention()?;
         self.http_connect_timeout()?;
         self.egress_allow()?;
@@ -459,6 +465,29 @@ impl Config {
         duration("svix_message_retention", &self.svix_message_retention)
     }
 
+    /// The operations API's base URL (`operations_url`), without a trailing `/`.
+    pub fn operations_url(&self) -> Result<String, ConfigError> {
+        if self.operations_url.is_empty() {
+            let mut addr = self.dead_letters_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            return Ok(format!("http://{addr}"));
+        }
+        let url = url::Url::parse(&self.operations_url)
+            .map_err(|e| invalid("operations_url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                "operations_url",
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        Ok(self.operations_url.trim_end_matches('/').to_owned())
+    }
+
     pub fn example_wait(&self) -> Result<Duration, ConfigError> {
         duration("example_wait", &self.example_wait)
     }
@@ -563,6 +592,28 @@ mod tests {
             assert!(e.to_lowercase().contains("worker_concurrency"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn operations_url_defaults_to_the_local_operations_listener() {
+        let c = Config {
+            dead_letters_listen: "0.0.0.0:9082".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(c.operations_url().unwrap(), "http://127.0.0.1:9082");
+        let c = Config {
+            operations_url: "http://hookline-dead-letter/".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.operations_url().unwrap(), "http://hookline-dead-letter");
+        for bad in ["hookline-dead-letter", "ftp://x", "http://"] {
+            let c = Config {
+                operations_url: bad.into(),
+                ..Config::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("operations_url"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -322,7 +322,9 @@ pub async fn answer<T: From<Sent>>(
     event_type: Option<String>,
     field: &str,
 ) -> Result<(axum::http::StatusCode, axum::Json<T>), ApiError> {
-    let sent = crate::subscriptions::send_example(state, who, face, id, event_type, field).await?;
+    let sent =
+        crate::subscriptions::send_example(state, who, face, id, event_type, field, example_event)
+            .await?;
     let status = if sent.attempt.is_some() {
         axum::http::StatusCode::OK
     } else {

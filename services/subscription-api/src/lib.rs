@@ -60,6 +60,10 @@ pub(crate) struct AppState {
     pub topic_deliveries: String,
     /// The Svix face's recent messages.
     pub messages: svix::Messages,
+    /// The operations API, asked by the Svix face for attempts, recovers and resends.
+    pub operations: svix::Operations,
+    /// Compiled event-type schemas, for the Svix face's message checks.
+    pub validators: svix::Validators,
 }
 
 impl HasTokens for AppState {
@@ -98,6 +102,8 @@ pub async fn run(
         examples: examples::AttemptTail::start(&config, shutdown.clone())?,
         topic_deliveries: config.topic_deliveries.clone(),
         messages: messages.clone(),
+        operations: svix::Operations::new(&config)?,
+        validators: svix::Validators::default(),
     };
     // Its own route table serves the health routes (they are part of its document).
     let app = routes::router(state, config.api_body_limit);

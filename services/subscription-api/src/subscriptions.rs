@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::now_ms;
-use hookline_proto::v1::{Dialect, Secret, Subscription};
+use hookline_proto::v1::{Dialect, Event, Secret, Subscription};
 use hookline_runtime::ApiError;
 
 use crate::AppState;
@@ -578,6 +578,7 @@ pub async fn send_example(
     id: &str,
     event_type: Option<String>,
     field: &str,
+    make_event: impl FnOnce(&Subscription, &str) -> Event,
 ) -> Result<crate::examples::Sent, ApiError> {
     who.require(Role::Editor)?;
     let sub = find(&state.store, who, face, id)?;
@@ -618,7 +619,7 @@ pub async fn send_example(
                 ApiError::conflict(field, format!("the {} receives no event type", face.what))
             })?,
     };
-    let event = crate::examples::example_event(&sub, &event_type);
+    let event = make_event(&sub, &event_type);
     crate::examples::send(state, &sub, event).await
 }
 

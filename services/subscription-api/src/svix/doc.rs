@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{apps, endpoints, event_types, messages, refused};
+use super::{apps, attempts, endpoints, event_types, messages, refused};
 
 struct HttpBearer;
 
@@ -43,6 +43,9 @@ impl utoipa::Modify for HttpBearer {
         endpoints::get_headers, endpoints::update_headers, endpoints::patch_headers,
         messages::create, messages::list, messages::get, refused::expunge_content,
         refused::expunge_attempt_content,
+        attempts::list_by_endpoint, attempts::list_by_msg, attempts::get,
+        attempts::list_destinations, attempts::resend, attempts::recover,
+        attempts::send_example,
         event_types::create, event_types::list, event_types::get, event_types::update,
         event_types::patch, event_types::delete,
     ),
@@ -167,6 +170,9 @@ pub fn document() -> serde_json::Value {
                     }
                     Some("event_type_name") => json!({"type": "string", "minLength": 1,
                         "maxLength": 255, "pattern": crate::input::EVENT_TYPE_PATTERN}),
+                    Some("status") => json!({"type": "integer", "enum": [0, 1, 2, 3]}),
+                    Some("status_code_class") => json!({"type": "integer",
+                        "enum": [0, 100, 200, 300, 400, 500]}),
                     _ => continue,
                 };
                 p["schema"] = schema;

@@ -136,7 +136,7 @@ pub struct EndpointOut {
 }
 
 impl EndpointOut {
-    fn of(s: &Subscription) -> Self {
+    pub fn of(s: &Subscription) -> Self {
         let types = Some(s.event_types.clone()).filter(|t| !t.is_empty());
         let rate = s
             .rate_limit

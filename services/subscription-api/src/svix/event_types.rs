@@ -115,6 +115,14 @@ fn is_built_in(name: &str) -> bool {
     catalog::built_in().any(|t| t == name)
 }
 
+/// The schemas of the registered type `name` (version → JSON schema), if it has any.
+pub fn schemas_of(state: &AppState, name: &str) -> Option<Value> {
+    state.store.event_types.read(|t| {
+        t.get(name)
+            .and_then(|e| serde_json::from_str(&e.schemas_json).ok())
+    })
+}
+
 /// Every type: built-in ones, then the registered ones (archived only when asked for).
 fn all(state: &AppState, archived: bool) -> Vec<(String, EventTypeOut)> {
     let mut out: Vec<(String, EventTypeOut)> = catalog::built_in()
@@ -191,6 +199,7 @@ async fn put(
     body: EventTypeUpdate,
 ) -> Result<RegisteredEventType, ApiError> {
     check(&name, &body.description)?;
+    super::schemas::check(body.schemas.as_ref())?;
     let now = now_ms();
     let t = RegisteredEventType {
         name,

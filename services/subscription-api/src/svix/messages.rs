@@ -294,6 +294,7 @@ pub async fn create(
     who.require(Role::Editor)?;
     let with_content = ListQuery::parse(query.as_deref())?.flag("with_content", true)?;
     check(&body)?;
+    super::schemas::check_payload(&state, &body.event_type, &body.payload)?;
     let app = match apps::find(&state, &who, &app_id) {
         Ok(app) => app,
         Err(not_found) => match body.application {
