@@ -160,12 +160,13 @@ async fn svix_shapes_and_application_scoped_routing() {
         TOKEN_A,
         Some(
             json!({"url": svix_receiver.url, "filterTypes": ["ACCOUNT.CREATED"],
-            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "webhookHeaders": true}),
         ),
     )
     .await;
     assert_eq!(status, 201, "{ep}");
     assert_eq!(ep["eventTypes"], json!(["ACCOUNT.CREATED"]), "{ep}");
+    assert_eq!(ep["webhookHeaders"], true, "{ep}");
     let wide_receiver = Receiver::start(&[], 200).await;
     stack
         .fynapse_subscription("wide", &wide_receiver.url, json!(["*"]))
@@ -199,6 +200,13 @@ async fn svix_shapes_and_application_scoped_routing() {
         .unwrap()
         .verify(&got[0].body, &svix_as_standard(&got[0].headers))
         .expect("signed with the secret the endpoint was given");
+    // It asked for the Standard Webhooks set too: a Standard Webhooks library verifies the
+    // delivery as it came.
+    assert_eq!(got[0].header("webhook-id"), got[0].header("svix-id"));
+    standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .unwrap()
+        .verify(&got[0].body, &got[0].headers)
+        .expect("the webhook-* set verifies");
     let wide = wide_receiver.wait_for(1, 60).await;
     assert_eq!(wide[0].json()["event_id"], "wide-1");
     // Both are quiet after their one delivery: a later message and event change nothing.

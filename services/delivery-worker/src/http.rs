@@ -95,6 +95,9 @@ pub struct Outgoing<'a> {
     /// A Svix endpoint's delivery: the message id, sent as `svix-id` and signed over, with
     /// `svix-timestamp` and `svix-signature` instead of the `webhook-*` set.
     pub svix_id: Option<&'a str>,
+    /// A Svix endpoint that asked for the `webhook-*` set too: the same three values under
+    /// both sets of names.
+    pub both_header_sets: bool,
 }
 
 /// The names of the id, timestamp and signature headers, and the id they carry.
@@ -151,8 +154,20 @@ impl Sender {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let ([id_header, timestamp_header, signature_header], signed_id) = signature_headers(&out);
+        let (names, signed_id) = signature_headers(&out);
         let signature = hookline_signing::sign(out.secrets, signed_id, timestamp, &out.body);
+        let timestamp = timestamp.to_string();
+        // The id, timestamp and signature headers: one set, or both for a Svix endpoint
+        // that asked for the `webhook-*` set too.
+        let both = out.svix_id.is_some() && out.both_header_sets;
+        let sets: &[[&'static str; 3]] = if both {
+            &[
+                names,
+                ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            ]
+        } else {
+            std::slice::from_ref(&names)
+        };
         let traceparent = if out.traceparent.is_empty() {
             new_traceparent()
         } else {
@@ -183,16 +198,21 @@ impl Sender {
             result.error = denied.to_string();
             return result;
         }
+        let signed = sets.iter().flat_map(|[id, time, sig]| {
+            [
+                (*id, signed_id.to_owned()),
+                (*time, timestamp.clone()),
+                (*sig, masked_signature(&signature)),
+            ]
+        });
         result.request_headers = [
             ("content-type", "application/json".to_owned()),
             ("user-agent", self.user_agent.clone()),
             ("idempotency-key", out.delivery_id.to_owned()),
-            (id_header, signed_id.to_owned()),
-            (timestamp_header, timestamp.to_string()),
-            (signature_header, masked_signature(&signature)),
-            ("traceparent", traceparent.clone()),
         ]
         .into_iter()
+        .chain(signed)
+        .chain([("traceparent", traceparent.clone())])
         .map(|(k, v)| (k.to_owned(), capped(&v)))
         .chain(
             out.headers
@@ -204,15 +224,17 @@ impl Sender {
         for (name, value) in out.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request
+        request = request
             .header("content-type", "application/json")
             .header("user-agent", &self.user_agent)
-            .header("idempotency-key", out.delivery_id)
-            .header(id_header, signed_id)
-            .header(timestamp_header, timestamp.to_string())
-            .header(signature_header, signature)
-            .header("traceparent", traceparent)
-            .body(out.body);
+            .header("idempotency-key", out.delivery_id);
+        for [id, time, sig] in sets {
+            request = request
+                .header(*id, signed_id)
+                .header(*time, &timestamp)
+                .header(*sig, &signature);
+        }
+        let request = request.header("traceparent", traceparent).body(out.body);
         match request.send().await {
             Ok(mut response) => {
                 let status = response.status();

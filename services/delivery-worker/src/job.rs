@@ -223,6 +223,7 @@ impl Context {
                     traceparent: &attempt_span.traceparent(),
                     headers: &self.secret_box.open_headers(&sub),
                     svix_id: (sub.dialect() == Dialect::Svix).then_some(event.id.as_str()),
+                    both_header_sets: sub.webhook_headers,
                 })
                 .instrument(attempt_span.span().clone())
                 .await;

@@ -38,6 +38,7 @@ async fn post(sender: &Sender, url: &str) -> super::AttemptResult {
             traceparent: "",
             headers: &[],
             svix_id: None,
+            both_header_sets: false,
         })
         .await
 }
@@ -349,4 +350,66 @@ fn recorded_headers_mask_signatures_and_are_capped() {
     let long = "é".repeat(400);
     let kept = super::capped(&long);
     assert!(kept.len() <= super::RECORDED_HEADER_VALUE && long.starts_with(&kept));
+}
+
+/// The head of one request a Svix endpoint with `both` header sets receives, lowercased.
+async fn svix_request(both: bool) -> (String, super::AttemptResult) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let request = read_request(&mut stream).await;
+        stream.write_all(OK.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&request).to_lowercase()
+    });
+    let secrets = [WebhookSecret::generate()];
+    let result = Sender::new(&config("10s"))
+        .unwrap()
+        .send(Outgoing {
+            url: &format!("http://{addr}/hook"),
+            delivery_id: "d-1",
+            body: br#"{"a":1}"#.to_vec(),
+            secrets: &secrets,
+            traceparent: "",
+            headers: &[],
+            svix_id: Some("msg_1"),
+            both_header_sets: both,
+        })
+        .await;
+    (head.await.unwrap(), result)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+}
+
+#[tokio::test]
+async fn a_svix_endpoint_gets_the_webhook_set_too_when_it_asks() {
+    let (head, result) = svix_request(false).await;
+    assert_eq!(result.status, Some(200));
+    assert_eq!(header(&head, "svix-id"), Some("msg_1"));
+    assert_eq!(header(&head, "webhook-id"), None, "{head}");
+    let (head, result) = svix_request(true).await;
+    assert_eq!(result.status, Some(200));
+    for (svix, webhook) in [
+        ("svix-id", "webhook-id"),
+        ("svix-timestamp", "webhook-timestamp"),
+        ("svix-signature", "webhook-signature"),
+    ] {
+        assert!(header(&head, svix).is_some(), "{svix}: {head}");
+        assert_eq!(
+            header(&head, svix),
+            header(&head, webhook),
+            "{webhook}: {head}"
+        );
+    }
+    let recorded: Vec<&str> = result
+        .request_headers
+        .iter()
+        .filter(|(k, _)| k.ends_with("-signature"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(recorded, ["v1,****", "v1,****"], "both signatures masked");
 }

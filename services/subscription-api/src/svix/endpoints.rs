@@ -79,6 +79,10 @@ pub struct EndpointIn {
     /// Custom headers sent with every delivery (sealed; never shown again).
     #[schema(value_type = Option<HashMap<String, String>>)]
     pub headers: Option<HashMap<String, String>>,
+    /// Hookline extension: deliveries also carry the Standard Webhooks headers
+    /// (`webhook-id`, `webhook-timestamp`, `webhook-signature`, the same values as the
+    /// `svix-*` set), for receivers that verify with a Standard Webhooks library.
+    pub webhook_headers: Option<bool>,
 }
 
 /// Only the fields present change; `null` clears `uid`, `throttleRate`, `eventTypes` (every
@@ -104,6 +108,10 @@ pub struct EndpointPatch {
     pub channels: Option<Vec<String>>,
     #[schema(value_type = Option<HashMap<String, String>>)]
     pub metadata: Option<HashMap<String, String>>,
+    /// Hookline extension: deliveries also carry the Standard Webhooks headers
+    /// (`webhook-id`, `webhook-timestamp`, `webhook-signature`, the same values as the
+    /// `svix-*` set), for receivers that verify with a Standard Webhooks library.
+    pub webhook_headers: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -133,6 +141,8 @@ pub struct EndpointOut {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// Hookline extension: whether deliveries also carry the `webhook-*` headers.
+    pub webhook_headers: bool,
 }
 
 impl EndpointOut {
@@ -161,6 +171,7 @@ impl EndpointOut {
             version: 1,
             created_at: rfc3339_millis(s.created_at_ms),
             updated_at: rfc3339_millis(s.updated_at_ms),
+            webhook_headers: s.webhook_headers,
         }
     }
 }
@@ -307,6 +318,7 @@ async fn create_endpoint(
     sub.event_types = body.event_types.unwrap_or_default();
     sub.metadata = metadata_text(body.metadata);
     sub.uid = body.uid;
+    sub.webhook_headers = body.webhook_headers.unwrap_or(false);
     controls.apply(&state.store, &FACE, &mut sub)?;
     state.store.sync().await;
     let held = match sub.uid.clone() {
@@ -443,6 +455,7 @@ pub async fn update(
         s.enabled = !body.disabled.unwrap_or(false);
         s.event_types = body.event_types.unwrap_or_default();
         s.metadata = metadata_text(body.metadata);
+        s.webhook_headers = body.webhook_headers.unwrap_or(false);
         controls.apply(&store, &FACE, s)
     })
     .await?;
@@ -483,6 +496,9 @@ pub async fn patch(
         }
         if let Some(v) = rate_limit {
             s.rate_limit = v;
+        }
+        if let Some(v) = body.webhook_headers {
+            s.webhook_headers = v;
         }
         Ok(())
     })
