@@ -9,7 +9,12 @@
 #   BENCH_QUICK=1 make bench          the short version of every scenario (about 2 minutes)
 #   BENCH_SCENARIOS=2,4 make bench    a subset, in that order (6 idle, 1 max rate and
 #                                     overload, 2 fixed 5,000/s, 3 fan-out, 4 faulty
-#                                     endpoints, 5 extract of 1,000,000 rows, 7 soak)
+#                                     endpoints, 5 extract of 1,000,000 rows, 7 soak,
+#                                     8 Svix message ingest)
+#   BENCH_SVIX_URL=http://127.0.0.1:8071 BENCH_SVIX_TOKEN=... BENCH_SCENARIOS=8 make bench
+#                                     scenario 8 against a Svix server instead (on this
+#                                     machine, allowed to deliver to 127.0.0.1;
+#                                     BENCH_SVIX_PIDS adds its processes' CPU)
 #   BENCH_SOAK=1 make bench           add the 30-minute soak after the others (alone:
 #                                     BENCH_SOAK=1 BENCH_SCENARIOS=7; BENCH_SOAK_MINUTES,
 #                                     BENCH_SOAK_RATE events/s, default 2,000)

@@ -8,11 +8,13 @@
 //! - `stack`: topics unique to the run, the five service processes, their environment.
 //! - `api`: secrets, subscriptions and extracts through the HTTP APIs.
 //! - `receiver`: the axum receiver that verifies and tallies every delivery.
-//! - `generator`: the open-loop producer of events.
+//! - `generator`: the open-loop producer of events; `ingest`: the open-loop HTTP
+//!   generator of Svix messages.
 //! - `procstat`: per-process CPU and RSS from `/proc`.
 //! - `stages`: per-stage latency (routed, job committed, first attempt) of every phase.
 //! - `phase`: one measured load phase and its figures; `scenarios` and `extract`: the six
-//!   scenarios, `soak` the seventh (`BENCH_SOAK=1`); `report`: the JSON and Markdown reports; `curves`: their SVG curves;
+//!   scenarios, `soak` the seventh (`BENCH_SOAK=1`), `svix` the eighth (message ingest
+//!   through the Svix face, or a Svix server's); `report`: the JSON and Markdown reports; `curves`: their SVG curves;
 //!   `compare`: the comparison with a baseline report (`--baseline DIR`).
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ mod compare;
 mod curves;
 mod extract;
 mod generator;
+mod ingest;
 mod phase;
 mod procstat;
 mod receiver;
@@ -29,6 +32,7 @@ mod scenarios;
 mod soak;
 mod stack;
 mod stages;
+mod svix;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,9 +65,9 @@ struct Args {
     /// The short version of every scenario (about 2 minutes in all).
     #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     quick: bool,
-    /// Scenarios to run, comma-separated numbers, in that order (default: all six, the
-    /// idle one first).
-    #[arg(long, env = "BENCH_SCENARIOS", default_value = "6,1,2,3,4,5")]
+    /// Scenarios to run, comma-separated numbers, in that order (default: all but the soak,
+    /// the idle one first).
+    #[arg(long, env = "BENCH_SCENARIOS", default_value = "6,1,2,3,4,5,8")]
     scenarios: String,
     /// Add the soak (scenario 7: 30 minutes at 2,000 events/s; `BENCH_SOAK_MINUTES`,
     /// `BENCH_SOAK_RATE`) after the other scenarios.
@@ -129,6 +133,12 @@ impl Bench {
         Ok(took)
     }
 
+    /// A new endpoint number for the receiver (it picks the secret that verifies).
+    pub fn next_endpoint(&mut self) -> u32 {
+        self.next_sub += 1;
+        self.next_sub - 1
+    }
+
     pub fn token(&self, tenant: &str) -> &str {
         &self.stack.tokens[tenant]
     }
@@ -173,6 +183,14 @@ async fn main() -> anyhow::Result<()> {
             pid,
         });
     }
+    // A Svix server under scenario 8 (`BENCH_SVIX_URL`): its processes' CPU too.
+    let svix_pids = std::env::var("BENCH_SVIX_PIDS").unwrap_or_default();
+    for pid in svix_pids.split(',').filter_map(|p| p.trim().parse().ok()) {
+        watched.push(Watched {
+            name: format!("svix {pid}"),
+            pid,
+        });
+    }
     watched.push(Watched {
         name: "bench (generator + receiver)".into(),
         pid: std::process::id(),
@@ -212,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
             5 => extract::million_rows(&mut bench).await,
             6 => scenarios::idle(&mut bench).await,
             7 => soak::soak(&mut bench).await,
+            8 => svix::ingest(&mut bench).await,
             _ => continue,
         };
         let result = outcome.unwrap_or_else(|e| scenarios::failed(n, &e));

@@ -8,6 +8,10 @@
 //! Each subscription's endpoint is `/h/{sub}/{mode}`: `sub` is the bench's number for the
 //! subscription (it picks the signing secret), `mode` is `ok` (always 200) or `faulty`
 //! (answers 500 to a fraction of requests and holds another fraction for a while).
+//! `/svix/{sub}/{mode}` takes Svix-dialect deliveries (a Svix endpoint's, Hookline's or
+//! Svix's own): `svix-id`, `svix-timestamp`, `svix-signature` (the Standard Webhooks scheme
+//! under Svix's header names, checked by the same stock verifier) and the message's payload
+//! verbatim as the body, so the bench's fields are at its top level.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -137,20 +141,63 @@ fn id_hash(id: &str) -> u64 {
     h.finish()
 }
 
+/// The Svix headers under the Standard Webhooks names the stock verifier reads.
+const SVIX_HEADERS: [(&str, &str); 3] = [
+    ("svix-id", "webhook-id"),
+    ("svix-timestamp", "webhook-timestamp"),
+    ("svix-signature", "webhook-signature"),
+];
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     Path((sub, mode)): Path<(u32, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    receive(&shared, sub, &mode, &headers, &body, false).await
+}
+
+async fn handle_svix(
+    State(shared): State<Arc<Shared>>,
+    Path((sub, mode)): Path<(u32, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    // Only Svix's names count: a delivery without them fails verification.
+    let mut mapped = HeaderMap::with_capacity(SVIX_HEADERS.len());
+    for (svix, standard) in SVIX_HEADERS {
+        if let Some(v) = headers.get(svix) {
+            mapped.insert(standard, v.clone());
+        }
+    }
+    receive(&shared, sub, &mode, &mapped, &body, true).await
+}
+
+async fn receive(
+    shared: &Shared,
+    sub: u32,
+    mode: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    svix: bool,
+) -> StatusCode {
     let received_us = now_us();
     let verifier = shared.secrets.read().expect("lock").get(&sub).cloned();
-    let verified = verifier.is_some_and(|w| w.verify(&body, &headers).is_ok());
+    let verified = verifier.is_some_and(|w| w.verify(body, headers).is_ok());
     if !verified {
         shared.bad_signatures.fetch_add(1, Ordering::Relaxed);
         return StatusCode::UNAUTHORIZED;
     }
-    let Ok(parsed) = serde_json::from_slice::<Body>(&body) else {
+    // A Svix delivery is the payload itself; the others wrap the event's data.
+    let parsed = if svix {
+        serde_json::from_slice::<Data>(body).map(|data| Body {
+            data: Some(data),
+            event_timestamp: None,
+        })
+    } else {
+        serde_json::from_slice::<Body>(body)
+    };
+    let Ok(parsed) = parsed else {
         shared.unreadable.fetch_add(1, Ordering::Relaxed);
         return StatusCode::BAD_REQUEST;
     };
@@ -160,7 +207,7 @@ async fn handle(
         (None, Some(n)) => format!("extract:{n}").into(),
         (None, None) => "".into(),
     };
-    let m = mode_index(&mode);
+    let m = mode_index(mode);
     let faults = *shared.faults.read().expect("lock");
     let dice: f64 = if m == 1 { rand::random() } else { 1.0 };
     let fail = dice < faults.fail_fraction;
@@ -241,6 +288,7 @@ impl Receiver {
         let base_url = format!("http://{}", listener.local_addr()?);
         let app = axum::Router::new()
             .route("/h/{sub}/{mode}", post(handle))
+            .route("/svix/{sub}/{mode}", post(handle_svix))
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Receiver { shared, base_url })
@@ -249,6 +297,11 @@ impl Receiver {
     pub fn endpoint(&self, sub: u32, faulty: bool) -> String {
         let mode = if faulty { "faulty" } else { "ok" };
         format!("{}/h/{sub}/{mode}", self.base_url)
+    }
+
+    /// The endpoint of Svix-dialect deliveries to `sub` (always 200).
+    pub fn svix_endpoint(&self, sub: u32) -> String {
+        format!("{}/svix/{sub}/ok", self.base_url)
     }
 
     /// Deliveries to `sub` are verified with `secret` (`whsec_...`).

@@ -169,6 +169,31 @@ fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         }),
     ));
     out.push(target("Memory flat over a 30-minute soak", "flat", None));
+    for (figure, what) in [
+        ("at_target_alone", "ingest alone"),
+        ("at_target", "while delivering them"),
+    ] {
+        let s8 = scenario(results, 8).and_then(|s| s.figures.get(figure).filter(|v| !v.is_null()));
+        out.push(target(
+        &format!("Svix face message ingest (`POST …/msg`, issue 25), {what}: 5,000/s offered, ack p50"),
+        ">= 5,000 accepted/s, p50 < 5 ms",
+        s8.map(|s| {
+            let rate = s["accepted_per_s"].as_f64().unwrap_or(0.0);
+            let p50 = s["ack"]["p50_ms"].as_f64().unwrap_or(f64::MAX);
+            let p99 = s["ack"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+            let errors = s["sent"]["refused"]
+                .as_object()
+                .map_or(0, |r| r.values().filter_map(|v| v.as_u64()).sum::<u64>())
+                + s["sent"]["transport_errors"].as_u64().unwrap_or(0);
+            (
+                format!("{rate:.0} accepted/s, ack p50 {p50:.2} ms, p99 {p99:.2} ms, {errors} errors"),
+                rate >= 0.95 * crate::svix::TARGET_RATE
+                    && p50 < crate::svix::TARGET_P50_MS
+                    && errors == 0,
+            )
+        }),
+    ));
+    }
     let s1_phase = |run: &str| s1.and_then(|s| s.phases.iter().find(|p| p.run == run));
     out.push(target(
         "Latency at 500/s (light load), p50",
@@ -391,7 +416,10 @@ impl Report {
                 let _ = writeln!(md, "{n}\n");
             }
             for (k, v) in &s.figures {
-                if k != "run" {
+                // Scenario 8's steps are its table (in a note); report.json has them all.
+                if k != "run"
+                    && !(s.id == 8 && (k.starts_with("steps") || k.starts_with("at_target")))
+                {
                     let _ = writeln!(md, "- {k}: {v}");
                 }
             }

@@ -13,8 +13,8 @@ use crate::generator::{self, KeySpec};
 use crate::phase::{PhaseResult, PhaseSpec, tracing_note};
 use crate::receiver::Faults;
 
-pub const TENANTS: [&str; 7] = [
-    "bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5", "bench_s6", "bench_s7",
+pub const TENANTS: [&str; 8] = [
+    "bench_s1", "bench_s2", "bench_s3", "bench_s4", "bench_s5", "bench_s6", "bench_s7", "bench_s8",
 ];
 /// Quick retries, so scenario 4's 500s are retried within the run (the default schedule
 /// waits 5 s, then 5 min).

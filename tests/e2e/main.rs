@@ -26,6 +26,7 @@ mod operations;
 mod operations_order;
 mod router;
 mod support;
+mod svix_messages;
 mod svix_sdk;
 mod svix_small;
 mod traces;

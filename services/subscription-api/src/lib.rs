@@ -50,8 +50,20 @@ pub use routes::{ApiDoc, documented, table};
 pub use store::Store;
 pub use svix::SvixDoc;
 
+/// What every handler is given: one `Arc`, so the clone each extractor makes per request is
+/// a reference count, not a copy of every view's handles (about 2% of the API's CPU under
+/// message ingest, issue 25).
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub(crate) struct Shared {
     pub store: Store,
     pub tokens: Arc<TokenTable>,
     pub health: hookline_runtime::Health,
@@ -95,7 +107,7 @@ pub async fn run(
     service.require_current(&store.applications);
     let messages = svix::Messages::start(&config)?;
     service.require_current(messages.view());
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store: store.clone(),
         tokens,
         health: service.health().clone(),
@@ -104,7 +116,7 @@ pub async fn run(
         messages: messages.clone(),
         operations: svix::Operations::new(&config)?,
         validators: svix::Validators::default(),
-    };
+    }));
     // Its own route table serves the health routes (they are part of its document).
     let app = routes::router(state, config.api_body_limit);
     service.ready_when({

@@ -1,10 +1,11 @@
 //! Svix messages under `/api/v1/app/{app_id}/msg`.
 //!
-//! `POST` records the message on the `messages` topic, then publishes it to the events topic
+//! `POST` records the message on the `messages` topic and publishes it to the events topic
 //! as an event naming the application (id `msg_…`, the payload as `data`, verbatim), keyed
 //! by the application id (or the `orderingKey` extension field), and answers 202 once Kafka
-//! acknowledged the event: an application's messages reach each endpoint in the order they
-//! were accepted.
+//! acknowledged both: an application's messages reach each endpoint in the order they were
+//! accepted. Without an `eventId` the two records are produced at once (one acknowledgement
+//! round, batched with other requests' records); with one, the record comes first (below).
 //!
 //! `eventId` is unique per application for a day, decided by log order: a message with one
 //! is recorded under the key `tenant/app/event/{eventId}`, and the first record of that key
@@ -331,22 +332,6 @@ pub async fn create(
         Some(e) => format!("{}/{}/event/{e}", app.tenant, app.id),
         None => format!("{}/{}/{}", app.tenant, app.id, message.id),
     };
-    let store = &state.store;
-    let messages = &state.messages;
-    let (p, o) = store
-        .write(
-            messages.view().topic(),
-            &key,
-            Some(&message.encode_to_vec()),
-        )
-        .await?;
-    messages.view().wait_for_offset(p, o).await;
-    if message.event_id.is_some() && !messages.holds(&key, &message.id) {
-        return Err(ApiError::conflict(
-            "eventId",
-            "a message with this `eventId` already exists in the application",
-        ));
-    }
     let event = Event {
         id: message.id.clone(),
         r#type: message.event_type.clone(),
@@ -358,12 +343,51 @@ pub async fn create(
         application: Some(app.id.clone()),
     };
     let ordering_key = body.ordering_key.as_deref().unwrap_or(&app.id);
+    let store = &state.store;
+    let topic = state.messages.view().topic();
+    let record = message.encode_to_vec();
     let cx = hookline_telemetry::trace::new_root();
-    if let Err(e) = store.publish_event(ordering_key, &event, &cx).await {
-        // Not published: the record goes too, so the message is neither listed nor its
-        // eventId held (a retry may use it).
-        let _ = store.write(messages.view().topic(), &key, None).await;
-        return Err(e);
+    if message.event_id.is_some() {
+        // Log order decides who holds the eventId: the record first, then this replica's
+        // view of it, then the event only if this message holds the key.
+        let (p, o) = store.write(topic, &key, Some(&record)).await?;
+        state.messages.view().wait_for_offset(p, o).await;
+        if !state.messages.holds(&key, &message.id) {
+            return Err(ApiError::conflict(
+                "eventId",
+                "a message with this `eventId` already exists in the application",
+            ));
+        }
+        if let Err(e) = store.publish_event(ordering_key, &event, &cx).await {
+            // Not published: the record goes too, so the message is neither listed nor its
+            // eventId held (a retry may use it).
+            let _ = store.write(topic, &key, None).await;
+            return Err(e);
+        }
+    } else {
+        // Nothing to decide: the record and the event are produced together, in the
+        // producer's same batches, and the answer waits for both acknowledgements. A list
+        // syncs its view before answering, so it shows the message once this answers.
+        let (written, published) = tokio::join!(
+            store.write(topic, &key, Some(&record)),
+            store.publish_event(ordering_key, &event, &cx)
+        );
+        match (written, published) {
+            (Ok(_), Ok(())) => {}
+            (Ok(_), Err(e)) => {
+                // As above: not published, not listed.
+                let _ = store.write(topic, &key, None).await;
+                return Err(e);
+            }
+            (Err(e), published) => {
+                if published.is_ok() {
+                    // Like a publish that timed out and landed later: the answer says
+                    // failure, the event may be delivered; a retry is a new message.
+                    tracing::warn!(message = %message.id, "message published but not recorded");
+                }
+                return Err(e);
+            }
+        }
     }
     Ok((
         StatusCode::ACCEPTED,
