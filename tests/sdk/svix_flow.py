@@ -30,6 +30,7 @@ from svix.api import (
     EventTypeListOptions,
     EventTypePatch,
     MessageAttemptListByEndpointOptions,
+    MessageAttemptListAttemptedMessagesOptions,
     MessageAttemptListByMsgOptions,
     MessageGetOptions,
     MessageIn,
@@ -363,6 +364,11 @@ def main():
     check(fails and all(a.response_status_code == 503 for a in fails), f"failed attempts: {fails}")
     check(not any(h["svix-id"] in {m.id for m in failed} for _, h, _ in receiver.received()),
           "nothing answered 200 while failing")
+    at_endpoint = svix.message_attempt.list_attempted_messages(
+        app.id, ep.id, MessageAttemptListAttemptedMessagesOptions(status=MessageStatus.FAIL)).data
+    check([(m.id, m.payload) for m in at_endpoint]
+          == [(m.id, {"lost": k}) for k, m in reversed(list(enumerate(failed)))],
+          f"the endpoint's failed messages, newest first: {at_endpoint}")
     receiver.fail(False)
     task = svix.endpoint.recover(app.id, ep.id, RecoverIn(since=since))
     check(task.status == BackgroundTaskStatus.RUNNING and task.task == "endpoint.recover",
@@ -380,6 +386,22 @@ def main():
     check(manual[0].trigger_type == MessageAttemptTriggerType.MANUAL, f"trigger: {manual[0]}")
     wait_for("the recovered message's state",
              lambda: destinations(failed[0], MessageStatus.SUCCESS))
+
+    def attempted_messages():
+        ids, it = [], None
+        while True:
+            page = svix.message_attempt.list_attempted_messages(
+                app.id, ep.id, MessageAttemptListAttemptedMessagesOptions(limit=100, iterator=it))
+            ids.extend(m.id for m in page.data if m.status == MessageStatus.SUCCESS)
+            if page.done:
+                return ids
+            it = page.iterator
+
+    walked = wait_for("every message succeeded at the endpoint",
+                      lambda: (lambda ids: len(set(ids)) >= len(want) + len(failed) + 4 and ids)(
+                          attempted_messages()))
+    check(set(walked) >= want | {m.id for m in failed} | {ex.id},
+          "every message is listed at the endpoint")
 
     # Not served yet: a clear error in Svix's shape, not a hang or a crash.
     e = refused(501, lambda: svix.endpoint.get_stats(app.id, ep.id), "endpoint stats")

@@ -131,7 +131,7 @@ pub struct Page<T> {
     pub next: Option<Pk>,
 }
 
-/// A page of a subscription's deliveries in the order of the log.
+/// A page of a subscription's deliveries (in the order of the log, or newest first).
 pub struct LogPage {
     /// Each delivery's id and summary.
     pub items: Vec<(String, Summary)>,
@@ -640,6 +640,57 @@ impl Store {
         Ok(out)
     }
 
+    /// A subscription's deliveries created in [`since_ms`, `until_ms`), newest first, older
+    /// than `before` (the position this returned with a page; `None`: from the newest), at
+    /// most `limit`; with the position of the last one when more may follow.
+    pub fn deliveries_newest_first(
+        &self,
+        subscription_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<LogPage, IndexError> {
+        let prefix = keys::prefix(subscription_id);
+        let lo = keys::with(&prefix, &keys::time_key(since_ms));
+        let mut hi = keys::with(&prefix, &keys::time_key(until_ms));
+        if let Some(b) = before {
+            hi = hi.min(keys::with(&prefix, b));
+        }
+        let txn = self.db.begin_read().map_err(err)?;
+        let index = txn.open_table(DEL_BY_SUB).map_err(err)?;
+        let deliveries = txn.open_table(DELIVERIES).map_err(err)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for entry in index
+            .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+            .map_err(err)?
+            .rev()
+        {
+            if out.len() >= limit {
+                return Ok(LogPage {
+                    items: out,
+                    next: last,
+                });
+            }
+            let (k, _) = entry.map_err(err)?;
+            let key = k.value();
+            let id = String::from_utf8_lossy(&key[prefix.len() + 8..]).into_owned();
+            last = Some(key[prefix.len()..].to_vec());
+            if let Some(s) = deliveries
+                .get(id.as_str())
+                .map_err(err)?
+                .and_then(|v| Summary::decode(v.value()).ok())
+            {
+                out.push((id, s));
+            }
+        }
+        Ok(LogPage {
+            items: out,
+            next: None,
+        })
+    }
+
     /// A subscription's deliveries created in [`since_ms`, `until_ms`), in the order of the log:
     /// by the position of their event on the events topic, which per key is the order the
     /// events were published, routed and first delivered in (never an order of ids or times:
@@ -970,6 +1021,21 @@ mod tests {
         let rest = s.deliveries_of("s2", 0, i64::MAX, &first[0].0, 10).unwrap();
         let ids: Vec<&str> = rest.iter().map(|(_, id, _)| id.as_str()).collect();
         assert_eq!(ids, vec!["d3", "d4"]);
+        // Newest first, in pages, within a window.
+        let ids =
+            |p: &LogPage| -> Vec<String> { p.items.iter().map(|(id, _)| id.clone()).collect() };
+        let page = s
+            .deliveries_newest_first("s2", 0, i64::MAX, None, 2)
+            .unwrap();
+        assert_eq!(ids(&page), ["d4", "d3"]);
+        let page = s
+            .deliveries_newest_first("s2", 0, i64::MAX, page.next.as_deref(), 2)
+            .unwrap();
+        assert_eq!((ids(&page), page.next), (vec!["d2".to_owned()], None));
+        let page = s
+            .deliveries_newest_first("s2", 1012, 1020, None, 10)
+            .unwrap();
+        assert_eq!(ids(&page), ["d3"], "created in [1012, 1020)");
         // Retention removes the old entries and their index entries.
         let removed = s.sweep(Some(1010), None, Some(1010), None, 1000).unwrap();
         assert_eq!(removed, 10 + 2);

@@ -255,6 +255,64 @@ pub async fn delivery_attempts(
     Ok(Json(list(page, attempt_out)))
 }
 
+pub async fn deliveries(
+    State(state): State<AppState>,
+    who: Principal,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<List<DeliveryOut>>, ApiError> {
+    who.require(Role::Viewer)?;
+    let p = Params::parse(
+        raw.as_deref(),
+        &[
+            "subscriptionId",
+            "state",
+            "since",
+            "until",
+            "limit",
+            "cursor",
+        ],
+    )?;
+    let sub = p
+        .text("subscriptionId", MAX_ID)?
+        .ok_or_else(|| ApiError::invalid("subscriptionId", "`subscriptionId` is required"))?;
+    let wanted = p.choice(
+        "state",
+        &[
+            "pending",
+            "delivering",
+            "retrying",
+            "parked",
+            "succeeded",
+            "dead_lettered",
+        ],
+    )?;
+    let (since, until) = p.window()?;
+    let limit = p.limit()?;
+    let before = crate::query::delivery_cursor(p.get("cursor"))?;
+    let store = state.index.store().clone();
+    let page = blocking(move || {
+        store.deliveries_newest_first(
+            &sub,
+            since.unwrap_or(0),
+            until.unwrap_or(i64::MAX),
+            before.as_deref(),
+            limit,
+        )
+    })
+    .await?;
+    let items = page
+        .items
+        .iter()
+        .filter(|(_, s)| who.can_see(&s.tenant))
+        .map(|(id, s)| delivery_out(id, s, state.in_memory_max_ms))
+        .filter(|d| wanted.is_none_or(|w| d.state == w))
+        .collect();
+    Ok(Json(List {
+        items,
+        next_cursor: page.next.map(|n| hookline_runtime::cursor::encode(&n)),
+    }))
+}
+
 pub async fn attempts(
     State(state): State<AppState>,
     who: Principal,

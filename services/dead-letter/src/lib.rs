@@ -83,6 +83,7 @@ pub async fn run(
     service.require_current(&replays);
     use openapi::*;
     let app = Router::new()
+        .route(DELIVERIES, get(api::deliveries))
         .route(DELIVERY, get(api::get_delivery))
         .route(DELIVERY_ATTEMPTS, get(api::delivery_attempts))
         .route(DELIVERY_REPLAY, post(replay::replay_one))

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::query::{DEFAULT_LIMIT, MAX_ID, MAX_LIMIT};
 
+pub const DELIVERIES: &str = "/api/v1/event-deliveries/deliveries";
 pub const DELIVERY: &str = "/api/v1/event-deliveries/deliveries/{deliveryId}";
 pub const DELIVERY_ATTEMPTS: &str = "/api/v1/event-deliveries/deliveries/{deliveryId}/attempts";
 pub const DELIVERY_REPLAY: &str = "/api/v1/event-deliveries/deliveries/{deliveryId}/replay";
@@ -18,7 +19,8 @@ pub const QUARANTINE: &str = "/admin/v1/quarantine";
 pub const QUARANTINE_REPUBLISH: &str = "/admin/v1/quarantine/{id}/republish";
 
 /// Every documented (method, path), as routed by `lib.rs`.
-pub const OPERATIONS: [(&str, &str); 11] = [
+pub const OPERATIONS: [(&str, &str); 12] = [
+    ("get", DELIVERIES),
     ("get", DELIVERY),
     ("get", DELIVERY_ATTEMPTS),
     ("post", DELIVERY_REPLAY),
@@ -142,6 +144,22 @@ pub fn document() -> Value {
     ];
     dead_params.extend(window_params());
     dead_params.extend(page_params());
+    let mut deliveries_params = vec![
+        json!({"name": "subscriptionId", "in": "query", "required": true,
+            "description": "deliveries of this subscription", "schema": text()}),
+        query(
+            "state",
+            "in this state now",
+            json!({"type": "string", "enum": ["pending", "delivering", "retrying", "parked", "succeeded", "dead_lettered"]}),
+        ),
+    ];
+    deliveries_params.extend(window_params());
+    deliveries_params.push(page_params()[0].clone());
+    deliveries_params.push(query(
+        "cursor",
+        "`nextCursor` of the previous page",
+        json!({"type": "string", "pattern": crate::query::DELIVERY_CURSOR_PATTERN}),
+    ));
     let mut quarantine_params = window_params();
     quarantine_params.extend(page_params());
     let delivery_id = id_param(
@@ -154,6 +172,8 @@ pub fn document() -> Value {
                  "description": "Deliveries, attempts, dead letters and replays. Tenant-scoped: viewers read, editors replay, admins see every tenant. Lists are newest first (a delivery's attempts oldest first) with `limit` and `cursor` → `nextCursor`."},
         "security": [{"bearer": []}],
         "paths": {
+            DELIVERIES: {"get": {"operationId": "listDeliveries", "summary": "A subscription's deliveries by creation time, newest first, with their state (a `state` filter may make a page shorter than `limit`: follow `nextCursor`)",
+                "parameters": deliveries_params, "responses": ok("200", "DeliveryList", &[])}},
             DELIVERY: {"get": {"operationId": "getDelivery", "summary": "One delivery: its state, attempt count, last status and next attempt time",
                 "parameters": [delivery_id.clone()], "responses": ok("200", "Delivery", &["404"])}},
             DELIVERY_ATTEMPTS: {"get": {"operationId": "listDeliveryAttempts", "summary": "A delivery's attempts, in order",
@@ -186,6 +206,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "message"], "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}},
+                "DeliveryList": list_of("Delivery"),
                 "Delivery": {"type": "object", "required": ["deliveryId", "tenant", "subscriptionId", "eventId", "eventType", "state", "attempts", "createdAt"], "properties": {
                     "deliveryId": {"type": "string"}, "tenant": {"type": "string"}, "subscriptionId": {"type": "string"},
                     "eventId": {"type": "string"}, "eventType": {"type": "string"},

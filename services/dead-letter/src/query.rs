@@ -36,7 +36,7 @@ impl Params {
         Ok(Self { pairs })
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k, _)| k == name)
@@ -141,6 +141,20 @@ pub fn encode_cursor(pk: &Pk) -> String {
 
 /// The documented form of a cursor: the hex of a sort key.
 pub const CURSOR_PATTERN: &str = "^[0-9a-f]{40}$";
+
+/// A delivery list's cursor: the hex of a creation time (8 bytes) and a delivery id.
+pub const DELIVERY_CURSOR_PATTERN: &str = "^([0-9a-f]{2}){9,263}$";
+
+/// A delivery list's `cursor`, if given: the position it names.
+pub fn delivery_cursor(text: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    hookline_runtime::cursor::decode(text, 2 * (8 + MAX_ID))
+        .filter(|b| b.len() > 8)
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not a cursor this API gave"))
+}
 
 fn decode_cursor(text: &str) -> Option<Pk> {
     let bytes = hookline_runtime::cursor::decode(text, 2 * PK_LEN)?;

@@ -181,8 +181,23 @@ struct OpsList<T> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct OpsDelivery {
+    event_id: String,
+    event_type: String,
     state: String,
     next_attempt_at: Option<String>,
+    created_at: String,
+}
+
+/// Svix's `MessageStatus` of a `status` query parameter as the operations API's states.
+fn states_of(status: Option<&str>) -> Result<&'static [&'static str], ApiError> {
+    Ok(match status {
+        None => &[],
+        Some("0") => &["succeeded"],
+        Some("1") => &["pending", "retrying", "parked"],
+        Some("2") => &["dead_lettered"],
+        Some("3") => &["delivering"],
+        Some(_) => return Err(ApiError::invalid("status", "`status` must be 0, 1, 2 or 3")),
+    })
 }
 
 /// Svix's `MessageStatus`: 0 success, 1 pending, 2 fail, 3 sending.
@@ -320,8 +335,9 @@ fn attempt_query(q: &ListQuery, scope: (&str, &str)) -> Result<(String, AttemptF
         Some("2") => {
             out.append_pair("outcome", "failed");
         }
-        // An attempt is recorded once it ended: none is pending or sending.
-        Some("1" | "3") => {
+        // An attempt is recorded once it ended: none is pending or sending; Hookline
+        // cancels none (4, newer SDKs).
+        Some("1" | "3" | "4") => {
             out.append_pair("outcome", "none");
         }
         Some(_) => return Err(ApiError::invalid("status", "`status` must be 0, 1, 2 or 3")),
@@ -610,6 +626,128 @@ pub async fn list_destinations(
         data,
         done,
         iterator: if done { None } else { last },
+        prev_iterator: None,
+    }))
+}
+
+/// A message as attempted at one endpoint.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointMessageOut {
+    #[serde(flatten)]
+    pub message: MessageOut,
+    /// The message's state at this endpoint: 0 success, 1 pending, 2 fail, 3 sending.
+    #[schema(value_type = u8, minimum = 0, maximum = 3)]
+    pub status: u8,
+    pub status_text: &'static str,
+    #[schema(format = DateTime)]
+    pub next_attempt: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg",
+    tag = "svix-message-attempt",
+    params(("app_id" = String, Path, description = "Id or uid"),
+        ("endpoint_id" = String, Path, description = "Id or uid"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250),
+        ("iterator" = Option<String>, Query),
+        ("status" = Option<u8>, Query, minimum = 0, maximum = 3),
+        ("event_types" = Option<String>, Query, description = "Comma-separated"),
+        ("before" = Option<String>, Query, format = DateTime),
+        ("after" = Option<String>, Query, format = DateTime),
+        ("with_content" = Option<bool>, Query)),
+    responses((status = 200, description = "The messages routed to the endpoint, newest \
+        first, with their state there; a page holds at most 100 and filters may make it \
+        shorter (follow `iterator` until `done`); `payload` is `{}` for a message older than \
+        the application's 1,000 most recent", body = ListResponse<EndpointMessageOut>),
+        (status = 401, body = super::HttpErrorOut), (status = 404, body = super::HttpErrorOut),
+        (status = 422, body = super::HttpValidationError),
+        (status = 503, body = super::HttpErrorOut)))]
+pub async fn list_attempted_messages(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonPath((app_id, endpoint_id)): JsonPath<(String, String)>,
+    RawQuery(query): RawQuery,
+    auth: HeaderMap,
+) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
+    let q = ListQuery::parse(query.as_deref())?;
+    let with_content = q.flag("with_content", true)?;
+    if q.param("channel").is_some() {
+        return Err(ApiError::invalid(
+            "channel",
+            "channels are not supported: Hookline's endpoints take no channels",
+        ));
+    }
+    if q.param("status") == Some("4") {
+        // Canceled (newer SDKs): Hookline cancels no message.
+        return Ok(Json(ListResponse {
+            data: Vec::new(),
+            done: true,
+            iterator: None,
+            prev_iterator: None,
+        }));
+    }
+    let states = states_of(q.param("status"))?;
+    let types: Option<Vec<&str>> = q
+        .param("event_types")
+        .map(|t| t.split(',').filter(|s| !s.is_empty()).collect());
+    let app = apps::find(&state, &who, &app_id)?;
+    let ep = endpoints::find(&state, &who, &app, &endpoint_id)?;
+    let path = {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        out.append_pair("subscriptionId", &ep.id);
+        out.append_pair("limit", &q.limit.min(OPS_LIMIT).to_string());
+        if let Some(it) = &q.iterator {
+            out.append_pair("cursor", it);
+        }
+        if let [one] = states {
+            out.append_pair("state", one);
+        }
+        window(&q, &mut out)?;
+        format!("/api/v1/event-deliveries/deliveries?{}", out.finish())
+    };
+    let list: OpsList<OpsDelivery> = state
+        .operations
+        .get(&auth, &path)
+        .await?
+        .unwrap_or(OpsList {
+            items: Vec::new(),
+            next_cursor: None,
+        });
+    state.messages.view().sync().await;
+    let data = list
+        .items
+        .into_iter()
+        .filter(|d| states.is_empty() || states.contains(&d.state.as_str()))
+        .filter(|d| {
+            types
+                .as_ref()
+                .is_none_or(|t| t.contains(&d.event_type.as_str()))
+        })
+        .map(|d| {
+            let (status, status_text) = delivery_status(&d.state);
+            let message = match state.messages.find(&app.tenant, &app.id, &d.event_id) {
+                Some(m) => MessageOut::of(&m, with_content),
+                None => MessageOut {
+                    id: d.event_id,
+                    event_type: d.event_type,
+                    event_id: None,
+                    payload: RawValue::from_string("{}".into()).expect("JSON"),
+                    channels: None,
+                    timestamp: d.created_at,
+                },
+            };
+            EndpointMessageOut {
+                message,
+                status,
+                status_text,
+                next_attempt: d.next_attempt_at,
+            }
+        })
+        .collect();
+    Ok(Json(ListResponse {
+        data,
+        done: list.next_cursor.is_none(),
+        iterator: list.next_cursor,
         prev_iterator: None,
     }))
 }

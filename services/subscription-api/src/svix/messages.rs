@@ -217,7 +217,7 @@ pub struct MessageOut {
 }
 
 impl MessageOut {
-    fn of(m: &SvixMessage, with_content: bool) -> Self {
+    pub(super) fn of(m: &SvixMessage, with_content: bool) -> Self {
         let payload = if with_content { &m.payload_json } else { "{}" };
         Self {
             id: m.id.clone(),

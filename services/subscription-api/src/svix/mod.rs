@@ -381,6 +381,11 @@ pub fn table() -> Vec<Route> {
             attempts::list_destinations,
         ),
         route(
+            M::GET,
+            "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg",
+            attempts::list_attempted_messages,
+        ),
+        route(
             M::POST,
             "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
             attempts::resend,
@@ -420,8 +425,7 @@ pub fn table() -> Vec<Route> {
 
 /// Operations of Svix's document this face does not serve yet: each answers 501 in Svix's
 /// error shape, so an SDK call fails with a clear error (they are listed in the README).
-pub const NOT_YET: [(&str, &str); 3] = [
-    ("GET", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg"),
+pub const NOT_YET: [(&str, &str); 2] = [
     ("GET", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats"),
     ("POST", "/api/v1/auth/app-portal-access/{app_id}"),
 ];
