@@ -424,18 +424,30 @@ const LIST_PARAMS: &str = "Newest first. `iterator` is the previous page's; the 
     applied here (`status_code_class`, `event_types`, the application) may make it shorter; \
     follow `iterator` until `done`.";
 
+/// The query of an attempt list (for the document; [`ListQuery`] reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AttemptListQuery {
+    #[param(minimum = 1, maximum = 250)]
+    limit: Option<u32>,
+    iterator: Option<String>,
+    #[param(minimum = 0, maximum = 3)]
+    status: Option<u8>,
+    status_code_class: Option<u16>,
+    /// Comma-separated.
+    event_types: Option<String>,
+    #[param(format = DateTime)]
+    before: Option<String>,
+    #[param(format = DateTime)]
+    after: Option<String>,
+    with_content: Option<bool>,
+}
+
 #[utoipa::path(get, path = "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}",
     tag = "svix-message-attempt",
     params(("app_id" = String, Path, description = "Id or uid"),
-        ("endpoint_id" = String, Path, description = "Id or uid"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query),
-        ("status" = Option<u8>, Query, minimum = 0, maximum = 3),
-        ("status_code_class" = Option<u16>, Query),
-        ("event_types" = Option<String>, Query, description = "Comma-separated"),
-        ("before" = Option<String>, Query, format = DateTime),
-        ("after" = Option<String>, Query, format = DateTime),
-        ("with_content" = Option<bool>, Query)),
+        ("endpoint_id" = String, Path, description = "Id or uid"), AttemptListQuery),
     responses((status = 200, description = LIST_PARAMS, body = ListResponse<MessageAttemptOut>),
         (status = 401, body = super::HttpErrorOut), (status = 404, body = super::HttpErrorOut),
         (status = 422, body = super::HttpValidationError),
@@ -468,16 +480,7 @@ fn strip(data: &mut [MessageAttemptOut], with_content: bool) {
 #[utoipa::path(get, path = "/api/v1/app/{app_id}/attempt/msg/{msg_id}",
     tag = "svix-message-attempt",
     params(("app_id" = String, Path, description = "Id or uid"),
-        ("msg_id" = String, Path),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query),
-        ("status" = Option<u8>, Query, minimum = 0, maximum = 3),
-        ("status_code_class" = Option<u16>, Query),
-        ("endpoint_id" = Option<String>, Query),
-        ("event_types" = Option<String>, Query, description = "Comma-separated"),
-        ("before" = Option<String>, Query, format = DateTime),
-        ("after" = Option<String>, Query, format = DateTime),
-        ("with_content" = Option<bool>, Query)),
+        ("msg_id" = String, Path), ("endpoint_id" = Option<String>, Query), AttemptListQuery),
     responses((status = 200, description = LIST_PARAMS, body = ListResponse<MessageAttemptOut>),
         (status = 401, body = super::HttpErrorOut), (status = 404, body = super::HttpErrorOut),
         (status = 422, body = super::HttpValidationError),

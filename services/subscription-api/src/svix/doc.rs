@@ -260,6 +260,31 @@ mod tests {
             .find(|p| p["name"] == "order")
             .unwrap();
         assert_eq!(order["schema"]["enum"][1], "descending");
+        let by_msg = &doc["paths"]["/api/v1/app/{app_id}/attempt/msg/{msg_id}"]["get"];
+        let names: Vec<&str> = by_msg["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for name in [
+            "app_id",
+            "msg_id",
+            "endpoint_id",
+            "limit",
+            "status",
+            "with_content",
+        ] {
+            assert!(names.contains(&name), "{name}: {names:?}");
+        }
+        let status = by_msg["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap();
+        assert_eq!(status["in"], "query");
+        assert_eq!(status["schema"]["enum"], serde_json::json!([0, 1, 2, 3]));
         // Hookline's own limits are spelled, and said.
         let name = &schemas["ApplicationIn"]["properties"]["name"];
         assert_eq!(name["pattern"], crate::input::NAME_PATTERN, "{name}");
