@@ -27,7 +27,7 @@ use axum::response::IntoResponse;
 use hookline_auth::{Principal, Role};
 use hookline_events::time_fmt::{now_ms, parse_rfc3339, rfc3339_millis};
 use hookline_proto::v1::{Event, Subscription};
-use hookline_runtime::{ApiError, JsonBody, JsonPath, OptionalJsonBody};
+use hookline_runtime::{ApiError, JsonBody, JsonPath};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -47,6 +47,10 @@ const OPS_LIMIT: usize = 100;
 const GET_PAGES: usize = 20;
 /// How long a call to the operations API may take.
 const OPS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `exampleIndex` of send-example.
+const EXAMPLE_INDEX_MAX: usize = 1000;
+/// Longest message id or `eventId` the operations API looks up.
+const MSG_ID_MAX: usize = 255;
 /// Namespace of attempt ids.
 const ATTEMPT_NS: uuid::Uuid = uuid::Uuid::from_u128(0x2d7c_41a6_93e5_4f0e_8b1a_5c6d_7e8f_9012);
 
@@ -144,11 +148,24 @@ fn ops_error(status: StatusCode, body: &[u8]) -> ApiError {
         "not_found" => "not_found",
         _ => "operations_error",
     };
+    // The operations API's names of this face's parameters.
+    let field = e.field.map(|f| {
+        match f.as_str() {
+            "cursor" => "iterator",
+            "since" => "after",
+            "until" => "before",
+            "outcome" | "state" => "status",
+            "subscriptionId" => "endpoint_id",
+            "eventId" => "msg_id",
+            _ => return f,
+        }
+        .to_owned()
+    });
     ApiError {
         status,
         code,
         message: e.message,
-        field: e.field,
+        field,
     }
 }
 
@@ -406,6 +423,19 @@ async fn attempt_page(
     })
 }
 
+/// The message a path's `msg_id` names in `app` (its id, or an `eventId` of a recent
+/// message): the id its attempts and deliveries carry.
+fn message_id(state: &AppState, app: &Application, msg_id: &str) -> Result<String, ApiError> {
+    super::check_id("path", msg_id)?;
+    if msg_id.len() > MSG_ID_MAX {
+        return Err(ApiError::not_found("message"));
+    }
+    Ok(state
+        .messages
+        .find(&app.tenant, &app.id, msg_id)
+        .map_or_else(|| msg_id.to_owned(), |m| m.id))
+}
+
 /// The endpoints of `app`, by id.
 fn endpoints_of(state: &AppState, who: &Principal, app: &Application) -> Vec<Subscription> {
     state.store.subscriptions.read(|t| {
@@ -431,6 +461,8 @@ const LIST_PARAMS: &str = "Newest first. `iterator` is the previous page's; the 
 pub struct AttemptListQuery {
     #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
+    /// The previous page's `iterator` (empty: the first page).
+    #[param(pattern = r"^([0-9a-f]{40})?$")]
     iterator: Option<String>,
     #[param(minimum = 0, maximum = 3)]
     status: Option<u8>,
@@ -495,6 +527,7 @@ pub async fn list_by_msg(
     let q = ListQuery::parse(query.as_deref())?;
     let with_content = q.flag("with_content", true)?;
     let app = apps::find(&state, &who, &app_id)?;
+    let msg_id = message_id(&state, &app, &msg_id)?;
     let only = match q.param("endpoint_id") {
         Some(ep) => Some(endpoints::find(&state, &who, &app, ep)?.id),
         None => None,
@@ -528,6 +561,7 @@ pub async fn get(
     auth: HeaderMap,
 ) -> Result<Json<MessageAttemptOut>, ApiError> {
     let app = apps::find(&state, &who, &app_id)?;
+    let msg_id = message_id(&state, &app, &msg_id)?;
     let eps: Vec<String> = endpoints_of(&state, &who, &app)
         .into_iter()
         .map(|s| s.id)
@@ -598,6 +632,7 @@ pub async fn list_destinations(
 ) -> Result<Json<ListResponse<MessageEndpointOut>>, ApiError> {
     let q = ListQuery::parse(query.as_deref())?;
     let app = apps::find(&state, &who, &app_id)?;
+    let msg_id = message_id(&state, &app, &msg_id)?;
     let eps = endpoints_of(&state, &who, &app);
     let mut data = Vec::new();
     let mut last = None;
@@ -652,7 +687,7 @@ pub struct EndpointMessageOut {
     params(("app_id" = String, Path, description = "Id or uid"),
         ("endpoint_id" = String, Path, description = "Id or uid"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 250),
-        ("iterator" = Option<String>, Query),
+        ("iterator" = Option<String>, Query, pattern = r"^(([0-9a-f]{2}){9,263})?$"),
         ("status" = Option<u8>, Query, minimum = 0, maximum = 3),
         ("event_types" = Option<String>, Query, description = "Comma-separated"),
         ("before" = Option<String>, Query, format = DateTime),
@@ -758,9 +793,9 @@ pub async fn list_attempted_messages(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoverIn {
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")]
     pub since: String,
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")]
     pub until: Option<String>,
 }
 
@@ -782,7 +817,7 @@ pub struct RecoverOut {
     tag = "svix-endpoint", request_body = RecoverIn,
     params(("app_id" = String, Path, description = "Id or uid"),
         ("endpoint_id" = String, Path, description = "Id or uid"),
-        ("idempotency-key" = Option<String>, Header)),
+        ("idempotency-key" = Option<String>, Header, pattern = r"^[ -~]{1,255}$")),
     responses((status = 202, description = "A replay run of the endpoint's dead-lettered \
         messages in [since, until), in the order of the log", body = RecoverOut),
         (status = 401, body = super::HttpErrorOut), (status = 403, body = super::HttpErrorOut),
@@ -834,7 +869,7 @@ pub async fn recover(
     tag = "svix-message-attempt",
     params(("app_id" = String, Path, description = "Id or uid"), ("msg_id" = String, Path),
         ("endpoint_id" = String, Path, description = "Id or uid"),
-        ("idempotency-key" = Option<String>, Header)),
+        ("idempotency-key" = Option<String>, Header, pattern = r"^[ -~]{1,255}$")),
     responses((status = 202, description = "The message's delivery to the endpoint is \
         queued again, behind the key's earlier jobs", body = Object),
         (status = 401, body = super::HttpErrorOut), (status = 403, body = super::HttpErrorOut),
@@ -848,6 +883,7 @@ pub async fn resend(
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
     let app = apps::find(&state, &who, &app_id)?;
+    let msg_id = message_id(&state, &app, &msg_id)?;
     let ep = endpoints::find(&state, &who, &app, &endpoint_id)?;
     let path = format!(
         "/api/v1/event-deliveries/deliveries/{}/replay",
@@ -874,7 +910,8 @@ pub struct EventExampleIn {
     pub event_type: String,
     /// Which of the schema's `examples` to send (default: the first).
     #[schema(minimum = 0)]
-    pub example_index: Option<usize>,
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 1000)]
+    pub example_index: Option<crate::input::Int>,
     /// A payload to send instead of the schema's example.
     #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Map<String, Value>>,
@@ -905,7 +942,7 @@ fn example_payload(state: &AppState, event_type: &str, index: usize) -> String {
     tag = "svix-endpoint", request_body = EventExampleIn,
     params(("app_id" = String, Path, description = "Id or uid"),
         ("endpoint_id" = String, Path, description = "Id or uid"),
-        ("idempotency-key" = Option<String>, Header)),
+        ("idempotency-key" = Option<String>, Header, pattern = r"^[ -~]{1,255}$")),
     responses((status = 200, description = "The example message, sent to this endpoint only \
         (its payload: the first of the event type's newest schema's `examples`, else one that \
         says it is an example); its attempts are listed as any message's", body = MessageOut),
@@ -917,15 +954,19 @@ pub async fn send_example(
     State(state): State<AppState>,
     who: Principal,
     JsonPath((app_id, endpoint_id)): JsonPath<(String, String)>,
-    OptionalJsonBody(body): OptionalJsonBody<EventExampleIn>,
+    JsonBody(body): JsonBody<EventExampleIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Role::Editor)?;
     let app = apps::find(&state, &who, &app_id)?;
     let ep = endpoints::find(&state, &who, &app, &endpoint_id)?;
-    let (event_type, index, payload) = match body {
-        Some(b) => (Some(b.event_type), b.example_index.unwrap_or(0), b.payload),
-        None => (None, 0, None),
-    };
+    let index = body.example_index.map_or(0, |i| i.0 as usize);
+    if index > EXAMPLE_INDEX_MAX {
+        return Err(ApiError::invalid(
+            "exampleIndex",
+            format!("`exampleIndex` must be 0-{EXAMPLE_INDEX_MAX}"),
+        ));
+    }
+    let (event_type, payload) = (Some(body.event_type), body.payload);
     let make = |sub: &Subscription, event_type: &str| -> Event {
         let mut event = crate::examples::example_event(sub, event_type);
         event.id = new_id("msg_");
@@ -1049,7 +1090,7 @@ mod tests {
         );
         assert_eq!(
             (e.status, e.code, e.field.as_deref()),
-            (StatusCode::BAD_REQUEST, "invalid_field", Some("since"))
+            (StatusCode::BAD_REQUEST, "invalid_field", Some("after"))
         );
         let e = ops_error(StatusCode::INTERNAL_SERVER_ERROR, b"oops");
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
