@@ -90,14 +90,25 @@ impl Operations {
         }
     }
 
-    /// `POST path` with `body` as the caller, passing on its `idempotency-key`.
-    async fn post(&self, auth: &HeaderMap, path: &str, body: Value) -> Result<Value, ApiError> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+    /// `POST path` with `body` (if any) as the caller, passing on its `idempotency-key`;
+    /// `None` for a 404.
+    async fn post(
+        &self,
+        auth: &HeaderMap,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
         if let Some(key) = auth.get("idempotency-key") {
             req = req.header("idempotency-key", key);
         }
-        let (_, body) = self.send(auth, req).await?;
-        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+        match self.send(auth, req).await? {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (_, body) => Ok(Some(serde_json::from_slice(&body).unwrap_or(Value::Null))),
+        }
     }
 
     /// Sends `req` with the caller's token; a 2xx or 404 answer's status and body, else the
@@ -852,8 +863,9 @@ pub async fn recover(
     }
     let started = state
         .operations
-        .post(&auth, "/api/v1/event-deliveries/replays", run)
-        .await?;
+        .post(&auth, "/api/v1/event-deliveries/replays", Some(run))
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RecoverOut {
@@ -889,18 +901,13 @@ pub async fn resend(
         "/api/v1/event-deliveries/deliveries/{}/replay",
         hookline_events::delivery_id(&msg_id, &ep.id)
     );
-    // A delivery the operations API does not know answers 404 there: "delivery not found".
-    let mut req = state
+    // A delivery the operations API does not know answers 404 there.
+    state
         .operations
-        .http
-        .post(format!("{}{path}", state.operations.base));
-    if let Some(key) = auth.get("idempotency-key") {
-        req = req.header("idempotency-key", key);
-    }
-    match state.operations.send(&auth, req).await? {
-        (StatusCode::NOT_FOUND, _) => Err(ApiError::not_found("message")),
-        _ => Ok((StatusCode::ACCEPTED, Json(serde_json::json!({})))),
-    }
+        .post(&auth, &path, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
 }
 
 #[derive(Deserialize, ToSchema)]
